@@ -1,0 +1,5 @@
+import sys
+
+from normtheory.cli import main
+
+sys.exit(main())

@@ -1,0 +1,160 @@
+"""Command line: ``normtheory list | run | report``.
+
+Bad input (unknown study, norm, key, value, a missing or corrupt results folder) gives a one-line
+error naming the bad value and the valid choices, exit code 2, and no traceback.
+"""
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from normtheory.results import ResultsError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints usage + message)
+        raise SystemExit(_fail(f"{self.prog}: {message}"))
+
+
+def _fail(message: str) -> int:
+    print(f"normtheory: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="normtheory", description="Put the theory of normalization layers to the test."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="list the studies and the claims they test")
+    run = sub.add_parser(
+        "run",
+        help="run a study's grid into a run folder (complete cells are skipped)",
+        epilog="overrides: key=value sets a cell field (e.g. steps=50); key=a,b makes it a grid axis (e.g. norm=batch,group)",
+    )
+    run.add_argument(
+        "study", help="study name (see `normtheory list`) or path to a .py file defining STUDY"
+    )
+    run.add_argument("overrides", nargs="*", metavar="key=value", help="cell field overrides")
+    run.add_argument("--profile", default="quick", help="profile: quick (default) or full")
+    run.add_argument(
+        "--seeds", type=int, default=None, help="number of seeds (default: the profile's)"
+    )
+    run.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = CUDA when present"
+    )
+    run.add_argument("--out", default=None, help="run folder (default runs/<study>-<profile>)")
+    rep = sub.add_parser("report", help="build the report from stored run folders")
+    rep.add_argument("runs", nargs="*", help="run folders (default: every run under runs/)")
+    rep.add_argument("--out", default="reports", help="output folder (default reports/)")
+    rep.add_argument("--figures-only", action="store_true", help="only re-render the figures")
+    return parser
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    )
+
+
+def _cmd_list(args) -> int:
+    from normtheory.claims import CLAIMS
+    from normtheory.study import list_studies, load_study
+
+    for name in list_studies():
+        study = load_study(name)
+        print(f"{name:22s} {study.title}")
+        for claim in study.claims:
+            print(f"  {claim:14s} {CLAIMS[claim].statement if claim in CLAIMS else '?'}")
+    return 0
+
+
+def _overrides(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key or not value:
+            raise ValueError(
+                f"bad override {pair!r}: expected key=value (e.g. steps=50 or norm=batch,group)"
+            )
+        out[key] = value
+    return out
+
+
+def _cmd_run(args, command: str) -> int:
+    from normtheory.study import load_study, run_study
+
+    study = load_study(args.study)
+    overrides = _overrides(args.overrides)
+    with _progress() as progress:
+        summary = run_study(
+            study,
+            profile=args.profile,
+            seeds=args.seeds,
+            device=args.device,
+            out=args.out,
+            overrides=overrides,
+            progress=progress,
+            command=command,
+        )
+    print(
+        f"{study.name}: {summary.total} cells × seeds in {summary.path} — {summary.completed} completed, "
+        f"{summary.diverged} diverged, {summary.failed} failed, {summary.skipped} already complete (skipped)"
+    )
+    print(f"next: normtheory report {summary.path}")
+    return 1 if summary.failed else 0
+
+
+def _cmd_report(args, command: str) -> int:
+    from normtheory.report import build_report, find_runs
+
+    runs = [Path(r) for r in args.runs] or find_runs("runs")
+    for run in runs:
+        if not run.is_dir():
+            raise ResultsError(f"no results folder at {run}")
+    index = build_report(runs, args.out, command=command, figures_only=args.figures_only)
+    print(
+        f"report: {index} ({len(runs)} run(s))"
+        if not args.figures_only
+        else f"figures: {Path(args.out) / 'figures'}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _parser()
+    try:
+        # parse_known_args: key=value overrides may follow options (argparse stops a nargs="*"
+        # positional at the first option), so leftovers of the form key=value are overrides.
+        args, extra = parser.parse_known_args(argv)
+        bad = [e for e in extra if args.command != "run" or e.startswith("-")]
+        if bad:
+            parser.error(f"unrecognized arguments: {' '.join(bad)}")
+        if args.command == "run":
+            args.overrides = [*args.overrides, *extra]
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    command = "normtheory " + shlex.join(argv)
+    try:
+        if args.command == "list":
+            return _cmd_list(args)
+        if args.command == "run":
+            return _cmd_run(args, command)
+        return _cmd_report(args, command)
+    except (ValueError, FileNotFoundError) as err:  # ResultsError is a ValueError
+        return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    except KeyboardInterrupt:
+        return _fail("interrupted; complete cells are stored, rerun the same command to resume")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""`TrainCell`: the standard grid cell (data + model + optimization), and how to run one.
+
+Studies declare grids over `TrainCell` fields with `dataclasses.replace`; `run_train_cell`
+loads the data, builds the model (seeded), and trains it with the study's hooks.
+"""
+
+import functools
+import inspect
+from dataclasses import asdict, dataclass
+
+import torch
+
+from normtheory.data import list_datasets, load_dataset
+from normtheory.models import build_model, list_archs, list_placements
+from normtheory.norms import _REGISTRY, parse_norm_spec
+from normtheory.train import TrainConfig, TrainResult, train
+
+LR_SCALINGS = ("none", "linear", "sqrt")
+# Cell fields passed to the norm factories that accept them (0 means "the norm's default").
+_NORM_FIELDS = ("groups", "ghost_size", "examples_per_group", "example_weight")
+
+
+@dataclass(frozen=True)
+class TrainCell:
+    """One training configuration of a study grid.
+
+    Attributes:
+        dataset: a name from `normtheory.data.list_datasets()`; `max_train` caps its size (0: all).
+        arch, norm, width, depth, placement, dropout_keep, residual: see `build_model`;
+            `norm` is a spec such as ``"group+ws"``.
+        groups, ghost_size, examples_per_group, example_weight: norm options, passed to the
+            norms that take them (``examples_per_group=0`` means the whole batch).
+        optimizer, lr, momentum, weight_decay, batch_size, schedule, eval_every: see `TrainConfig`.
+        lr_scaling: ``linear`` uses lr·B/ref_batch, ``sqrt`` lr·√(B/ref_batch) (Goyal et al. 2017).
+        examples: when > 0, steps = examples // batch_size, so every batch size sees the same
+            number of examples; otherwise `steps` is used.
+    """
+
+    dataset: str = "digits"
+    max_train: int = 0
+    arch: str = "convnet"
+    norm: str = "batch"
+    width: int = 16
+    depth: int = 3
+    placement: str = "norm_act"
+    dropout_keep: float = 1.0
+    residual: bool = True
+    groups: int = 32
+    ghost_size: int = 16
+    examples_per_group: int = 0
+    example_weight: float = 0.0
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    lr_scaling: str = "none"
+    ref_batch: int = 32
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    examples: int = 0
+    steps: int = 200
+    schedule: str = "constant"
+    eval_every: int = 0
+
+    def __post_init__(self):
+        _check_choice("dataset", self.dataset, list_datasets())
+        _check_choice("arch", self.arch, list_archs())
+        _check_choice("placement", self.placement, list_placements())
+        _check_choice("lr_scaling", self.lr_scaling, LR_SCALINGS)
+        parse_norm_spec(self.norm)
+        for name in ("width", "depth", "batch_size", "steps", "ref_batch", "groups", "ghost_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_train", "examples", "examples_per_group", "eval_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.examples and self.examples < self.batch_size:
+            raise ValueError(
+                f"examples ({self.examples}) must be at least batch_size ({self.batch_size})"
+            )
+        self.train_config(0)  # validates optimizer, lr, schedule, ...
+
+    @property
+    def effective_lr(self) -> float:
+        ratio = self.batch_size / self.ref_batch
+        return self.lr * {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[self.lr_scaling]
+
+    @property
+    def effective_steps(self) -> int:
+        return self.examples // self.batch_size if self.examples else self.steps
+
+    def train_config(self, seed: int, device: str = "auto") -> TrainConfig:
+        return TrainConfig(
+            optimizer=self.optimizer,
+            lr=self.effective_lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            steps=self.effective_steps,
+            schedule=self.schedule,
+            eval_every=self.eval_every,
+            seed=seed,
+            device=device,
+        )
+
+    def norm_kw(self) -> dict:
+        """The norm options this cell sets that its norm's factory accepts."""
+        name, _ = parse_norm_spec(self.norm)
+        accepted = inspect.signature(_REGISTRY[name]).parameters
+        kw = {f: getattr(self, f) for f in _NORM_FIELDS if f in accepted}
+        if kw.get("examples_per_group") == 0:
+            kw["examples_per_group"] = None
+        return kw
+
+
+def _check_choice(name: str, value: str, valid) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_dataset(name: str, max_train: int):
+    kw = {"max_train": max_train} if max_train else {}
+    return load_dataset(name, seed=0, **kw)
+
+
+def build_cell_model(cell: TrainCell, in_shape, num_classes: int, seed: int) -> torch.nn.Module:
+    """The cell's model, initialised from `seed`."""
+    torch.manual_seed(seed)
+    return build_model(
+        cell.arch,
+        norm=cell.norm,
+        in_shape=tuple(in_shape),
+        num_classes=num_classes,
+        width=cell.width,
+        depth=cell.depth,
+        placement=cell.placement,
+        dropout_keep=cell.dropout_keep,
+        residual=cell.residual,
+        norm_kw=cell.norm_kw(),
+    )
+
+
+def run_train_cell(
+    cell: TrainCell, seed: int, *, device: str = "auto", hooks=(), progress=None
+) -> TrainResult:
+    """Loads the cell's data (fixed split), builds its model from `seed`, trains it with `hooks`."""
+    train_set, test_set = _cached_dataset(cell.dataset, cell.max_train)
+    model = build_cell_model(cell, train_set.in_shape, train_set.num_classes, seed)
+    return train(
+        model, train_set, test_set, cell.train_config(seed, device), hooks, progress=progress
+    )
+
+
+def cell_fields(cell) -> dict:
+    return asdict(cell)

@@ -1,0 +1,160 @@
+"""Hook protocol, the per-step context object, and `Monitor`, which dispatches events to hooks.
+
+The training loop (`normtheory.train.train`) and a user's own loop use the same `Monitor`:
+the loop fills a `Context` and calls ``monitor.fire(event, ctx)``; each scheduled hook returns
+records ``(metric, key, value)`` and the monitor stamps them with the step. Hooks never store
+records and never own the loop.
+"""
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+EVENTS = ("start", "after_backward", "after_step", "eval", "end")
+_SCHEDULED = ("after_backward", "after_step")
+
+Record = tuple[str, str, float]
+
+
+@dataclass
+class Context:
+    """What the loop knows at an event; hooks read it and must not modify it.
+
+    Attributes:
+        model: the model being trained.
+        step: the optimizer step about to be taken (after_backward) or just taken (after_step).
+        inputs, targets, outputs, loss: the current training batch and its forward results
+            (`loss` is the mean loss tensor, detached).
+        optimizer: the optimizer, when the loop has one.
+        lr: the learning rate of the current step.
+        loss_fn: ``loss_fn(outputs, targets) -> mean loss``.
+        metrics: evaluation metrics, filled at the ``eval`` event (e.g. ``test_loss``).
+        extras: anything else a study passes along (probe batches, run status, ...).
+    """
+
+    model: nn.Module
+    step: int = 0
+    inputs: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+    outputs: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    lr: float | None = None
+    loss_fn: Callable[..., torch.Tensor] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Hook:
+    """Base class: a named measurement called on a schedule.
+
+    Subclasses set `events` and implement `on(event, ctx) -> iterable of (metric, key, value)`.
+    Metrics are stored as ``"<hook name>.<metric>"`` so two instances with different names
+    never overwrite each other's records.
+
+    Args:
+        name: stable name, the prefix of every metric this hook records.
+        every: run on steps where ``step % every == 0``, or a callable ``step -> bool``.
+            The schedule applies to per-step events; start, eval and end always run.
+    """
+
+    events: tuple[str, ...] = ("after_step",)
+    default_name = "hook"
+
+    def __init__(self, *, name: str | None = None, every: int | Callable[[int], bool] = 1):
+        if isinstance(every, bool) or not (
+            callable(every) or (isinstance(every, int) and every >= 1)
+        ):
+            raise ValueError(
+                f"every must be a positive int or a callable step -> bool, got {every!r}"
+            )
+        unknown = set(self.events) - set(EVENTS)
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} uses unknown events {sorted(unknown)}; known: {EVENTS}"
+            )
+        self.name = name or self.default_name
+        self.every = every
+
+    def scheduled(self, event: str, step: int) -> bool:
+        """Whether the hook runs at `event` on `step`."""
+        if event not in self.events:
+            return False
+        if event not in _SCHEDULED:
+            return True
+        return self.every(step) if callable(self.every) else step % self.every == 0
+
+    def on(self, event: str, ctx: Context) -> Iterable[Record]:
+        raise NotImplementedError
+
+    def __call__(self, event: str, ctx: Context) -> list[Record]:
+        return [
+            (f"{self.name}.{metric}", key, float(value))
+            for metric, key, value in self.on(event, ctx)
+        ]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, every={self.every!r})"
+
+
+class Monitor:
+    """Runs hooks at events and collects their records; usable in any training loop.
+
+    Example:
+        >>> monitor = Monitor(model, [GradNorm(every=10), WeightNorm(every=10)])
+        >>> loss.backward(); monitor.after_backward(step, loss=loss)
+        >>> opt.step(); monitor.after_step(step, loss=loss)
+        >>> monitor.frame()  # DataFrame with columns step, metric, key, value
+    """
+
+    def __init__(self, model: nn.Module, hooks: Iterable[Hook] = ()):
+        self.model = model
+        self.hooks = list(hooks)
+        names = [h.name for h in self.hooks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(
+                f"hook names must be unique; duplicated: {dupes} (pass name=... to tell them apart)"
+            )
+        self._rows: list[tuple[int, str, str, float]] = []
+
+    def fire(self, event: str, ctx: Context) -> list[tuple[int, str, str, float]]:
+        """Calls every hook scheduled for (`event`, ``ctx.step``); returns and keeps the rows."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}; known events: {', '.join(EVENTS)}")
+        rows = [
+            (ctx.step, *rec)
+            for hook in self.hooks
+            if hook.scheduled(event, ctx.step)
+            for rec in hook(event, ctx)
+        ]
+        self._rows.extend(rows)
+        return rows
+
+    def _fire(self, event: str, step: int, kw: dict[str, Any]) -> list[tuple[int, str, str, float]]:
+        return self.fire(event, Context(model=self.model, step=step, **kw))
+
+    def start(self, **kw: Any) -> list[tuple[int, str, str, float]]:
+        return self._fire("start", 0, kw)
+
+    def after_backward(self, step: int, **kw: Any) -> list[tuple[int, str, str, float]]:
+        return self._fire("after_backward", step, kw)
+
+    def after_step(self, step: int, **kw: Any) -> list[tuple[int, str, str, float]]:
+        return self._fire("after_step", step, kw)
+
+    def eval(
+        self, step: int, metrics: dict[str, float], **kw: Any
+    ) -> list[tuple[int, str, str, float]]:
+        return self._fire("eval", step, {"metrics": metrics, **kw})
+
+    def end(self, step: int, **kw: Any) -> list[tuple[int, str, str, float]]:
+        return self._fire("end", step, kw)
+
+    def frame(self) -> pd.DataFrame:
+        """All records so far as a tidy DataFrame (step, metric, key, value)."""
+        return pd.DataFrame(self._rows, columns=["step", "metric", "key", "value"])

@@ -1,0 +1,86 @@
+"""Basic hooks: training/evaluation loss and accuracy, weight norms, gradient norms."""
+
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from normtheory.hooks.base import Context, Hook, Record
+from normtheory.measure.outcomes import accuracy, evaluate
+
+
+class LossAccuracy(Hook):
+    """Records the training batch's loss/accuracy and the loop's evaluation metrics.
+
+    Metrics: ``<name>.train_loss``, ``<name>.train_acc`` (after_step, from the batch the step
+    used), ``<name>.test_loss``/``test_acc`` (any ``ctx.metrics`` at the eval event). With
+    `data`, it also evaluates the model on that dataset on its schedule (``data_loss``,
+    ``data_acc``): that is how to use it in your own loop.
+    """
+
+    events = ("after_step", "eval")
+    default_name = "outcome"
+
+    def __init__(self, *, data=None, loss_fn: Callable = F.cross_entropy, **kw):
+        super().__init__(**kw)
+        self.data = data
+        self.loss_fn = loss_fn
+
+    def on(self, event: str, ctx: Context) -> Iterable[Record]:
+        if event == "eval":
+            return [(metric, "", value) for metric, value in ctx.metrics.items()]
+        records = []
+        if ctx.loss is not None:
+            records.append(("train_loss", "", float(ctx.loss)))
+        if ctx.outputs is not None and ctx.targets is not None and ctx.outputs.ndim == 2:
+            records.append(("train_acc", "", accuracy(ctx.outputs.detach(), ctx.targets)))
+        if self.data is not None:
+            result = evaluate(ctx.model, self.data, loss_fn=self.loss_fn)
+            records += [("data_loss", "", result["loss"]), ("data_acc", "", result["acc"])]
+        return records
+
+
+def _named_weights(model: torch.nn.Module, params: Iterable[str] | None):
+    named = dict(model.named_parameters())
+    if params is None:
+        return [(n, p) for n, p in named.items() if p.ndim >= 2]
+    missing = [n for n in params if n not in named]
+    if missing:
+        raise ValueError(f"unknown parameters {missing}; the model has: {', '.join(named)}")
+    return [(n, named[n]) for n in params]
+
+
+class WeightNorm(Hook):
+    """L2 norm ‖w‖ of each weight tensor (default: every parameter with ndim ≥ 2), key = name."""
+
+    events = ("start", "after_step")
+    default_name = "weight_norm"
+
+    def __init__(self, *, params: Iterable[str] | None = None, **kw):
+        super().__init__(**kw)
+        self.params = None if params is None else list(params)
+
+    def on(self, event: str, ctx: Context) -> Iterable[Record]:
+        with torch.no_grad():
+            return [("l2", n, p.norm().item()) for n, p in _named_weights(ctx.model, self.params)]
+
+
+class GradNorm(Hook):
+    """L2 norm of each parameter's gradient after backward (key = name) and the total norm."""
+
+    events = ("after_backward",)
+    default_name = "grad_norm"
+
+    def __init__(self, *, params: Iterable[str] | None = None, **kw):
+        super().__init__(**kw)
+        self.params = None if params is None else list(params)
+
+    def on(self, event: str, ctx: Context) -> Iterable[Record]:
+        named = (
+            [(n, p) for n, p in ctx.model.named_parameters()]
+            if self.params is None
+            else _named_weights(ctx.model, self.params)
+        )
+        norms = [(n, p.grad.norm().item()) for n, p in named if p.grad is not None]
+        total = sum(v * v for _, v in norms) ** 0.5
+        return [("l2", n, v) for n, v in norms] + [("l2", "total", total)]

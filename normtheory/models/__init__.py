@@ -1,0 +1,154 @@
+"""Small model builders that take a norm spec: `build_model(arch, norm=..., ...)`.
+
+Architectures (`list_archs`): ``mlp``, ``convnet`` (1-D or 2-D) and ``resnet`` (small
+CIFAR-style ResNet, 1-D or 2-D). Each hidden weight layer is followed by a *norm unit* whose
+order is set by the placement (`list_placements`); see `normtheory.models.layers` for the
+orders and `build_mlp`, `build_convnet`, `build_resnet` for the module names. Every model is
+an `nn.Sequential` whose last module is the plain linear classifier ``head``, and carries its
+build arguments as ``model.config``, so ``build_model(**model.config)`` rebuilds it.
+"""
+
+import numbers
+
+from torch import nn
+
+from normtheory.models.convnet import build_convnet
+from normtheory.models.layers import PLACEMENTS, build_weight, norm_unit
+from normtheory.models.mlp import build_mlp
+from normtheory.models.resnet import BasicBlock, build_resnet
+from normtheory.norms import parse_norm_spec
+
+__all__ = [
+    "BasicBlock",
+    "build_convnet",
+    "build_mlp",
+    "build_model",
+    "build_resnet",
+    "build_weight",
+    "list_archs",
+    "list_placements",
+    "norm_unit",
+]
+
+_ARCHS = {"convnet": build_convnet, "mlp": build_mlp, "resnet": build_resnet}
+
+
+def list_archs() -> list[str]:
+    """Names of the architectures `build_model` knows, sorted."""
+    return sorted(_ARCHS)
+
+
+def list_placements() -> list[str]:
+    """Norm placements, sorted: ``act_norm`` (W-ReLU-N), ``ic`` (W-ReLU-N-Dropout), ``norm_act``."""
+    return sorted(PLACEMENTS)
+
+
+def build_model(
+    arch: str,
+    *,
+    norm: str,
+    in_shape: tuple[int, ...],
+    num_classes: int,
+    width: int = 32,
+    depth: int = 3,
+    placement: str = "norm_act",
+    weight_std: bool = False,
+    dropout_keep: float = 1.0,
+    residual: bool = True,
+    norm_kw: dict | None = None,
+) -> nn.Sequential:
+    """Builds `arch` with the norm spec `norm` in every hidden layer.
+
+    Placements, for a weight layer W, norm N and keep probability q = `dropout_keep`:
+    ``norm_act`` is W -> N -> ReLU, ``act_norm`` is W -> ReLU -> N, and ``ic`` is
+    W -> ReLU -> N -> Dropout(1 - q), the IC layer of Chen et al. 2019 ("Rethinking the Usage
+    of Batch Normalization and Dropout", arXiv:1905.05928) when N is ``batch``. With q < 1 the
+    other placements also get a Dropout(1 - q) after their norm unit. With ``frn`` the TLU of
+    the norm is the activation and no ReLU is added. Weight layers feeding a norm have no bias
+    (the norm's β replaces it); with ``none`` they do.
+
+    Args:
+        arch: one of `list_archs()`.
+        norm: a norm from `normtheory.norms.list_norms()`, optionally with ``+ws`` (e.g.
+            ``"group+ws"``), which turns on weight standardization as `weight_std` does.
+        in_shape: shape of one example without the batch axis: any for ``mlp`` (flattened),
+            ``(C, L)`` (1-D) or ``(C, H, W)`` (2-D) for ``convnet`` and ``resnet``.
+        num_classes: output features of the head.
+        width: hidden units (mlp) or channels (convnet; resnet stage 1).
+        depth: hidden layers (mlp), conv layers (convnet) or 6n + 2 (resnet).
+        placement: one of `list_placements()`.
+        weight_std: weight-standardized (Qiao et al. 2019) hidden weight layers; the head
+            stays a plain `nn.Linear`.
+        dropout_keep: keep probability q in (0, 1] of the dropout layers.
+        residual: resnet only; False removes the shortcuts and additions. Ignored otherwise.
+        norm_kw: options passed to every `build_norm` call (e.g. ``{"groups": 8}``).
+
+    Returns:
+        An `nn.Sequential` mapping (N, *in_shape) to (N, num_classes) logits, with the build
+        arguments as ``model.config``.
+
+    Raises:
+        ValueError: naming the bad value and the valid choices.
+    """
+    config = dict(
+        arch=arch,
+        norm=norm,
+        in_shape=tuple(in_shape) if isinstance(in_shape, (tuple, list)) else in_shape,
+        num_classes=num_classes,
+        width=width,
+        depth=depth,
+        placement=placement,
+        weight_std=weight_std,
+        dropout_keep=dropout_keep,
+        residual=residual,
+        norm_kw=dict(norm_kw or {}),
+    )
+    _check(config)
+    norm_name, ws_from_spec = parse_norm_spec(norm)
+    kw = dict(
+        norm=norm_name,
+        in_shape=config["in_shape"],
+        num_classes=num_classes,
+        width=width,
+        depth=depth,
+        placement=placement,
+        weight_std=bool(weight_std) or ws_from_spec,
+        dropout_keep=float(dropout_keep),
+        norm_kw=config["norm_kw"],
+    )
+    if arch == "resnet":
+        kw["residual"] = bool(residual)
+    model = _ARCHS[arch](**kw)
+    model.config = config
+    return model
+
+
+def _check(config: dict) -> None:
+    """Raises ValueError for the first bad build argument, naming it and the valid choices."""
+    arch, placement, in_shape = config["arch"], config["placement"], config["in_shape"]
+    if arch not in _ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; known archs: {', '.join(list_archs())}")
+    if placement not in PLACEMENTS:
+        raise ValueError(
+            f"unknown placement {placement!r}; known placements: {', '.join(list_placements())}"
+        )
+    parse_norm_spec(config["norm"])  # unknown norm -> ValueError listing the known norms
+    for key in ("num_classes", "width", "depth"):
+        value = config[key]
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"{key} must be a positive int, got {value!r}")
+    keep = config["dropout_keep"]
+    if not isinstance(keep, numbers.Real) or isinstance(keep, bool) or not 0.0 < keep <= 1.0:
+        raise ValueError(f"dropout_keep must be in (0, 1], got {keep!r}")
+    if not (
+        isinstance(in_shape, tuple) and in_shape and all(_is_int(d) and d >= 1 for d in in_shape)
+    ):
+        raise ValueError(f"in_shape must be a non-empty tuple of positive ints, got {in_shape!r}")
+    if arch != "mlp" and len(in_shape) not in (2, 3):
+        raise ValueError(
+            f"{arch} needs in_shape (C, L) for 1-D or (C, H, W) for 2-D, got {in_shape!r}"
+        )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

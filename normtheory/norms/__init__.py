@@ -1,0 +1,106 @@
+"""Registry of normalization schemes: `build_norm(name, num_features, **kw)` and `list_norms()`.
+
+The channel count is always the first argument, so any norm swaps in for BatchNorm without
+touching call sites. Every module accepts (N, C), (N, C, L) and (N, C, H, W) inputs.
+
+Weight Standardization is not a norm layer but a property of the weight layer (see
+`normtheory.norms.standardization`); a norm *spec* such as ``"group+ws"`` names a norm plus
+weight standardization, see `parse_norm_spec`.
+"""
+
+from collections.abc import Callable
+
+from torch import nn
+
+from normtheory.norms.batch import BatchNorm, GhostBatchNorm
+from normtheory.norms.frn import FilterResponseNorm
+from normtheory.norms.group import BatchGroupNorm, GroupNorm, InstanceNorm, LayerNorm
+from normtheory.norms.standardization import WSConv1d, WSConv2d, WSLinear, standardize_weight
+
+__all__ = [
+    "BatchGroupNorm",
+    "BatchNorm",
+    "FilterResponseNorm",
+    "GhostBatchNorm",
+    "GroupNorm",
+    "InstanceNorm",
+    "LayerNorm",
+    "WSConv1d",
+    "WSConv2d",
+    "WSLinear",
+    "build_norm",
+    "list_norms",
+    "norm_includes_activation",
+    "parse_norm_spec",
+    "register_norm",
+    "standardize_weight",
+]
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_norm(name: str, factory: Callable[..., nn.Module]) -> None:
+    """Adds `factory(num_features, **kw) -> nn.Module` under `name`; duplicates raise."""
+    if name in _REGISTRY:
+        raise ValueError(f"norm {name!r} is already registered; known norms: {list_norms()}")
+    if "+" in name:
+        raise ValueError(
+            f"norm names may not contain '+' (reserved for specs like 'group+ws'): {name!r}"
+        )
+    _REGISTRY[name] = factory
+
+
+def list_norms() -> list[str]:
+    """Names of all registered norms, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _unknown(name: object) -> ValueError:
+    return ValueError(f"unknown norm {name!r}; known norms: {', '.join(list_norms())}")
+
+
+def build_norm(name: str, num_features: int, **kw) -> nn.Module:
+    """Builds the norm `name` over `num_features` channels.
+
+    Args:
+        name: one of `list_norms()`.
+        num_features: channel count C of the (N, C, ...) input.
+        **kw: options of that norm (e.g. ``groups=8`` for ``group``, ``ghost_size=4`` for
+            ``ghost_batch``, ``example_weight=0.1`` for ``batch``). Unknown options raise.
+    """
+    if name not in _REGISTRY:
+        raise _unknown(name)
+    if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
+        raise ValueError(f"num_features must be a positive int, got {num_features!r}")
+    try:
+        return _REGISTRY[name](num_features, **kw)
+    except TypeError as err:
+        raise ValueError(f"bad option for norm {name!r}: {err}") from None
+
+
+def parse_norm_spec(spec: str) -> tuple[str, bool]:
+    """Splits a norm spec into (norm name, weight_std): ``"group+ws" -> ("group", True)``."""
+    if not isinstance(spec, str):
+        raise ValueError(f"norm spec must be a string, got {spec!r}")
+    name, plus, suffix = spec.partition("+")
+    if plus and suffix != "ws":
+        raise ValueError(f"bad norm spec {spec!r}: the only suffix is '+ws' (e.g. 'group+ws')")
+    if name not in _REGISTRY:
+        raise _unknown(name)
+    return name, bool(plus)
+
+
+def norm_includes_activation(name: str) -> bool:
+    """True when the norm replaces the activation too (FRN's TLU): models add no ReLU after it."""
+    name, _ = parse_norm_spec(name)
+    return name == "frn"
+
+
+register_norm("none", lambda num_features: nn.Identity())
+register_norm("batch", BatchNorm)
+register_norm("ghost_batch", GhostBatchNorm)
+register_norm("group", GroupNorm)
+register_norm("layer", LayerNorm)
+register_norm("instance", InstanceNorm)
+register_norm("batch_group", BatchGroupNorm)
+register_norm("frn", FilterResponseNorm)

@@ -1,0 +1,233 @@
+"""Run folders: a manifest plus one tidy Parquet table and one completion record per cell × seed.
+
+Layout of a run folder::
+
+    manifest.json              resolved config, seeds, git commit, versions, device, times
+    cells/<cell_id>.parquet    records: run, cell, seed, step, metric, key, value
+    cells/<cell_id>.json       completion record: cell fields, seed, status, final metrics
+
+Every file is written atomically (temp file + rename) and the JSON record is written after the
+Parquet table, so a cell is complete exactly when its JSON record exists: a run killed at any
+point is resumed by skipping complete cells, and a half-written file is never read as complete.
+"""
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+RECORD_COLUMNS = ["run", "cell", "seed", "step", "metric", "key", "value"]
+MANIFEST = "manifest.json"
+_PACKAGES = (
+    "normtheory",
+    "torch",
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "seaborn",
+    "pyhessian",
+)
+
+
+class ResultsError(ValueError):
+    """A results folder that is missing, corrupt or made with a different config."""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` through a temp file in the same folder and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(
+        path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
+    )
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The current git commit (with ``+dirty`` when the tree has changes), or ``unknown``."""
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, the platform and the packages results depend on."""
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in _PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ResultsError(f"corrupt results file {path}: {err}") from None
+
+
+class RunDir:
+    """One study run's folder on disk."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    @property
+    def cells_dir(self) -> Path:
+        return self.path / "cells"
+
+    # --- manifest ---------------------------------------------------------------------------
+    def open(self, manifest: dict) -> dict:
+        """Creates the folder, or checks that an existing one was made with the same config.
+
+        Returns the manifest in force. An existing run with a different ``config`` raises
+        `ResultsError` naming the differing keys; nothing stored is touched.
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise ResultsError(f"results path {self.path} is a file, not a folder")
+        path = self.path / MANIFEST
+        if path.exists():
+            old = _read_json(path)
+            if old.get("config") != manifest["config"]:
+                keys = sorted(
+                    k
+                    for k in set(old.get("config", {})) | set(manifest["config"])
+                    if old.get("config", {}).get(k) != manifest["config"].get(k)
+                )
+                raise ResultsError(
+                    f"{self.path} holds a run with a different config (differs in: {', '.join(keys)}); "
+                    "choose another --out folder or delete that one"
+                )
+            manifest = {**old, "resumed_at": now()}
+        try:
+            atomic_write_json(path, manifest)
+        except OSError as err:
+            raise ResultsError(f"cannot write results to {self.path}: {err.strerror}") from None
+        return manifest
+
+    def manifest(self) -> dict:
+        path = self.path / MANIFEST
+        if not self.path.is_dir():
+            raise ResultsError(f"no results folder at {self.path}")
+        if not path.exists():
+            raise ResultsError(f"{self.path} is not a normtheory run folder (no {MANIFEST})")
+        return _read_json(path)
+
+    def update_manifest(self, **fields: Any) -> None:
+        atomic_write_json(self.path / MANIFEST, {**self.manifest(), **fields})
+
+    # --- cells --------------------------------------------------------------------------------
+    def is_complete(self, cell_id: str) -> bool:
+        """True when the cell's record exists and it did not fail (failed cells are retried)."""
+        record = self.cells_dir / f"{cell_id}.json"
+        if not (record.exists() and record.with_suffix(".parquet").exists()):
+            return False
+        return _read_json(record).get("status") != "failed"
+
+    def write_cell(self, cell_id: str, records: pd.DataFrame, summary: dict) -> None:
+        """Stores one cell's records, then its completion record (the commit point)."""
+        frame = records.reindex(columns=RECORD_COLUMNS)
+        frame = frame.astype(
+            {
+                "run": "string",
+                "cell": "string",
+                "seed": "int64",
+                "step": "int64",
+                "metric": "string",
+                "key": "string",
+                "value": "float64",
+            }
+        )
+        atomic_write_bytes(self.cells_dir / f"{cell_id}.parquet", frame.to_parquet(index=False))
+        atomic_write_json(
+            self.cells_dir / f"{cell_id}.json", {**summary, "cell_id": cell_id, "written_at": now()}
+        )
+
+    def cell_summaries(self) -> list[dict]:
+        if not self.cells_dir.is_dir():
+            return []
+        return [
+            _read_json(p)
+            for p in sorted(self.cells_dir.glob("*.json"))
+            if (p.with_suffix(".parquet")).exists()
+        ]
+
+
+def load(path: str | os.PathLike) -> pd.DataFrame:
+    """All records of a run as one tidy DataFrame.
+
+    Columns: run, cell, seed, step, metric, key, value, plus one column per cell field
+    (e.g. ``norm``, ``batch_size``) so figures can group by them. Only complete cells are read.
+    """
+    run = RunDir(path)
+    run.manifest()
+    frames, fields = [], []
+    for summary in run.cell_summaries():
+        file = run.cells_dir / f"{summary['cell_id']}.parquet"
+        try:
+            frames.append(pd.read_parquet(file))
+        except Exception as err:  # pyarrow raises several types for corrupt files
+            raise ResultsError(f"corrupt results file {file}: {err}") from None
+        fields.append({"cell": summary["cell_label"], **summary["fields"]})
+    if not frames:
+        return pd.DataFrame(columns=RECORD_COLUMNS)
+    records = pd.concat(frames, ignore_index=True)
+    cell_fields = pd.DataFrame(fields).drop_duplicates("cell")
+    return records.merge(cell_fields, on="cell", how="left")
+
+
+def load_cells(path: str | os.PathLike) -> pd.DataFrame:
+    """One row per complete cell × seed: cell fields, seed, status, diverged_at, wall time, finals."""
+    run = RunDir(path)
+    run.manifest()
+    rows = [
+        {
+            "cell": s["cell_label"],
+            "cell_id": s["cell_id"],
+            "seed": s["seed"],
+            "status": s["status"],
+            "diverged_at": s.get("diverged_at"),
+            "wall_time": s.get("wall_time"),
+            "error": s.get("error"),
+            **s["fields"],
+            **{f"final_{k}": v for k, v in s.get("final", {}).items()},
+        }
+        for s in run.cell_summaries()
+    ]
+    return pd.DataFrame(rows)

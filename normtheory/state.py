@@ -1,0 +1,65 @@
+"""Save and restore everything a measurement could disturb, so hooks never change training.
+
+A measurement may switch modes, run forward passes (which update BatchNorm running statistics in
+train mode and draw dropout masks), or call ``backward`` (which accumulates into ``.grad``).
+`preserved` snapshots train/eval mode, buffers, ``.grad`` and the RNG streams (torch CPU and
+CUDA, numpy, Python) and puts them back exactly on exit, even when the measurement raises.
+"""
+
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Restores torch (CPU and every CUDA device), numpy and Python RNG states on exit."""
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
+@contextmanager
+def preserved(model: nn.Module, *, params: bool = False) -> Iterator[nn.Module]:
+    """Context manager that leaves `model` and the RNG streams exactly as it found them.
+
+    Args:
+        model: the module to protect.
+        params: also snapshot and restore parameter values (costs one copy of the weights;
+            only needed by code that perturbs weights in place).
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    grads = [(p, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
+    values = [(p, p.detach().clone()) for p in model.parameters()] if params else []
+    try:
+        with preserved_rng():
+            yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+            for p, saved in values:
+                p.copy_(saved)
+        for p, saved in grads:
+            if saved is None:
+                p.grad = None
+            elif p.grad is None:
+                p.grad = saved
+            else:
+                p.grad.copy_(saved)

@@ -1,0 +1,301 @@
+"""Studies: named experiments that declare claims, a grid, hooks, verdicts and figures.
+
+A study is a module in the top-level ``studies/`` package (module name == study name) or any
+Python file, defining ``STUDY = Study(...)``. `run_study` runs its grid × seeds into a run
+folder (skipping complete cells); the report reads only what was stored.
+"""
+
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import json
+import pkgutil
+import re
+import sys
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from normtheory.experiment import run_train_cell
+from normtheory.hooks import Hook, LossAccuracy
+from normtheory.results import RunDir, git_commit, load, load_cells, now, versions
+from normtheory.stats import Verdict
+from normtheory.train import resolve_device
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The product of `axes` (field -> values) applied to the `base` cell, in axis order."""
+
+    base: Any
+    axes: dict[str, tuple] = field(default_factory=dict)
+
+    def __post_init__(self):
+        names = {f.name for f in dataclasses.fields(self.base)}
+        unknown = [k for k in self.axes if k not in names]
+        if unknown:
+            raise ValueError(f"unknown grid axes {unknown}; valid keys: {', '.join(sorted(names))}")
+
+    def cells(self) -> list:
+        keys = list(self.axes)
+        return [
+            dataclasses.replace(self.base, **dict(zip(keys, values)))
+            for values in product(*self.axes.values())
+        ]
+
+    def override(self, overrides: dict[str, str]) -> "Grid":
+        """Applies CLI-style ``key=value`` strings; ``key=a,b`` makes (or replaces) an axis."""
+        hints = typing.get_type_hints(type(self.base))
+        base, axes = self.base, dict(self.axes)
+        for key, text in overrides.items():
+            if key not in hints:
+                raise ValueError(f"unknown key {key!r}; valid keys: {', '.join(hints)}")
+            values = tuple(_parse(key, part, hints[key]) for part in text.split(","))
+            if len(values) > 1 or key in axes:
+                axes[key] = values
+            else:
+                base = dataclasses.replace(base, **{key: values[0]})
+        return Grid(base, axes)
+
+
+def _parse(key: str, text: str, kind) -> Any:
+    text = text.strip()
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"bad value {text!r} for {key}: expected {kind.__name__}") from None
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named size of a study: its grid and number of seeds."""
+
+    grid: Grid
+    seeds: int = 1
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Results:
+    """What the report gives verdict and figure functions: stored records, cells, manifest."""
+
+    records: pd.DataFrame
+    cells: pd.DataFrame
+    manifest: dict
+
+    @classmethod
+    def load(cls, path) -> "Results":
+        run = RunDir(path)
+        return cls(load(path), load_cells(path), run.manifest())
+
+
+def _default_hooks(cell) -> list[Hook]:
+    return [LossAccuracy()]
+
+
+@dataclass(frozen=True)
+class Study:
+    """A named study.
+
+    Attributes:
+        name: the study's name (its module name).
+        title: one line for the report.
+        claims: claim ids it tests (see `normtheory.claims`).
+        profiles: at least ``quick`` and ``full``.
+        hooks: ``cell -> [Hook]``, the measurements of each cell.
+        run_cell: ``(cell, seed, *, device, hooks, progress) -> TrainResult``.
+        verdicts: ``Results -> [Verdict]``.
+        figures: name -> ``Results -> matplotlib Figure``.
+        description: what the study measures (defaults to the module docstring).
+    """
+
+    name: str
+    title: str
+    claims: tuple[str, ...]
+    profiles: dict[str, Profile]
+    hooks: Callable[[Any], list[Hook]] = _default_hooks
+    run_cell: Callable[..., Any] = run_train_cell
+    verdicts: Callable[[Results], list[Verdict]] = lambda results: []
+    figures: dict[str, Callable[[Results], Any]] = field(default_factory=dict)
+    description: str = ""
+
+    def profile(self, name: str) -> Profile:
+        if name not in self.profiles:
+            raise ValueError(
+                f"unknown profile {name!r} for study {self.name}; valid: {', '.join(self.profiles)}"
+            )
+        return self.profiles[name]
+
+
+def list_studies() -> list[str]:
+    """Names of the studies in the ``studies`` package."""
+    try:
+        package = importlib.import_module("studies")
+    except ImportError:
+        return []
+    return sorted(
+        m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")
+    )
+
+
+def load_study(name_or_path: str) -> Study:
+    """The `Study` named `name_or_path` (a module of ``studies/``) or defined in that .py file."""
+    path = Path(name_or_path)
+    if name_or_path.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise ValueError(f"study file {name_or_path!r} does not exist")
+        module = _import_file(path)
+    elif name_or_path in list_studies():
+        module = importlib.import_module(f"studies.{name_or_path}")
+    else:
+        raise ValueError(
+            f"unknown study {name_or_path!r}; known studies: {', '.join(list_studies()) or '(none)'}"
+        )
+    study = getattr(module, "STUDY", None)
+    if not isinstance(study, Study):
+        raise ValueError(f"{name_or_path!r} defines no STUDY = Study(...)")
+    if not study.description and module.__doc__:
+        study = dataclasses.replace(study, description=module.__doc__.strip())
+    return study
+
+
+def _import_file(path: Path) -> types.ModuleType:
+    name = f"_normtheory_user_study_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def cell_label(cell, axes) -> str:
+    """Readable id of a cell from its axis values, e.g. ``norm=batch,batch_size=2``."""
+    return ",".join(f"{k}={getattr(cell, k)}" for k in axes) or "base"
+
+
+def cell_id(cell, axes, seed: int) -> str:
+    """File-safe, config-unique id: readable axis values + a hash of every field + the seed."""
+    digest = hashlib.sha1(
+        json.dumps(dataclasses.asdict(cell), sort_keys=True).encode()
+    ).hexdigest()[:8]
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(f"{getattr(cell, k)}" for k in axes))[:80]
+    return f"{slug or 'base'}-{digest}-s{seed}"
+
+
+@dataclass
+class RunSummary:
+    path: Path
+    total: int = 0
+    skipped: int = 0
+    completed: int = 0
+    diverged: int = 0
+    failed: int = 0
+
+
+def run_study(
+    study: Study,
+    *,
+    profile: str = "quick",
+    seeds: int | None = None,
+    device: str = "auto",
+    out: str | Path | None = None,
+    overrides: dict[str, str] | None = None,
+    progress=None,
+    command: str = "",
+) -> RunSummary:
+    """Runs every cell × seed of the study's profile into a run folder; complete cells are skipped.
+
+    Cells that diverge are stored with ``status="diverged"``; cells that raise are stored with
+    ``status="failed"`` and their error (and retried on the next run); the sweep goes on.
+    """
+    prof = study.profile(profile)
+    grid = prof.grid.override(overrides or {})
+    cells = grid.cells()
+    n_seeds = prof.seeds if seeds is None else seeds
+    if n_seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {n_seeds}")
+    dev = resolve_device(device)
+    run = RunDir(out or Path("runs") / f"{study.name}-{profile}")
+    config = {
+        "study": study.name,
+        "profile": profile,
+        "seeds": n_seeds,
+        "axes": list(grid.axes),
+        "cells": [dataclasses.asdict(c) for c in cells],
+        "overrides": dict(overrides or {}),
+    }
+    run.open(
+        {
+            "study": study.name,
+            "profile": profile,
+            "config": config,
+            "git_commit": git_commit(),
+            "versions": versions(),
+            "device": str(dev),
+            "started_at": now(),
+            "command": command,
+        }
+    )
+    summary = RunSummary(run.path)
+    jobs = [(c, s) for c in cells for s in range(n_seeds)]
+    task = (
+        progress.add_task(f"{study.name} [{profile}]", total=len(jobs))
+        if progress is not None
+        else None
+    )
+    for cell, seed in jobs:
+        cid, label = cell_id(cell, grid.axes, seed), cell_label(cell, grid.axes)
+        summary.total += 1
+        if run.is_complete(cid):
+            summary.skipped += 1
+        else:
+            status = _run_one(study, run, cell, seed, cid, label, str(dev), progress)
+            setattr(summary, status, getattr(summary, status) + 1)
+        if task is not None:
+            progress.update(task, advance=1)
+    run.update_manifest(
+        finished_at=now(), counts=dataclasses.asdict(summary) | {"path": str(run.path)}
+    )
+    return summary
+
+
+def _run_one(
+    study: Study, run: RunDir, cell, seed: int, cid: str, label: str, device: str, progress
+) -> str:
+    base = {"cell_label": label, "fields": dataclasses.asdict(cell), "seed": seed, "device": device}
+    try:
+        result = study.run_cell(
+            cell, seed, device=device, hooks=study.hooks(cell), progress=progress
+        )
+    except Exception as err:  # a failing cell is recorded and the sweep goes on
+        run.write_cell(
+            cid,
+            pd.DataFrame(),
+            {**base, "status": "failed", "error": f"{type(err).__name__}: {err}"},
+        )
+        return "failed"
+    records = result.records.assign(run=run.path.name, cell=label, seed=seed)
+    run.write_cell(
+        cid,
+        records,
+        {
+            **base,
+            "status": result.status,
+            "diverged_at": result.diverged_at,
+            "steps_done": result.steps_done,
+            "final": result.final,
+            "wall_time": result.wall_time,
+        },
+    )
+    return result.status

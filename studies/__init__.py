@@ -1,0 +1,1 @@
+"""Named studies: one module per study, module name == study name, each defining ``STUDY``."""

@@ -1,0 +1,169 @@
+"""Hooks are side-effect free, scheduled as declared, and record what they claim to."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from normtheory.data import load_dataset
+from normtheory.hooks import Context, GradNorm, Hook, LossAccuracy, Monitor, WeightNorm
+from normtheory.models import build_model
+from normtheory.state import preserved
+from normtheory.train import TrainConfig, train
+
+
+def _setup(norm="batch", placement="norm_act", keep=1.0):
+    train_set, test_set = load_dataset("digits", max_train=256, max_test=128)
+    torch.manual_seed(0)
+    model = build_model(
+        "convnet",
+        norm=norm,
+        in_shape=train_set.in_shape,
+        num_classes=10,
+        width=8,
+        depth=3,
+        placement=placement,
+        dropout_keep=keep,
+    )
+    return model, train_set, test_set
+
+
+class _Meddler(Hook):
+    """A hook that does everything a careless measurement could: forward in train mode (BN stats
+    move, dropout draws masks), backward (.grad accumulates), mode flips, RNG draws."""
+
+    events = ("after_backward", "after_step", "eval")
+
+    def on(self, event, ctx):
+        with preserved(ctx.model):
+            ctx.model.train()
+            out = ctx.model(ctx.inputs if ctx.inputs is not None else torch.randn(4, 1, 8, 8))
+            out.sum().backward()
+            torch.rand(3)
+            ctx.model.eval()
+        return [("x", "", 1.0)]
+
+
+@pytest.mark.parametrize(
+    "norm,placement,keep",
+    [("batch", "norm_act", 1.0), ("batch", "ic", 0.7), ("ghost_batch", "norm_act", 0.8)],
+)
+def test_training_with_all_hooks_is_bit_identical(norm, placement, keep):
+    torch.use_deterministic_algorithms(True)
+    try:
+        config = TrainConfig(
+            lr=0.05, momentum=0.9, batch_size=16, steps=12, eval_every=4, seed=3, device="cpu"
+        )
+        runs = []
+        for hooks in (
+            [],
+            [LossAccuracy(), WeightNorm(every=2), GradNorm(every=3), _Meddler(name="meddler")],
+        ):
+            model, train_set, test_set = _setup(norm, placement, keep)
+            result = train(model, train_set, test_set, config, hooks)
+            runs.append((model, result))
+        (m0, r0), (m1, r1) = runs
+        for (n, a), (_, b) in zip(m0.state_dict().items(), m1.state_dict().items()):
+            assert torch.equal(a, b), n
+        assert r0.final == r1.final
+        assert len(r1.records) > 0 and len(r0.records) == 0
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_meddler_without_preservation_would_change_training():
+    """The bit-identity test can fail: the same meddling without `preserved` changes the run."""
+
+    class Careless(_Meddler):
+        def on(self, event, ctx):
+            ctx.model(ctx.inputs).sum().backward()
+            return []
+
+    config = TrainConfig(lr=0.05, batch_size=16, steps=5, seed=0, device="cpu")
+    finals = []
+    for hooks in ([], [Careless()]):
+        model, train_set, test_set = _setup()
+        train(model, train_set, test_set, config, hooks)
+        finals.append(torch.cat([p.flatten() for p in model.parameters()]))
+    assert not torch.equal(*finals)
+
+
+def test_preserved_restores_mode_buffers_grads_rng():
+    model, train_set, _ = _setup(keep=0.5, placement="ic")
+    model.train()
+    x = train_set.inputs[:8]
+    model(x).sum().backward()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [p.grad.clone() for p in model.parameters()]
+    rng = torch.get_rng_state()
+    with preserved(model, params=True):
+        model(x).sum().backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+        model.eval()
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))
+    assert torch.equal(rng, torch.get_rng_state())
+
+
+def test_weight_and_grad_norms_match_direct_computation():
+    model, train_set, _ = _setup(norm="none")
+    x, y = train_set.inputs[:16], train_set.targets[:16]
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    monitor = Monitor(model, [WeightNorm(), GradNorm(name="g")])
+    monitor.after_backward(0, loss=loss.detach())
+    monitor.after_step(0, loss=loss.detach(), outputs=model(x), targets=y)
+    frame = monitor.frame()
+    w = frame[frame.metric == "weight_norm.l2"].set_index("key")["value"]
+    g = frame[frame.metric == "g.l2"].set_index("key")["value"]
+    for name, p in model.named_parameters():
+        if p.ndim >= 2:
+            assert w[name] == pytest.approx(
+                math.sqrt(float((p.detach().double() ** 2).sum())), rel=1e-6
+            )
+        assert g[name] == pytest.approx(float(p.grad.double().norm()), rel=1e-6)
+    total = math.sqrt(sum(float(p.grad.double().norm()) ** 2 for p in model.parameters()))
+    assert g["total"] == pytest.approx(total, rel=1e-6)
+
+
+def test_schedule_every_and_callable():
+    model, *_ = _setup()
+    hooks = [WeightNorm(name="w3", every=3), WeightNorm(name="odd", every=lambda s: s % 2 == 1)]
+    monitor = Monitor(model, hooks)
+    for step in range(7):
+        monitor.after_step(step)
+    frame = monitor.frame()
+    assert sorted(frame[frame.metric == "w3.l2"].step.unique()) == [0, 3, 6]
+    assert sorted(frame[frame.metric == "odd.l2"].step.unique()) == [1, 3, 5]
+
+
+def test_duplicate_hook_names_and_bad_schedule_rejected():
+    model, *_ = _setup()
+    with pytest.raises(ValueError, match="weight_norm"):
+        Monitor(model, [WeightNorm(), WeightNorm()])
+    with pytest.raises(ValueError, match="every"):
+        WeightNorm(every=0)
+    with pytest.raises(ValueError, match="unknown parameters"):
+        Monitor(model, [WeightNorm(params=["nope"])]).after_step(0)
+    with pytest.raises(ValueError, match="unknown event"):
+        Monitor(model, []).fire("before_lunch", Context(model=model))
+
+
+def test_loss_accuracy_with_data_evaluates_like_direct_computation():
+    model, train_set, test_set = _setup()
+    monitor = Monitor(model, [LossAccuracy(data=test_set, every=5)])
+    monitor.after_step(5)
+    frame = monitor.frame().set_index("metric")["value"]
+    model.eval()
+    with torch.no_grad():
+        out = model(test_set.inputs)
+    assert frame["outcome.data_loss"] == pytest.approx(
+        F.cross_entropy(out, test_set.targets).item(), rel=1e-5
+    )
+    assert frame["outcome.data_acc"] == pytest.approx(
+        (out.argmax(1) == test_set.targets).float().mean().item()
+    )

@@ -1,0 +1,171 @@
+"""Smoke run of the batch_size study through the CLI on a tiny grid: stored table, report, resume."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from normtheory.cli import main
+from normtheory.results import load, load_cells
+
+TINY = [
+    "norm=batch,group,group+ws,frn,batch_group",
+    "batch_size=4,16",
+    "examples=64",
+    "width=4",
+    "depth=2",
+    "groups=2",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    out = root / "run"
+    assert (
+        main(
+            [
+                "run",
+                "batch_size",
+                "--profile",
+                "quick",
+                "--seeds",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    return root, out
+
+
+def test_stored_table_is_tidy_and_sane(tiny_run):
+    _, out = tiny_run
+    records, cells = load(out), load_cells(out)
+    assert {"run", "cell", "seed", "step", "metric", "key", "value", "norm", "batch_size"} <= set(
+        records.columns
+    )
+    assert len(cells) == 5 * 2 * 2 and set(cells.status) == {"completed"}
+    assert cells.final_test_acc.between(0, 1).all()
+    assert set(cells.batch_size) == {4, 16} and set(cells.seed) == {0, 1}
+    steps = records[records.metric == "outcome.train_loss"].groupby(["cell", "seed"]).step.max() + 1
+    assert (
+        steps.reset_index()
+        .merge(cells[["cell", "batch_size"]].drop_duplicates())
+        .pipe(lambda f: (f.step == 64 // f.batch_size).all())
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["study"] == "batch_size" and manifest["config"]["seeds"] == 2
+    assert (
+        {"torch", "python"} <= set(manifest["versions"])
+        and manifest["device"] == "cpu"
+        and manifest["finished_at"]
+    )
+
+
+def test_report_files_hold_figure_and_verdicts(tiny_run, capsys):
+    root, out = tiny_run
+    report = root / "report"
+    assert main(["report", str(out), "--out", str(report)]) == 0
+    html = (report / "index.html").read_text()
+    md = (report / "README.md").read_text()
+    for claim in ("GN-BATCH", "WS-MICRO", "FRN-BATCH", "BGN-TINY"):
+        assert claim in html and claim in md
+    png = report / "figures" / "run-error_vs_batch.png"
+    assert png.exists() and png.stat().st_size > 10_000
+    assert "figures/run-error_vs_batch.png" in html
+    claims = pd.read_csv(report / "results" / "claims.csv")
+    assert set(claims.verdict) <= {"supported", "refuted", "inconclusive"}
+    assert (claims.seeds == 2).all()
+
+
+def test_rerun_skips_complete_cells(tiny_run, capsys):
+    _, out = tiny_run
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
+    assert (
+        main(["run", "batch_size", "--seeds", "2", "--device", "cpu", "--out", str(out), *TINY])
+        == 0
+    )
+    assert "20 already complete" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before
+
+
+def test_different_config_into_same_folder_is_refused(tiny_run, capsys):
+    _, out = tiny_run
+    before = sorted(p.name for p in (out / "cells").iterdir())
+    assert (
+        main(
+            [
+                "run",
+                "batch_size",
+                "--seeds",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                *TINY[:-1],
+                "groups=4",
+            ]
+        )
+        == 2
+    )
+    assert "different config" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "cells").iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (
+            ["run", "nonexistent_study"],
+            "unknown study 'nonexistent_study'; known studies: batch_size",
+        ),
+        (["run", "batch_size", "norm=batchy"], "unknown norm 'batchy'; known norms:"),
+        (["run", "batch_size", "colour=red"], "unknown key 'colour'; valid keys:"),
+        (["run", "batch_size", "batch_size=two"], "bad value 'two' for batch_size: expected int"),
+        (["run", "batch_size", "batch_size=0"], "batch_size must be >= 1, got 0"),
+        (["run", "batch_size", "dataset=imagenet"], "unknown dataset 'imagenet'; valid:"),
+        (
+            ["run", "batch_size", "--profile", "huge"],
+            "unknown profile 'huge' for study batch_size; valid: quick, full",
+        ),
+        (["run", "batch_size", "--device", "tpu"], "invalid choice: 'tpu'"),
+        (["run", "batch_size", "steps"], "bad override 'steps'"),
+        (["report", "/nonexistent/run"], "no results folder at /nonexistent/run"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_input_one_line_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_corrupt_results_file_named(tmp_path, tiny_run, capsys):
+    import shutil
+
+    _, out = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    victim = sorted((copy / "cells").glob("*.parquet"))[0]
+    victim.write_bytes(b"not parquet")
+    assert main(["report", str(copy), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt results file" in err and victim.name in err
+    assert victim.read_bytes() == b"not parquet"
+
+
+def test_console_script_and_list():
+    proc = subprocess.run(
+        [sys.executable, "-m", "normtheory", "list"], capture_output=True, text=True, check=True
+    )
+    assert "batch_size" in proc.stdout and "GN-BATCH" in proc.stdout

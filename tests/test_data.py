@@ -1,0 +1,276 @@
+"""Tests for normtheory.data: shapes, determinism, no RNG side effects, local-file loaders.
+
+Oracles: sklearn/mnist1d called directly, numpy float64 statistics, and raw bytes written by
+the tests themselves in the real CIFAR-10 (pickle) and MNIST (IDX) formats.
+"""
+
+import gzip
+import pickle
+import random
+import re
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from normtheory.data import ArrayDataset, list_datasets, load_dataset
+
+SMALL = {  # name -> (kwargs, in_shape, num_classes, n_train, n_test)
+    "digits": ({}, (1, 8, 8), 10, 1347, 450),
+    "mnist1d": ({"num_samples": 500}, (1, 40), 10, 400, 100),
+    "gaussian_mixture": ({}, (32,), 4, 1024, 512),
+    "teacher": ({"dim": 16, "num_classes": 3, "n_train": 200}, (16,), 3, 200, 512),
+}
+
+
+def test_list_datasets():
+    expected = ["cifar10", "digits", "gaussian_mixture", "mnist", "mnist1d", "teacher"]
+    assert list_datasets() == expected
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_shapes_dtypes_classes(name):
+    kw, in_shape, num_classes, n_train, n_test = SMALL[name]
+    train, test = load_dataset(name, **kw)
+    for ds, n in [(train, n_train), (test, n_test)]:
+        assert isinstance(ds, ArrayDataset)
+        assert (ds.name, ds.in_shape, ds.num_classes, len(ds)) == (name, in_shape, num_classes, n)
+        assert ds.inputs.shape == (n, *in_shape) and ds.inputs.dtype == torch.float32
+        assert ds.targets.shape == (n,) and ds.targets.dtype == torch.int64
+        assert ds.tensors[0] is ds.inputs and ds.tensors[1] is ds.targets
+        assert torch.isfinite(ds.inputs).all()
+        assert set(ds.targets.tolist()) == set(range(num_classes))  # every class present
+        x, y = ds[3]
+        assert torch.equal(x, ds.inputs[3]) and y == ds.targets[3]
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_deterministic_given_seed_and_different_across_seeds(name):
+    kw = SMALL[name][0]
+    a, b, c = (load_dataset(name, seed=s, **kw)[0] for s in (1, 1, 2))
+    assert torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
+    assert a.inputs.shape == c.inputs.shape and not torch.equal(a.inputs, c.inputs)
+
+
+def _seed_globals(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_no_global_rng_side_effects(name):
+    """mnist1d's make_dataset reseeds `random` and numpy globally; loading must undo that."""
+    _seed_globals(123)
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    _seed_globals(123)
+    load_dataset(name, seed=7, **SMALL[name][0])
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
+
+
+def test_digits_matches_sklearn_oracle_and_keeps_blank_pixels_constant():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        bunch.images / 16.0, bunch.target, test_size=0.3, random_state=5, stratify=bunch.target
+    )
+    mean, std = x_tr.mean(), x_tr.std()  # one scalar each, float64
+    train, test = load_dataset("digits", seed=5, test_fraction=0.3)
+    np.testing.assert_allclose(train.inputs[:, 0].numpy(), (x_tr - mean) / std, atol=1e-6)
+    np.testing.assert_allclose(test.inputs[:, 0].numpy(), (x_te - mean) / std, atol=1e-6)
+    assert train.targets.tolist() == y_tr.tolist() and test.targets.tolist() == y_te.tolist()
+    flat = train.inputs.flatten(1)  # (N, 64)
+    constant = (flat == flat[:1]).all(dim=0)
+    assert constant.any(), "some always-blank pixels must stay constant across samples"
+
+
+def test_mnist1d_matches_make_dataset_oracle():
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples, args.seed, args.train_split = 300, 4, 0.5
+    state = np.random.get_state()
+    oracle = make_dataset(args)
+    np.random.set_state(state)
+    train, test = load_dataset("mnist1d", seed=4, num_samples=300, train_split=0.5)
+    np.testing.assert_allclose(train.inputs[:, 0].numpy(), oracle["x"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(test.inputs[:, 0].numpy(), oracle["x_test"], rtol=1e-6, atol=1e-6)
+    assert train.targets.tolist() == oracle["y"].tolist()
+
+
+@pytest.mark.parametrize("name", ["gaussian_mixture", "teacher"])
+def test_low_rank_option(name):
+    train, test = load_dataset(name, dim=20, rank=6)
+    both = torch.cat([train.inputs, test.inputs]).numpy()  # (N, 20) float32
+    assert np.linalg.matrix_rank(train.inputs.numpy()) == 6
+    assert np.linalg.matrix_rank(both) == 6  # train and test share one subspace
+    full, _ = load_dataset(name, dim=20)
+    assert np.linalg.matrix_rank(full.inputs.numpy()) == 20
+
+
+@pytest.mark.parametrize("rank", [None, 3])
+def test_gaussian_mixture_means_have_norm_separation(rank):
+    train, _ = load_dataset("gaussian_mixture", noise=0.0, separation=2.5, dim=8, rank=rank)
+    np.testing.assert_allclose(train.inputs.norm(dim=1).numpy(), 2.5, rtol=1e-5)
+    for c in range(4):  # noise-free: every sample of a class sits on its mean
+        rows = train.inputs[train.targets == c]
+        assert torch.allclose(rows, rows[:1].expand_as(rows))
+
+
+def test_max_train_max_test_take_seeded_subsets_of_the_full_data():
+    full, full_test = load_dataset("gaussian_mixture", seed=3)
+    sub, sub_test = load_dataset("gaussian_mixture", seed=3, max_train=100, max_test=7)
+    again, _ = load_dataset("gaussian_mixture", seed=3, max_train=100)
+    assert (len(sub), len(sub_test)) == (100, 7)
+    assert torch.equal(sub.inputs, again.inputs)
+    assert not torch.equal(sub.inputs, full.inputs[:100])  # shuffled, not a prefix
+    rows = {tuple(x.tolist()): int(y) for x, y in zip(full.inputs, full.targets)}
+    assert all(rows[tuple(x.tolist())] == int(y) for x, y in zip(sub.inputs, sub.targets))
+    big, _ = load_dataset("gaussian_mixture", seed=3, max_train=10**6)
+    assert torch.equal(big.inputs, full.inputs)  # k >= N keeps everything, in order
+
+
+def test_to_returns_a_new_dataset_with_same_metadata():
+    train, _ = load_dataset("teacher", n_train=10, n_test=5)
+    moved = train.to("cpu")
+    assert moved is not train and isinstance(moved, ArrayDataset)
+    assert (moved.name, moved.in_shape, moved.num_classes) == ("teacher", (32,), 4)
+    assert torch.equal(moved.inputs, train.inputs) and torch.equal(moved.targets, train.targets)
+
+
+# ---- local-file loaders on fake data in the real formats ---------------------------------------
+
+
+def _write_cifar(folder, rng, sizes=(3, 2, 4, 1, 2, 5)):
+    folder.mkdir(parents=True)
+    raw = []
+    for name, n in zip([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], sizes):
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n).tolist()
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": data, b"labels": labels, b"batch_label": b"x"}, f)
+        raw.append((data, labels))
+    return raw
+
+
+@pytest.mark.parametrize("via_env", [False, True])
+def test_cifar10_round_trips_fake_pickles(tmp_path, monkeypatch, via_env):
+    raw = _write_cifar(tmp_path / "cifar-10-batches-py", np.random.default_rng(0))
+    x_tr = np.concatenate([d for d, _ in raw[:5]]).reshape(-1, 3, 32, 32) / 255.0
+    x_te = raw[5][0].reshape(-1, 3, 32, 32) / 255.0
+    mean = x_tr.mean(axis=(0, 2, 3), keepdims=True)  # per channel, float64
+    std = x_tr.std(axis=(0, 2, 3), keepdims=True)
+    if via_env:
+        monkeypatch.setenv("NORMTHEORY_DATA", str(tmp_path))
+    train, test = load_dataset("cifar10", **({} if via_env else {"root": tmp_path}))
+    assert train.in_shape == (3, 32, 32) and (len(train), len(test)) == (12, 5)
+    np.testing.assert_allclose(train.inputs.numpy(), (x_tr - mean) / std, atol=1e-5)
+    np.testing.assert_allclose(test.inputs.numpy(), (x_te - mean) / std, atol=1e-5)
+    # Exact round trip, pixel by pixel: data row is 1024 R, then G, then B values, row-major.
+    pixels = np.rint((test.inputs.numpy() * std + mean) * 255).astype(np.uint8)
+    assert np.array_equal(pixels[1, 2, 5, 7], raw[5][0][1, 2 * 1024 + 5 * 32 + 7])
+    assert np.array_equal(pixels.reshape(5, 3072), raw[5][0])
+    assert train.targets.tolist() == sum((labels for _, labels in raw[:5]), [])
+
+
+def test_cifar10_missing_files_say_what_to_put_where(tmp_path, monkeypatch):
+    monkeypatch.delenv("NORMTHEORY_DATA", raising=False)
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py.*data_batch_1"):
+        load_dataset("cifar10")
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar(folder, np.random.default_rng(0))
+    (folder / "test_batch").unlink()
+    with pytest.raises(FileNotFoundError, match="missing test_batch") as err:
+        load_dataset("cifar10", root=tmp_path)
+    assert "never downloads" in str(err.value) and "python version" in str(err.value)
+
+
+def _idx(magic, shape, data):
+    return struct.pack(f">{1 + len(shape)}I", magic, *shape) + data.tobytes()
+
+
+def _write_mnist(folder, rng, n_train=6, n_test=4, gz=("train-images-idx3-ubyte",)):
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+    for name, a in arrays.items():
+        blob = _idx(0x0800 + a.ndim, a.shape, a)
+        if name in gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(blob))
+        else:
+            (folder / name).write_bytes(blob)
+    return arrays
+
+
+@pytest.mark.parametrize("layout", ["MNIST/raw", "."])
+def test_mnist_round_trips_fake_idx_files(tmp_path, layout):
+    arrays = _write_mnist(tmp_path / layout, np.random.default_rng(1))
+    x_tr = arrays["train-images-idx3-ubyte"][:, None] / 255.0  # (6, 1, 28, 28) float64
+    x_te = arrays["t10k-images-idx3-ubyte"][:, None] / 255.0
+    mean, std = x_tr.mean(), x_tr.std()
+    train, test = load_dataset("mnist", root=str(tmp_path))
+    assert train.in_shape == (1, 28, 28) and (len(train), len(test)) == (6, 4)
+    np.testing.assert_allclose(train.inputs.numpy(), (x_tr - mean) / std, atol=1e-5)
+    np.testing.assert_allclose(test.inputs.numpy(), (x_te - mean) / std, atol=1e-5)
+    pixels = np.rint((test.inputs.numpy()[:, 0] * std + mean) * 255).astype(np.uint8)
+    assert np.array_equal(pixels, arrays["t10k-images-idx3-ubyte"])
+    assert train.targets.tolist() == arrays["train-labels-idx1-ubyte"].tolist()
+    assert test.targets.tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
+
+
+def test_mnist_missing_files_list_expected_names(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        load_dataset("mnist", root=tmp_path)
+    for name in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"]:
+        assert name in str(err.value)
+    assert "MNIST/raw" in str(err.value) and "never downloads" in str(err.value)
+
+
+@pytest.mark.parametrize("defect", ["magic", "truncated"])
+def test_mnist_corrupt_idx_raises_value_error_naming_the_file(tmp_path, defect):
+    folder = tmp_path / "MNIST" / "raw"
+    arrays = _write_mnist(folder, np.random.default_rng(2), gz=())
+    labels = arrays["t10k-labels-idx1-ubyte"]
+    magic = 0x0803 if defect == "magic" else 0x0801  # images magic on a labels file
+    blob = _idx(magic, labels.shape, labels)[: -1 if defect == "truncated" else None]
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(blob)
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte"):
+        load_dataset("mnist", root=tmp_path)
+
+
+# ---- argument errors ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "kw", "needle"),
+    [
+        ("imagenet", {}, "unknown dataset 'imagenet'; known datasets: cifar10, digits"),
+        ("digits", {"num_samples": 5}, "unknown keyword 'num_samples'.*test_fraction"),
+        ("teacher", {"separation": 1.0}, "'separation'.*n_train"),
+        ("teacher", {"rank": 32}, "rank must be < dim=32.*got 32"),
+        ("gaussian_mixture", {"rank": 0}, "rank.*got 0"),
+        ("gaussian_mixture", {"n_train": -5}, "n_train.*got -5"),
+        ("gaussian_mixture", {"noise": -0.5}, "noise.*got -0.5"),
+        ("digits", {"test_fraction": 1.5}, "test_fraction.*got 1.5"),
+        ("digits", {"test_fraction": 0}, "test_fraction.*got 0"),
+        ("digits", {"max_train": -1}, "max_train.*got -1"),
+        ("teacher", {"max_test": 2.5}, "max_test.*got 2.5"),
+        ("mnist1d", {"train_split": 1.0}, "train_split.*got 1.0"),
+        ("mnist1d", {"num_samples": 3}, "num_samples.*got 3"),
+    ],
+)
+def test_bad_arguments_raise_value_error_with_the_bad_value(name, kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        load_dataset(name, **kw)
+
+
+def test_bad_seed_raises():
+    with pytest.raises(ValueError, match=re.escape("seed must be an integer >= 0, got -1")):
+        load_dataset("teacher", seed=-1)
