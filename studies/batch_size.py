@@ -10,21 +10,31 @@ Claims (``shared/CLAIMS.md``):
 - BGN-TINY (Zhou et al. 2020): Batch-Group Norm beats both BN and GN at very small batches.
   Statistic: min(err_BN, err_GN)(B_min) − err_BGN(B_min), per seed; > 0.
 
+Profiles: ``quick`` trains the five norms the claims compare (BN, GN, GN+WS, FRN, BGN) at batch
+sizes 2, 8, 32 with 3 seeds; ``full`` adds LN, IN and no norm, batch sizes 1–128 and 5 seeds.
+
 Protocol: a small convnet on sklearn's handwritten digits (8×8), SGD with momentum, the learning
 rate scaled linearly with batch size (Goyal et al. 2017, as in the GN paper), and the same number
 of training examples for every batch size. The ImageNet numbers are not the target: the verdict
 is about the direction and size of the effect at this scale. CIs are Student t over seeds.
 """
 
-import seaborn as sns
 from matplotlib import pyplot as plt
 
 from normtheory.experiment import TrainCell
-from normtheory.report.figures import missing_figure, norm_order, norm_palette, require_columns
+from normtheory.report.figures import (
+    ci_line,
+    missing_figure,
+    norm_order,
+    norm_palette,
+    require_columns,
+    summarize_ci,
+)
 from normtheory.stats import mean_ci, paired_diff_ci, verdict
 from normtheory.study import Grid, Profile, Results, Study
 
 NORMS = ("batch", "group", "layer", "instance", "group+ws", "frn", "batch_group", "none")
+CLAIM_NORMS = ("batch", "group", "group+ws", "frn", "batch_group")  # what the four claims compare
 BASE = TrainCell(
     dataset="digits",
     arch="convnet",
@@ -36,7 +46,7 @@ BASE = TrainCell(
     momentum=0.9,
     lr_scaling="linear",
     ref_batch=32,
-    examples=8000,
+    examples=5000,
 )
 MARGIN = 0.01  # WS-MICRO non-inferiority margin (error, absolute)
 
@@ -103,37 +113,54 @@ def verdicts(results: Results):
 
 
 def error_vs_batch(results: Results):
+    """One panel per norm: test error vs batch size, t-CI band over seeds; BN dashed for reference."""
     cells = results.cells
-    missing = require_columns(cells, ["norm", "batch_size", "final_test_acc", "seed"], "cells")
+    missing = require_columns(
+        cells, ["norm", "batch_size", "final_test_acc", "seed", "status"], "cells"
+    )
     if missing:
         return missing_figure("test error vs batch size", missing)
-    frame = cells.assign(
-        test_error=(1.0 - cells["final_test_acc"]).where(cells["status"] == "completed", 1.0)
+    err = (1.0 - cells["final_test_acc"]).where(cells["status"] == "completed", 1.0)
+    summary = summarize_ci(cells.assign(test_error=err), ["norm", "batch_size"], "test_error")
+    order = norm_order(summary["norm"].unique())
+    palette, sizes = norm_palette(order), sorted(summary["batch_size"].unique())
+    ncols = min(4, len(order))
+    nrows = -(-len(order) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows), sharex=True, sharey=True, squeeze=False
     )
-    order = norm_order(frame["norm"].unique())
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    sns.lineplot(
-        data=frame,
-        x="batch_size",
-        y="test_error",
-        hue="norm",
-        hue_order=order,
-        palette=norm_palette(order),
-        errorbar=("ci", 95),
-        marker="o",
-        ax=ax,
+    reference = summary[summary["norm"] == "batch"]
+    for ax, norm in zip(axes.flat, order):
+        if len(reference) and norm != "batch":
+            ax.plot(
+                reference["batch_size"],
+                reference["mean"],
+                "--",
+                color="gray",
+                label="batch (reference)",
+            )
+        ci_line(
+            ax,
+            summary[summary["norm"] == norm],
+            "batch_size",
+            color=palette[norm],
+            label=norm,
+            clip=(0, 1),
+        )
+        ax.set_title(norm)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, labels=[str(b) for b in sizes])
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(order) :]:
+        ax.set_axis_off()
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test error (fraction)")
+    for ax in axes[-1, :]:
+        ax.set_xlabel("batch size (log scale)")
+    n_seeds = int(summary["n"].max())
+    fig.suptitle(
+        f"Test error vs batch size at equal examples seen (mean, 95% t-CI over {n_seeds} seeds; gray dashed = BN)"
     )
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(
-        sorted(frame["batch_size"].unique()),
-        labels=[str(b) for b in sorted(frame["batch_size"].unique())],
-    )
-    ax.set(
-        xlabel="batch size (examples per step, log scale)",
-        ylabel="test error (fraction)",
-        title=f"Test error vs batch size, equal examples seen ({frame['seed'].nunique()} seeds, 95% CI)",
-    )
-    ax.legend(title="norm", bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -144,9 +171,9 @@ STUDY = Study(
     claims=("GN-BATCH", "WS-MICRO", "FRN-BATCH", "BGN-TINY"),
     profiles={
         "quick": Profile(
-            Grid(BASE, {"norm": NORMS, "batch_size": (2, 8, 32)}),
-            seeds=2,
-            description="3 batch sizes, 2 seeds, ≈3 min on 2 CPU cores",
+            Grid(BASE, {"norm": CLAIM_NORMS, "batch_size": (2, 8, 32)}),
+            seeds=3,
+            description="the five norms the claims compare, 3 batch sizes, 3 seeds, ≈3 min on 2 CPU cores",
         ),
         "full": Profile(
             Grid(BASE, {"norm": NORMS, "batch_size": (1, 2, 4, 8, 16, 32, 64, 128)}),

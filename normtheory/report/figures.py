@@ -62,3 +62,35 @@ def missing_figure(title: str, missing) -> plt.Figure:
     ax.set_title(title)
     ax.set_axis_off()
     return fig
+
+
+def summarize_ci(frame: pd.DataFrame, by: list[str], y: str, level: float = 0.95) -> pd.DataFrame:
+    """Mean of `y` per group of `by` with the Student-t CI over seeds (the verdicts' interval)."""
+    from normtheory.stats import mean_ci
+
+    rows = []
+    for keys, group in frame.groupby(by, sort=True):
+        est = mean_ci(group[y].to_numpy(), level=level)
+        rows.append(
+            {
+                **dict(zip(by, keys if isinstance(keys, tuple) else (keys,))),
+                "mean": est.value,
+                "low": est.low,
+                "high": est.high,
+                "n": est.n,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def ci_line(
+    ax, summary: pd.DataFrame, x: str, *, color, label=None, clip=(None, None), **kw
+) -> None:
+    """Draws `summary` (from `summarize_ci`) as a line with markers and a CI band.
+
+    `clip` bounds the band to the quantity's valid range (e.g. (0, 1) for an error rate).
+    """
+    summary = summary.sort_values(x)
+    ax.plot(summary[x], summary["mean"], marker="o", color=color, label=label, **kw)
+    low, high = summary["low"].clip(lower=clip[0]), summary["high"].clip(upper=clip[1])
+    ax.fill_between(summary[x], low, high, color=color, alpha=0.2, linewidth=0)

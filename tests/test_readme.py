@@ -1,0 +1,25 @@
+"""The README's promises stay true: its hooks example runs, its commands match .ci/run."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
+def test_hooks_example_runs(capsys):
+    (code,) = _blocks("python")
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "outcome.data_acc" in out and "weight_norm.l2" in out and "grad_norm.l2" in out
+
+
+def test_ci_runs_the_readme_test_command():
+    setup, tests = _blocks("bash")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert tests.strip() in ci
+    assert "torch==2.13.0" in setup and "torch==2.13.0" in ci
+    assert "normtheory run batch_size --profile quick" in setup and "normtheory report" in setup
