@@ -123,6 +123,17 @@ def _cached_dataset(name: str, max_train: int):
     return load_dataset(name, seed=0, **kw)
 
 
+def cell_data(cell: TrainCell):
+    """The cell's (train, test) datasets: split seed 0, so every seed sees the same data."""
+    return _cached_dataset(cell.dataset, cell.max_train)
+
+
+def probe_batch(cell: TrainCell, n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed probe batch: the first `n` training examples of the cell's dataset."""
+    train_set, _ = cell_data(cell)
+    return train_set.tensors[0][:n], train_set.tensors[1][:n]
+
+
 def build_cell_model(cell: TrainCell, in_shape, num_classes: int, seed: int) -> torch.nn.Module:
     """The cell's model, initialised from `seed`."""
     torch.manual_seed(seed)
@@ -144,7 +155,7 @@ def run_train_cell(
     cell: TrainCell, seed: int, *, device: str = "auto", hooks=(), progress=None
 ) -> TrainResult:
     """Loads the cell's data (fixed split), builds its model from `seed`, trains it with `hooks`."""
-    train_set, test_set = _cached_dataset(cell.dataset, cell.max_train)
+    train_set, test_set = cell_data(cell)
     model = build_cell_model(cell, train_set.in_shape, train_set.num_classes, seed)
     return train(
         model, train_set, test_set, cell.train_config(seed, device), hooks, progress=progress

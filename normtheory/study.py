@@ -118,6 +118,7 @@ class Study:
         verdicts: ``Results -> [Verdict]``.
         figures: name -> ``Results -> matplotlib Figure``.
         description: what the study measures (defaults to the module docstring).
+        source: the .py file a user study was loaded from ("" for the ``studies`` package).
     """
 
     name: str
@@ -129,6 +130,7 @@ class Study:
     verdicts: Callable[[Results], list[Verdict]] = lambda results: []
     figures: dict[str, Callable[[Results], Any]] = field(default_factory=dict)
     description: str = ""
+    source: str = ""
 
     def profile(self, name: str) -> Profile:
         if name not in self.profiles:
@@ -167,6 +169,8 @@ def load_study(name_or_path: str) -> Study:
         raise ValueError(f"{name_or_path!r} defines no STUDY = Study(...)")
     if not study.description and module.__doc__:
         study = dataclasses.replace(study, description=module.__doc__.strip())
+    if module.__name__.startswith("_normtheory_user_study_"):
+        study = dataclasses.replace(study, source=str(path.resolve()))
     return study
 
 
@@ -245,6 +249,7 @@ def run_study(
             "device": str(dev),
             "started_at": now(),
             "command": command,
+            "study_path": study.source,
         }
     )
     summary = RunSummary(run.path)

@@ -159,6 +159,8 @@ class BatchNorm(_BatchNorm):
         return f"{super().extra_repr()}, example_weight={self.example_weight}"
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.eps == 0.0 and (self.training or not self.track_running_stats):
+            return self._forward_eps0(x)
         if self.training or self.example_weight == 0.0:
             return super().forward(x)
         self._check_input_dim(x)
@@ -172,6 +174,16 @@ class BatchNorm(_BatchNorm):
         stats = (x.shape[0],) + shape[1:]  # (N, C, 1, ...)
         y = (x - mu.reshape(stats)) / torch.sqrt(var.reshape(stats) + self.eps)
         return _affine(y, self.weight, self.bias)
+
+    def _forward_eps0(self, x: Tensor) -> Tensor:
+        """Batch-statistics forward with ε = 0, computed here because ``F.batch_norm`` refuses
+        eps = 0 in training; ε = 0 is the exactly scale-invariant map that the theory
+        (BN-GRAD, SI-ORTH, SI-GROWTH) is about."""
+        self._check_input_dim(x)
+        if self.training and self.track_running_stats:
+            _update_running_stats(self, x, (0, *range(2, x.ndim)))
+        z = x.reshape(x.shape[0], x.shape[1], -1)  # (N, C, M)
+        return _affine(_blockwise_normalize(z, None, 0.0).reshape(x.shape), self.weight, self.bias)
 
 
 class GhostBatchNorm(BatchNorm):

@@ -94,3 +94,62 @@ def ci_line(
     ax.plot(summary[x], summary["mean"], marker="o", color=color, label=label, **kw)
     low, high = summary["low"].clip(lower=clip[0]), summary["high"].clip(upper=clip[1])
     ax.fill_between(summary[x], low, high, color=color, alpha=0.2, linewidth=0)
+
+
+def metric_panels(
+    records: pd.DataFrame,
+    panels: dict[str, str],
+    *,
+    x: str = "step",
+    hue: str = "norm",
+    logy: bool = True,
+    title: str = "",
+    key: str | None = None,
+) -> plt.Figure:
+    """One panel per metric (``metric -> y label``): mean over seeds vs `x` with a t-CI band, a
+    line per `hue` value in the norm colours. Missing metrics get a visible 'missing' panel."""
+    hues = norm_order(records[hue].dropna().unique()) if hue in records else []
+    palette = norm_palette(hues)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (metric, label) in zip(axes[0], panels.items()):
+        rows = records[records["metric"] == metric]
+        if key is not None:
+            rows = rows[rows["key"] == key]
+        if rows.empty:
+            ax.text(
+                0.5,
+                0.5,
+                f"missing: {metric}",
+                ha="center",
+                va="center",
+                color="crimson",
+                transform=ax.transAxes,
+            )
+            ax.set_axis_off()
+            continue
+        for h in hues:
+            sub = rows[rows[hue] == h]
+            if len(sub):
+                summary = summarize_ci(
+                    sub.groupby([x, "seed"], as_index=False)["value"].mean(), [x], "value"
+                )
+                ci_line(
+                    ax,
+                    summary,
+                    x,
+                    color=palette[h],
+                    label=str(h),
+                    clip=(1e-300 if logy else None, None),
+                    markersize=3,
+                )
+        if logy:
+            ax.set_yscale("log")
+        ax.set(xlabel=x.replace("_", " "), ylabel=label)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, title=hue, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -169,3 +169,28 @@ def test_console_script_and_list():
         [sys.executable, "-m", "normtheory", "list"], capture_output=True, text=True, check=True
     )
     assert "batch_size" in proc.stdout and "GN-BATCH" in proc.stdout
+
+
+USER_STUDY = '''
+"""A user's own study in a file of their own."""
+from normtheory.experiment import TrainCell
+from normtheory.stats import mean_ci, verdict
+from normtheory.study import Grid, Profile, Study
+
+BASE = TrainCell(dataset="gaussian_mixture", arch="mlp", width=8, depth=1, steps=5, batch_size=16)
+STUDY = Study(name="mine", title="mine", claims=("GN-BATCH",),
+              profiles={"quick": Profile(Grid(BASE, {"norm": ("batch", "none")}), seeds=2)},
+              verdicts=lambda r: [verdict("GN-BATCH", "acc", mean_ci(r.cells.final_test_acc), "greater")])
+'''
+
+
+def test_user_study_file_runs_by_path(tmp_path, capsys):
+    path = tmp_path / "my_study.py"
+    path.write_text(USER_STUDY)
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--device", "cpu", "--out", str(out)]) == 0
+    assert len(load_cells(out)) == 4
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    assert "A user&#x27;s own study" in (tmp_path / "rep" / "index.html").read_text()
+    assert main(["run", str(tmp_path / "missing.py")]) == 2
+    assert "does not exist" in capsys.readouterr().err
