@@ -9,6 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from normtheory import __version__
 from normtheory.results import ResultsError
 
 
@@ -24,8 +25,12 @@ def _fail(message: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="normtheory", description="Put the theory of normalization layers to the test."
+        prog="normtheory",
+        description="Put the theory of normalization layers to the test.",
+        epilog="example: normtheory run batch_size --profile quick && normtheory report"
+        "  (then open reports/index.html)",
     )
+    parser.add_argument("--version", action="version", version=f"normtheory {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("list", help="list the studies and the claims they test")
     run = sub.add_parser(

@@ -6,14 +6,26 @@ through `Monitor`.
 
 from normtheory.hooks.base import EVENTS, Context, Hook, Monitor, Record
 from normtheory.hooks.basic import GradNorm, LossAccuracy, WeightNorm
+from normtheory.hooks.curvature import (
+    HessianDensity,
+    HessianSpectrum,
+    HessianTrace,
+    OneStepLoss,
+    Smoothness,
+)
 
 __all__ = [
     "EVENTS",
     "Context",
     "GradNorm",
+    "HessianDensity",
+    "HessianSpectrum",
+    "HessianTrace",
     "Hook",
     "LossAccuracy",
     "Monitor",
+    "OneStepLoss",
     "Record",
+    "Smoothness",
     "WeightNorm",
 ]

@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -64,19 +65,32 @@ def missing_figure(title: str, missing) -> plt.Figure:
     return fig
 
 
-def summarize_ci(frame: pd.DataFrame, by: list[str], y: str, level: float = 0.95) -> pd.DataFrame:
-    """Mean of `y` per group of `by` with the Student-t CI over seeds (the verdicts' interval)."""
+def summarize_ci(
+    frame: pd.DataFrame, by: list[str], y: str, level: float = 0.95, *, log: bool = False
+) -> pd.DataFrame:
+    """Mean of `y` per group of `by` with the Student-t CI over seeds (the verdicts' interval).
+
+    With ``log=True`` the interval is computed on log(y) and mapped back (geometric mean and a
+    multiplicative CI): the right summary for positive quantities drawn on log axes and compared
+    by log ratios; non-positive values are dropped.
+    """
     from normtheory.stats import mean_ci
 
     rows = []
     for keys, group in frame.groupby(by, sort=True):
-        est = mean_ci(group[y].to_numpy(), level=level)
+        values = group[y].to_numpy(dtype=float)
+        if log:
+            values = np.log(values[values > 0])
+        est = mean_ci(values, level=level)
+        mean, low, high = (
+            np.exp([est.value, est.low, est.high]) if log else (est.value, est.low, est.high)
+        )
         rows.append(
             {
                 **dict(zip(by, keys if isinstance(keys, tuple) else (keys,))),
-                "mean": est.value,
-                "low": est.low,
-                "high": est.high,
+                "mean": mean,
+                "low": low,
+                "high": high,
                 "n": est.n,
             }
         )
@@ -107,7 +121,8 @@ def metric_panels(
     key: str | None = None,
 ) -> plt.Figure:
     """One panel per metric (``metric -> y label``): mean over seeds vs `x` with a t-CI band, a
-    line per `hue` value in the norm colours. Missing metrics get a visible 'missing' panel."""
+    line per `hue` value in the norm colours; with `logy`, geometric means and log-space CIs.
+    Missing metrics get a visible 'missing' panel."""
     hues = norm_order(records[hue].dropna().unique()) if hue in records else []
     palette = norm_palette(hues)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
@@ -130,18 +145,9 @@ def metric_panels(
         for h in hues:
             sub = rows[rows[hue] == h]
             if len(sub):
-                summary = summarize_ci(
-                    sub.groupby([x, "seed"], as_index=False)["value"].mean(), [x], "value"
-                )
-                ci_line(
-                    ax,
-                    summary,
-                    x,
-                    color=palette[h],
-                    label=str(h),
-                    clip=(1e-300 if logy else None, None),
-                    markersize=3,
-                )
+                per_seed = sub.groupby([x, "seed"], as_index=False)["value"].mean()
+                summary = summarize_ci(per_seed, [x], "value", log=logy)
+                ci_line(ax, summary, x, color=palette[h], label=str(h), markersize=3)
         if logy:
             ax.set_yscale("log")
         ax.set(xlabel=x.replace("_", " "), ylabel=label)

@@ -7,7 +7,19 @@ import torch
 import torch.nn.functional as F
 
 from normtheory.data import load_dataset
-from normtheory.hooks import Context, GradNorm, Hook, LossAccuracy, Monitor, WeightNorm
+from normtheory.hooks import (
+    Context,
+    GradNorm,
+    HessianDensity,
+    HessianSpectrum,
+    HessianTrace,
+    Hook,
+    LossAccuracy,
+    Monitor,
+    OneStepLoss,
+    Smoothness,
+    WeightNorm,
+)
 from normtheory.models import build_model
 from normtheory.state import preserved
 from normtheory.train import TrainConfig, train
@@ -56,10 +68,19 @@ def test_training_with_all_hooks_is_bit_identical(norm, placement, keep):
             lr=0.05, momentum=0.9, batch_size=16, steps=12, eval_every=4, seed=3, device="cpu"
         )
         runs = []
-        for hooks in (
-            [],
-            [LossAccuracy(), WeightNorm(every=2), GradNorm(every=3), _Meddler(name="meddler")],
-        ):
+        _, train_probe, _ = _setup(norm, placement, keep)
+        every_hook = [
+            LossAccuracy(),
+            WeightNorm(every=2),
+            GradNorm(every=3),
+            _Meddler(name="meddler"),
+            HessianSpectrum(k=2, tol=1e-2, every=6),
+            HessianTrace(n_hvp=8, every=6, mode="eval"),
+            HessianDensity(n_iter=5, at_end=True),
+            Smoothness(every=4, n_points=3),
+            OneStepLoss(lr=0.1, every=5, probe=(train_probe.inputs[:32], train_probe.targets[:32])),
+        ]
+        for hooks in ([], every_hook):
             model, train_set, test_set = _setup(norm, placement, keep)
             result = train(model, train_set, test_set, config, hooks)
             runs.append((model, result))

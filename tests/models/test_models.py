@@ -299,3 +299,17 @@ def test_bad_choices_list_the_valid_ones():
         build_model("mlp", norm="batch", in_shape=(16,), num_classes=2, placement="post")
     with pytest.raises(ValueError, match="batch"):
         build_model("mlp", norm="bn", in_shape=(16,), num_classes=2)
+
+
+def test_hidden_weights_have_he_init_and_deep_plain_net_keeps_signal():
+    """Regression: with PyTorch's default init a deep no-norm net's activations vanish (~√6 per
+    layer), so 'none' baselines never trained; hidden weights now get He init, head default."""
+    torch.manual_seed(0)
+    model = build_model(
+        "convnet", norm="none", in_shape=(1, 8, 8), num_classes=10, width=64, depth=4
+    )
+    w = model.conv3.weight
+    assert w.var().item() == pytest.approx(2.0 / (w.shape[1] * 9), rel=0.1)
+    assert torch.all(model.conv3.bias == 0)
+    feats = model[: list(dict(model.named_children())).index("pool")](torch.randn(256, 1, 8, 8))
+    assert feats.pow(2).mean().item() > 0.1  # He: ≈0.3; PyTorch's default init: ≈7e-4

@@ -1,0 +1,197 @@
+"""Curvature hooks: Hessian spectrum, trace, density and gradient smoothness on a fixed probe batch.
+
+Each hook measures on the same probe batch every time (by default the first training batch it
+sees, copied), so values along training are comparable. They run on their schedule (`every`)
+and/or once at the end of training (`at_end=True`). Measurements leave the model, `.grad`,
+buffers and RNG state untouched (see `normtheory.measure.curvature`).
+"""
+
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from normtheory.hooks.base import Context, Hook, Record
+from normtheory.measure.curvature import (
+    gradient_smoothness,
+    hessian_density,
+    hessian_eigenvalues,
+    hessian_trace,
+)
+
+
+def _never(step: int) -> bool:
+    return False
+
+
+class _CurvatureHook(Hook):
+    """Shared plumbing: probe batch, mode, parameter subset, schedule with optional end-of-run."""
+
+    def __init__(
+        self,
+        *,
+        probe: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mode: str = "train",
+        params: Sequence[str] | None = None,
+        loss_fn: Callable = F.cross_entropy,
+        every: int | Callable[[int], bool] | None = None,
+        at_end: bool = False,
+        name: str | None = None,
+    ):
+        if mode not in ("train", "eval"):
+            raise ValueError(f"unknown mode {mode!r}; valid: train, eval")
+        self.events = ("after_step", "end") if at_end else ("after_step",)
+        super().__init__(name=name, every=_never if every is None else every)
+        self.probe, self.mode, self.params, self.loss_fn = probe, mode, params, loss_fn
+
+    def _data(self, ctx: Context):
+        if self.probe is None:
+            if ctx.inputs is None:
+                raise ValueError(
+                    f"{self.name}: no probe batch given and the context has no training batch yet"
+                )
+            self.probe = (ctx.inputs.detach().clone(), ctx.targets.detach().clone())
+        device = next(ctx.model.parameters()).device
+        return tuple(t.to(device) for t in self.probe)
+
+    def _kw(self, ctx: Context) -> dict:
+        return {"mode": self.mode, "params": self.params}
+
+
+class HessianSpectrum(_CurvatureHook):
+    """Top-k Hessian eigenvalues (Lanczos). Metrics: ``eig`` (key = rank 1..k), ``n_hvp``, ``converged``."""
+
+    default_name = "hessian"
+
+    def __init__(self, *, k: int = 1, which: str = "largest", tol: float = 1e-3, **kw):
+        super().__init__(**kw)
+        self.k, self.which, self.tol = k, which, tol
+
+    def on(self, event: str, ctx: Context) -> Iterable[Record]:
+        res = hessian_eigenvalues(
+            ctx.model,
+            self.loss_fn,
+            self._data(ctx),
+            k=self.k,
+            which=self.which,
+            tol=self.tol,
+            **self._kw(ctx),
+        )
+        rows = [("eig", str(i + 1), float(v)) for i, v in enumerate(res.values)]
+        return rows + [("n_hvp", "", res.n_hvp), ("converged", "", float(res.converged))]
+
+
+class HessianTrace(_CurvatureHook):
+    """Hessian trace by Hutch++ (or Hutchinson). Metrics: ``trace``, ``stderr``, ``n_hvp``."""
+
+    default_name = "hessian_trace"
+
+    def __init__(self, *, method: str = "hutch++", n_hvp: int = 60, **kw):
+        super().__init__(**kw)
+        self.method, self.n_hvp = method, n_hvp
+
+    def on(self, event: str, ctx: Context) -> Iterable[Record]:
+        res = hessian_trace(
+            ctx.model,
+            self.loss_fn,
+            self._data(ctx),
+            method=self.method,
+            n_hvp=self.n_hvp,
+            **self._kw(ctx),
+        )
+        return [("trace", "", res.value), ("stderr", "", res.stderr), ("n_hvp", "", res.n_hvp)]
+
+
+class HessianDensity(_CurvatureHook):
+    """Spectral density by stochastic Lanczos quadrature.
+
+    Metrics: ``node`` and ``weight`` with key ``"<run>:<i>"`` (the quadrature rule, so figures can
+    smooth it at any width), ``n_hvp``.
+    """
+
+    default_name = "hessian_density"
+
+    def __init__(self, *, n_iter: int = 60, n_runs: int = 1, **kw):
+        super().__init__(**kw)
+        self.n_iter, self.n_runs = n_iter, n_runs
+
+    def on(self, event: str, ctx: Context) -> Iterable[Record]:
+        res = hessian_density(
+            ctx.model,
+            self.loss_fn,
+            self._data(ctx),
+            n_iter=self.n_iter,
+            n_runs=self.n_runs,
+            **self._kw(ctx),
+        )
+        rows = []
+        for r in range(res.nodes.shape[0]):
+            for i in range(res.nodes.shape[1]):
+                rows += [
+                    ("node", f"{r}:{i}", float(res.nodes[r, i])),
+                    ("weight", f"{r}:{i}", float(res.weights[r, i])),
+                ]
+        return rows + [("n_hvp", "", res.n_hvp)]
+
+
+class Smoothness(_CurvatureHook):
+    """Santurkar et al.'s landscape measures along the gradient: loss range, gradient
+    predictiveness (min/max) and effective β-smoothness, at step sizes lr·[0.5, 4].
+
+    `lr` defaults to the loop's current learning rate (``ctx.lr``).
+    """
+
+    default_name = "smoothness"
+
+    def __init__(self, *, lr: float | None = None, multipliers=(0.5, 4.0), n_points: int = 8, **kw):
+        super().__init__(**kw)
+        self.lr, self.multipliers, self.n_points = lr, tuple(multipliers), n_points
+
+    def on(self, event: str, ctx: Context) -> Iterable[Record]:
+        lr = self.lr if self.lr is not None else ctx.lr
+        if lr is None:
+            raise ValueError(f"{self.name}: no lr given and the context has none")
+        res = gradient_smoothness(
+            ctx.model,
+            self.loss_fn,
+            self._data(ctx),
+            lr=lr,
+            multipliers=self.multipliers,
+            n_points=self.n_points,
+            **self._kw(ctx),
+        )
+        return [
+            ("loss_range", "", res.loss_range),
+            ("grad_pred_min", "", res.grad_pred_min),
+            ("grad_pred_max", "", res.grad_pred_max),
+            ("beta", "", res.beta),
+            ("grad_norm", "", res.grad_norm),
+            ("n_grad", "", res.n_grad),
+        ]
+
+
+class OneStepLoss(_CurvatureHook):
+    """Bjorck et al. 2018's test: relative loss change (L(w − ηg) − L(w)) / L(w) after one
+    gradient step of size η on the probe batch, from the current weights (which are left as
+    they are). Runs at the start of training by default. Metric: ``relative_change``."""
+
+    default_name = "one_step"
+
+    def __init__(self, *, lr: float | None = None, at_start: bool = True, **kw):
+        super().__init__(**kw)
+        if at_start:
+            self.events = (*self.events, "start")
+        self.lr = lr
+
+    def on(self, event: str, ctx: Context) -> Iterable[Record]:
+        lr = self.lr if self.lr is not None else ctx.lr
+        res = gradient_smoothness(
+            ctx.model,
+            self.loss_fn,
+            self._data(ctx),
+            lr=lr,
+            multipliers=(1.0, 1.0),
+            n_points=1,
+            **self._kw(ctx),
+        )
+        return [("relative_change", "", (float(res.losses[0]) - res.loss) / res.loss)]

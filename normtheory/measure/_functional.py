@@ -1,0 +1,241 @@
+"""The loss as a fixed function of a flat parameter vector: gradients and Hessian-vector products.
+
+Curvature measurements query the same loss many times (one Hessian-vector product per Lanczos
+step), so the loss must not change between queries. In train mode it would, twice over:
+BatchNorm updates its running statistics on every forward pass, and dropout draws fresh masks.
+`fixed_loss` freezes both. Every forward pass goes through `torch.func.functional_call` with
+fresh copies of the buffers (running statistics are read but never written), and the torch RNG
+state is reset to the one found on entry before each pass over the batches, so the same dropout
+masks are drawn every time. On exit `normtheory.state.preserved` puts mode, buffers, ``.grad``
+and the RNG streams back exactly.
+
+The loss over batches (x_b, y_b) of sizes n_b is L(w) = Σ_b n_b L_b(w) / Σ_b n_b, with L_b the
+mean loss returned by `loss_fn`. Hessian-vector products are double backward passes
+(Pearlmutter 1994): Hv = ∇_w (∇_w L(w) · v), which works for every norm layer.
+"""
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from normtheory.state import preserved
+
+MODES = ("eval", "train")
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
+    """Returns `value` if it is one of `choices`, else raises ValueError naming both."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+    return value
+
+
+def select_params(model: nn.Module, params: str | Iterable[str] | None) -> list[str]:
+    """Names of the parameters a measurement differentiates, in `named_parameters` order.
+
+    Args:
+        model: the network.
+        params: None (every parameter with ``requires_grad``), or names, each a parameter
+            (``"conv1.weight"``) or a module (``"conv1"``, ``"stage1.block1"``: all its
+            parameters). A single string counts as one name.
+
+    Raises:
+        ValueError: for an unknown name (listing the valid module names), a module without
+            parameters, or an empty selection.
+    """
+    named = dict(model.named_parameters())
+    if params is None:
+        chosen = {name for name, p in named.items() if p.requires_grad}
+    else:
+        modules = dict(model.named_modules())
+        chosen = set()
+        for name in [params] if isinstance(params, str) else list(params):
+            if name in named:
+                chosen.add(name)
+            elif isinstance(name, str) and name and name in modules:
+                inside = [n for n, _ in modules[name].named_parameters(prefix=name)]
+                if not inside:
+                    raise ValueError(f"module {name!r} has no parameters")
+                chosen.update(inside)
+            else:
+                valid = ", ".join(repr(m) for m in modules if m)
+                raise ValueError(
+                    f"unknown parameter or module name {name!r}; valid module names: {valid}"
+                )
+    if not chosen:
+        raise ValueError(f"no parameters selected (params={params!r})")
+    return [name for name in named if name in chosen]
+
+
+def as_batches(data: object, device: torch.device) -> list[tuple[Tensor, Tensor]]:
+    """One ``(inputs, targets)`` batch or an iterable of them, as a list on `device`."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
+        data = [data]
+    batches = []
+    for batch in data:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            raise ValueError(
+                f"data must be one (inputs, targets) batch or an iterable of them, got an "
+                f"element of type {type(batch).__name__}"
+            )
+        x, y = batch
+        batches.append((x.to(device), y.to(device) if isinstance(y, Tensor) else y))
+    if not batches:
+        raise ValueError("data holds no batches")
+    return batches
+
+
+def generator(device: torch.device, seed: int) -> torch.Generator:
+    """A local generator on `device`, so probes never touch the global RNG."""
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def rademacher(shape: tuple[int, ...], like: Tensor, gen: torch.Generator) -> Tensor:
+    """Entries ±1 with probability ½ each, with the dtype and device of `like`."""
+    draws = torch.empty(shape, dtype=like.dtype, device=like.device)
+    return draws.bernoulli_(0.5, generator=gen).mul_(2).sub_(1)
+
+
+class FixedLoss:
+    """L(w) over the selected parameters, with frozen batch-norm buffers and dropout masks.
+
+    Built by `fixed_loss`, which also sets the mode and restores the model afterwards. Flat
+    vectors follow the order of `names`, each parameter flattened row-major.
+
+    Attributes:
+        names: the selected parameter names.
+        dim: n, the number of selected scalars.
+        device, dtype: those of the first selected parameter; all vectors live there.
+        n_hvp, n_grad: Hessian-vector products and gradients evaluated so far.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, batches: list, names: list[str]):
+        self.model, self.loss_fn, self.batches, self.names = model, loss_fn, batches, names
+        named = dict(model.named_parameters())
+        self._params = [named[name] for name in names]
+        self._fixed = {n: p.detach() for n, p in named.items() if n not in set(names)}
+        self._buffers = dict(model.named_buffers())
+        self._sizes = [p.shape for p in self._params]
+        self._weights = [len(x) / sum(len(b[0]) for b in batches) for x, _ in batches]
+        first = self._params[0]
+        self.dim = sum(p.numel() for p in self._params)
+        self.device, self.dtype = first.device, first.dtype
+        # RNG state for the first forward pass; reset before every pass -> same masks.
+        self._cpu_rng = torch.get_rng_state()
+        cuda = self.device.type == "cuda"
+        self._cuda_rng = torch.cuda.get_rng_state(self.device) if cuda else None
+        self._graph = None  # cached (leaves, grads) for a single batch at the current weights
+        self.n_hvp = self.n_grad = 0
+
+    def flat_params(self) -> Tensor:
+        """The current values of the selected parameters as one detached vector (n,)."""
+        return torch.cat([p.detach().reshape(-1) for p in self._params]).clone()
+
+    def unflatten(self, v: Tensor) -> list[Tensor]:
+        """Splits a flat (n,) vector into tensors shaped like the selected parameters."""
+        parts = torch.split(v, [s.numel() for s in self._sizes])
+        return [part.view(size) for part, size in zip(parts, self._sizes)]
+
+    def _passes(self, w: Tensor | None) -> Iterator[tuple[list[Tensor], Tensor]]:
+        """Yields (leaves, weighted batch loss) for each batch, forward pass by forward pass.
+
+        The leaves are fresh tensors requiring grad that hold w (or the current weights), so
+        gradients never reach ``.grad``; buffers are copied, so running statistics stay put.
+        """
+        torch.set_rng_state(self._cpu_rng)
+        if self._cuda_rng is not None:
+            torch.cuda.set_rng_state(self._cuda_rng, self.device)
+        values = [p.detach() for p in self._params] if w is None else self.unflatten(w)
+        for (x, y), weight in zip(self.batches, self._weights):
+            leaves = [v.detach().requires_grad_() for v in values]
+            state = dict(self._fixed)
+            state.update(zip(self.names, leaves))
+            state.update({n: b.clone() for n, b in self._buffers.items() if b is not None})
+            out = torch.func.functional_call(self.model, state, (x,), tie_weights=False)
+            yield leaves, self.loss_fn(out, y) * weight
+
+    def loss_grad(self, w: Tensor | None = None) -> tuple[float, Tensor]:
+        """L(w) and ∇L(w) (n,) at flat weights `w` (default: the model's current weights)."""
+        total, grad = 0.0, torch.zeros(self.dim, dtype=self.dtype, device=self.device)
+        for leaves, loss in self._passes(w):
+            grads = torch.autograd.grad(loss, leaves, allow_unused=True, materialize_grads=True)
+            grad += torch.cat([g.reshape(-1) for g in grads])
+            total += loss.item()
+        self.n_grad += 1
+        return total, grad
+
+    def hvp(self, v: Tensor) -> Tensor:
+        """H v (n,) at the current weights, H = ∇²L, by double backward.
+
+        With one batch the first-order graph is built once and reused (as PyHessian does);
+        with several it is rebuilt per batch and product, so memory stays one batch's graph.
+        """
+        parts = self.unflatten(v.to(self.dtype))
+        if len(self.batches) == 1:
+            if self._graph is None:
+                self._graph = [
+                    self._first_order(leaves, loss) for leaves, loss in self._passes(None)
+                ]
+            graphs = self._graph
+        else:
+            graphs = (self._first_order(leaves, loss) for leaves, loss in self._passes(None))
+        out = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
+        for leaves, grads in graphs:
+            live = [(g, p) for g, p in zip(grads, parts) if g.requires_grad]
+            if not live:
+                continue
+            hv = torch.autograd.grad(
+                [g for g, _ in live],
+                leaves,
+                grad_outputs=[p for _, p in live],
+                retain_graph=len(self.batches) == 1,
+                allow_unused=True,
+                materialize_grads=True,
+            )
+            out += torch.cat([h.reshape(-1) for h in hv])
+        self.n_hvp += 1
+        return out
+
+    @staticmethod
+    def _first_order(leaves: list[Tensor], loss: Tensor) -> tuple[list[Tensor], tuple]:
+        grads = torch.autograd.grad(
+            loss, leaves, create_graph=True, allow_unused=True, materialize_grads=True
+        )
+        return leaves, grads
+
+
+@contextmanager
+def fixed_loss(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: object,
+    *,
+    mode: str = "train",
+    params: str | Iterable[str] | None = None,
+) -> Iterator[FixedLoss]:
+    """Context in which `model` is in `mode` and the loss is a fixed function of the weights.
+
+    Args:
+        model: the network; its parameters are never written.
+        loss_fn: ``loss_fn(outputs, targets)`` -> mean loss of a batch.
+        data: one ``(inputs, targets)`` batch or an iterable of batches.
+        mode: ``"train"`` (norms use batch statistics, dropout active with frozen masks) or
+            ``"eval"``.
+        params: parameter selection, see `select_params`.
+
+    Yields:
+        A `FixedLoss`. On exit, train/eval flags, buffers, ``.grad`` and RNG streams are as
+        they were on entry, even if the body raises.
+    """
+    check_choice("mode", mode, MODES)
+    names = select_params(model, params)
+    device = dict(model.named_parameters())[names[0]].device
+    batches = as_batches(data, device)
+    with preserved(model):
+        model.train(mode == "train")
+        yield FixedLoss(model, loss_fn, batches, names)

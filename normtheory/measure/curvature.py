@@ -1,0 +1,422 @@
+"""Hessian spectrum, trace, density and gradient smoothness of a network's loss.
+
+All functions are pure: they take ``(model, loss_fn, data)`` and leave the model, its ``.grad``,
+buffers, train/eval flags and every RNG stream exactly as found. The loss they measure is fixed
+for the whole call (`normtheory.measure._functional.fixed_loss`): in ``mode="train"`` norms use
+batch statistics without updating running statistics, and dropout masks are drawn once. All
+vectors live on the model's device; only tridiagonal matrices go to the CPU. Each result
+records its cost in Hessian-vector products (``n_hvp``) or gradients (``n_grad``).
+
+Common arguments:
+    model: the network.
+    loss_fn: ``loss_fn(outputs, targets)`` -> mean loss of a batch.
+    data: one ``(inputs, targets)`` batch or an iterable of batches; the loss is the average
+        over batches weighted by batch size.
+    mode: ``"train"`` or ``"eval"``.
+    params: None (all parameters with ``requires_grad``) or names of parameters or modules,
+        whose Hessian block is measured (per-layer spectra).
+    seed: seed of the local generator for probe vectors (the global RNG is never used).
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from normtheory.measure._functional import (
+    FixedLoss,
+    LossFn,
+    check_choice,
+    fixed_loss,
+    generator,
+    rademacher,
+)
+from normtheory.measure.lanczos import Lanczos
+
+WHICH = ("largest", "magnitude", "smallest")
+TRACE_METHODS = ("hutch++", "hutchinson")
+_TRACE_CHUNK = 10  # probes between early-stopping checks
+_ZERO_FLOOR = 1e-3  # Ritz values below this fraction of max |θ| get an absolute tolerance
+
+Params = str | Iterable[str] | None
+
+
+@dataclass(frozen=True)
+class EigenResult:
+    """Extreme Hessian eigenpairs.
+
+    Attributes:
+        values: (k,) float64 on CPU, sorted as asked (descending for ``largest`` and
+            ``magnitude``, by |λ| for the latter; ascending for ``smallest``).
+        residuals: (k,) true residuals ‖Hv − λv‖ of the returned pairs (‖v‖ = 1).
+        n_hvp: Hessian-vector products spent, including the k for the true residuals.
+        converged: every residual ≤ tol · max(|λ|, 1e-3 · max |θ|).
+        vectors: (n, k) eigenvectors on the model's device, if asked for.
+    """
+
+    values: Tensor
+    residuals: Tensor
+    n_hvp: int
+    converged: bool
+    vectors: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """Stochastic trace estimate: value ± stderr, the cost, and the estimator used."""
+
+    value: float
+    stderr: float
+    n_hvp: int
+    method: str
+
+
+@dataclass(frozen=True)
+class DensityResult:
+    """Spectral density by stochastic Lanczos quadrature.
+
+    Attributes:
+        nodes: (n_runs, m) Ritz values of each run, float64 CPU.
+        weights: (n_runs, m) quadrature weights, each row sums to 1.
+        grid: (G,) points where the smoothed density is evaluated.
+        density: (G,) Gaussian-smoothed density averaged over runs; integrates to 1 on grid.
+        n_hvp: Hessian-vector products spent.
+    """
+
+    nodes: Tensor
+    weights: Tensor
+    grid: Tensor
+    density: Tensor
+    n_hvp: int
+
+
+@dataclass(frozen=True)
+class SmoothnessResult:
+    """Loss landscape along the gradient (Santurkar et al. 2018, Sec. 3.1).
+
+    Attributes:
+        loss: L(w) at the current weights.
+        lrs: (P,) step sizes η.
+        losses: (P,) L(w − η g).
+        grad_diffs: (P,) ‖∇L(w) − ∇L(w − η g)‖ (gradient predictiveness).
+        loss_range: max − min of [L(w)] ∪ losses.
+        grad_pred_min, grad_pred_max: min and max of grad_diffs.
+        beta: effective β-smoothness max_η ‖∇L(w) − ∇L(w − η g)‖ / ‖η g‖ (nan if g = 0).
+        grad_norm: ‖g‖.
+        n_grad: gradient evaluations spent (1 + P).
+    """
+
+    loss: float
+    lrs: Tensor
+    losses: Tensor
+    grad_diffs: Tensor
+    loss_range: float
+    grad_pred_min: float
+    grad_pred_max: float
+    beta: float
+    grad_norm: float
+    n_grad: int
+
+
+def hessian_eigenvalues(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: object,
+    *,
+    mode: str = "train",
+    params: Params = None,
+    k: int = 1,
+    which: str = "largest",
+    tol: float = 1e-4,
+    max_hvp: int | None = None,
+    return_vectors: bool = False,
+    verify: bool = False,
+    seed: int = 0,
+) -> EigenResult:
+    """k extreme eigenvalues of the Hessian by Lanczos with full reorthogonalization.
+
+    The Krylov space grows one Hessian-vector product at a time until the k wanted Ritz pairs
+    (θ_i, y_i) have residual estimates β_m |s_{m,i}| ≤ tol · max(|θ_i|, 1e-3 · max_j |θ_j|)
+    (see `normtheory.measure.lanczos`). With full reorthogonalization the Lanczos relation
+    H Q_m = Q_m T_m + β_m q_{m+1} e_mᵀ holds to rounding, so that estimate *is* the residual
+    ‖H y_i − θ_i y_i‖ up to rounding; ``verify=True`` spends k more products to compute the
+    true residuals (and `converged` from them) anyway. A residual r bounds the eigenvalue error by r, and by r²/gap once the
+    pair is isolated (Parlett, The Symmetric Eigenvalue Problem, Thm 11.7.1), so relative
+    errors are usually far below tol. Unlike power iteration with deflation (PyHessian),
+    all k pairs come from one Krylov space, in order. Exactly repeated eigenvalues are found
+    once per copy only when n is small enough for the space to be exhausted.
+
+    Args:
+        k: number of eigenvalues, 1 <= k <= n.
+        which: ``"largest"`` (algebraic), ``"magnitude"`` (largest |λ|) or ``"smallest"``.
+        tol: relative residual tolerance.
+        max_hvp: cap on all Hessian-vector products, the k verification products included;
+            default min(n, 20k + 200) (+ k with `verify`). Stopping at the cap gives
+            ``converged=False``.
+        return_vectors: also return the unit eigenvectors (n, k) on the model's device.
+        verify: compute the true residuals with k extra products instead of reporting the
+            Lanczos estimates β_m |s_{m,i}|.
+    """
+    check_choice("which", which, WHICH)
+    with fixed_loss(model, loss_fn, data, mode=mode, params=params) as f:
+        n = f.dim
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+            raise ValueError(f"k must be an int in [1, n={n}], got {k!r}")
+        reserve = k if verify else 0  # products kept back for the true residuals
+        cap = min(n, 20 * k + 200) + reserve if max_hvp is None else int(max_hvp)
+        if cap < k + reserve:
+            raise ValueError(f"max_hvp must be at least {k + reserve} here, got {max_hvp!r}")
+        gen = generator(f.device, seed)
+        start = torch.randn(n, generator=gen, dtype=f.dtype, device=f.device)
+        lz = Lanczos(f.hvp, start, gen)
+        while lz.steps < min(n, cap - reserve):
+            lz.step()
+            if lz.steps >= k:
+                theta, s = lz.ritz()
+                idx = _wanted(theta, k, which)
+                estimate = lz.beta_last * np.abs(s[-1, idx])
+                if np.all(estimate <= tol * _scale(theta, idx)):
+                    break
+        theta, s = lz.ritz()
+        idx = _wanted(theta, k, which)
+        coef = torch.as_tensor(s[:, idx], dtype=f.dtype, device=f.device)  # (m, k)
+        vectors = lz.basis @ coef  # (n, k)
+        vectors = vectors / torch.linalg.vector_norm(vectors, dim=0)
+        values = torch.as_tensor(theta[idx], dtype=torch.float64)
+        if verify:
+            residuals = torch.stack(
+                [
+                    torch.linalg.vector_norm(f.hvp(y) - float(lam) * y)
+                    for y, lam in zip(vectors.T, values)
+                ]
+            ).to(device="cpu", dtype=torch.float64)
+        else:
+            beta = 0.0 if lz.steps >= n else lz.beta_last
+            residuals = torch.as_tensor(beta * np.abs(s[-1, idx]), dtype=torch.float64)
+        converged = bool(torch.all(residuals <= tol * torch.as_tensor(_scale(theta, idx))))
+        return EigenResult(
+            values=values,
+            residuals=residuals,
+            n_hvp=f.n_hvp,
+            converged=converged,
+            vectors=vectors if return_vectors else None,
+        )
+
+
+def _wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:
+    """Indices of the k wanted Ritz values of ascending `theta`, in the order reported."""
+    if which == "largest":
+        return np.arange(len(theta) - 1, len(theta) - 1 - k, -1)
+    if which == "smallest":
+        return np.arange(k)
+    return np.argsort(-np.abs(theta), kind="stable")[:k]
+
+
+def _scale(theta: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """max(|θ_i|, 1e-3 · max |θ|): relative accuracy, absolute near zero."""
+    floor = max(_ZERO_FLOOR * np.abs(theta).max(), np.finfo(np.float64).tiny)
+    return np.maximum(np.abs(theta[idx]), floor)
+
+
+def hessian_trace(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: object,
+    *,
+    mode: str = "train",
+    params: Params = None,
+    method: str = "hutch++",
+    n_hvp: int = 100,
+    rtol: float | None = None,
+    seed: int = 0,
+) -> TraceResult:
+    """Stochastic estimate of tr(H).
+
+    ``hutchinson`` (Hutchinson 1989): tr(H) ≈ (1/m) Σ_i z_iᵀ H z_i with Rademacher z_i;
+    stderr = sample std / √m.
+
+    ``hutch++`` (Meyer, Musco, Musco & Woodruff 2021, Alg. 1): with s = ⌊m/3⌋ Rademacher
+    columns S, Q = qr(H S) (s products), tr(H) = tr(Qᵀ H Q) (exact, s products) + Hutchinson on
+    (I − QQᵀ) H (I − QQᵀ) with the remaining m − 2s probes. The stderr is that of the residual
+    Hutchinson part. When s ≥ n the sketch spans everything: exact, stderr 0, 2n products.
+    The sketch removes the top of the spectrum, so the variance drops when eigenvalues decay.
+
+    Args:
+        method: ``"hutch++"`` or ``"hutchinson"``.
+        n_hvp: budget of Hessian-vector products (>= 2 for hutchinson, >= 4 for hutch++).
+        rtol: stop early once stderr ≤ rtol · |value|, checked every 10 (residual) probes.
+    """
+    check_choice("method", method, TRACE_METHODS)
+    minimum = 4 if method == "hutch++" else 2
+    if isinstance(n_hvp, bool) or not isinstance(n_hvp, int) or n_hvp < minimum:
+        raise ValueError(f"n_hvp must be an int >= {minimum} for {method}, got {n_hvp!r}")
+    with fixed_loss(model, loss_fn, data, mode=mode, params=params) as f:
+        gen = generator(f.device, seed)
+        like = torch.empty(0, dtype=f.dtype, device=f.device)
+        exact, probes, basis = 0.0, n_hvp, None
+        if method == "hutch++":
+            s = min(n_hvp // 3, f.dim)
+            sketch = torch.stack([f.hvp(z) for z in rademacher((s, f.dim), like, gen)], dim=1)
+            basis = torch.linalg.qr(sketch).Q  # (n, s)
+            exact = sum(torch.dot(q, f.hvp(q)).item() for q in basis.T)
+            probes = 0 if s == f.dim else n_hvp - 2 * s
+        quads = _hutchinson(f, probes, basis, like, gen, exact, rtol)
+        m = len(quads)
+        value = exact + (float(np.mean(quads)) if m else 0.0)
+        if m > 1:
+            stderr = float(np.std(quads, ddof=1) / np.sqrt(m))
+        else:  # no residual probes: the sketch was exact
+            stderr = 0.0 if probes == 0 else float("nan")
+        return TraceResult(value=value, stderr=stderr, n_hvp=f.n_hvp, method=method)
+
+
+def _hutchinson(
+    f: FixedLoss,
+    probes: int,
+    basis: Tensor | None,
+    like: Tensor,
+    gen: torch.Generator,
+    offset: float,
+    rtol: float | None,
+) -> list[float]:
+    """Quadratic forms zᵀ P H P z with P = I − QQᵀ (or I), up to `probes` of them."""
+    quads: list[float] = []
+    while len(quads) < probes:
+        z = rademacher((f.dim,), like, gen)
+        if basis is not None:
+            z = z - basis @ (basis.T @ z)
+        quads.append(torch.dot(z, f.hvp(z)).item())
+        m = len(quads)
+        if rtol is not None and m >= _TRACE_CHUNK and m % _TRACE_CHUNK == 0:
+            stderr = np.std(quads, ddof=1) / np.sqrt(m)
+            if stderr <= rtol * abs(offset + np.mean(quads)):
+                break
+    return quads
+
+
+def hessian_density(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: object,
+    *,
+    mode: str = "train",
+    params: Params = None,
+    n_iter: int = 100,
+    n_runs: int = 1,
+    grid_size: int = 512,
+    sigma: float | None = None,
+    seed: int = 0,
+) -> DensityResult:
+    """Spectral density of H by stochastic Lanczos quadrature (SLQ).
+
+    Per run (Ubaru, Chen & Saad 2017; Ghorbani, Krishnan & Xiao 2019, Sec. 2): a Rademacher
+    vector v, ‖v‖ = 1, and m = min(n_iter, n) Lanczos steps give T_m = S diag(θ) Sᵀ; the
+    quadrature nodes are θ_i and the weights w_i = S_{1,i}², so that Σ_i w_i f(θ_i) ≈ vᵀ f(H) v
+    (exact for polynomials of degree < 2m) and E_v[vᵀ f(H) v] = tr f(H) / n. The density is
+    φ(t) = (1/R) Σ_runs Σ_i w_i 𝒩(t; θ_i, σ²) on a uniform grid over [min θ − 4σ, max θ + 4σ],
+    renormalized by the trapezoid rule to integrate to 1.
+
+    Args:
+        n_iter: Lanczos steps per run (capped at n).
+        n_runs: independent start vectors R.
+        grid_size: grid points G (>= 2).
+        sigma: Gaussian kernel width; default 1 % of the nodes' range (max θ − min θ over all
+            runs), or 1 % of max(|θ|, 1) when the range is zero. The grid spacing is then
+            about σ / 5; a much smaller sigma needs a larger grid_size to be resolved.
+    """
+    for name, value, low in (
+        ("n_iter", n_iter, 1),
+        ("n_runs", n_runs, 1),
+        ("grid_size", grid_size, 2),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if sigma is not None and not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma!r}")
+    with fixed_loss(model, loss_fn, data, mode=mode, params=params) as f:
+        gen = generator(f.device, seed)
+        like = torch.empty(0, dtype=f.dtype, device=f.device)
+        m = min(n_iter, f.dim)
+        nodes, weights = np.empty((n_runs, m)), np.empty((n_runs, m))
+        for run in range(n_runs):
+            lz = Lanczos(f.hvp, rademacher((f.dim,), like, gen), gen)
+            for _ in range(m):
+                lz.step()
+            theta, s = lz.ritz()
+            nodes[run], weights[run] = theta, s[0] ** 2
+        n_hvp = f.n_hvp
+    weights /= weights.sum(axis=1, keepdims=True)  # rounding only: S is orthogonal
+    lo, hi = nodes.min(), nodes.max()
+    if sigma is None:
+        sigma = 0.01 * (hi - lo) if hi > lo else 0.01 * max(abs(hi), 1.0)
+    grid = np.linspace(lo - 4 * sigma, hi + 4 * sigma, grid_size)  # (G,)
+    z = (grid[:, None, None] - nodes[None]) / sigma  # (G, R, m)
+    kernel = np.exp(-0.5 * z**2) / (sigma * np.sqrt(2 * np.pi))
+    density = (kernel * weights[None]).sum(axis=2).mean(axis=1)  # (G,)
+    density /= np.sum(0.5 * (density[1:] + density[:-1]) * np.diff(grid))  # trapezoid rule
+    as_t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    return DensityResult(as_t(nodes), as_t(weights), as_t(grid), as_t(density), n_hvp)
+
+
+def gradient_smoothness(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: object,
+    *,
+    lr: float,
+    mode: str = "train",
+    params: Params = None,
+    multipliers: tuple[float, float] = (0.5, 4.0),
+    n_points: int = 8,
+) -> SmoothnessResult:
+    """Loss range, gradient predictiveness and effective β-smoothness along −∇L.
+
+    Santurkar, Tsipras, Ilyas & Madry 2018 ("How does batch normalization help
+    optimization?", Sec. 3.1, Fig. 4): with g = ∇L(w) and η_j = lr · geomspace(a, b, P),
+
+        losses_j     = L(w − η_j g)
+        grad_diffs_j = ‖∇L(w) − ∇L(w − η_j g)‖
+        β            = max_j grad_diffs_j / ‖η_j g‖.
+
+    Everything is evaluated on the same batches with the same dropout masks; the weights are
+    never written (the shifted weights go through ``functional_call``).
+
+    Args:
+        lr: the training learning rate (> 0).
+        multipliers: (a, b), 0 < a <= b: the range of η as multiples of lr.
+        n_points: P >= 1 step sizes, geometrically spaced.
+    """
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    a, b = multipliers
+    if not 0 < a <= b:
+        raise ValueError(f"multipliers must satisfy 0 < a <= b, got {multipliers!r}")
+    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
+        raise ValueError(f"n_points must be an int >= 1, got {n_points!r}")
+    lrs = lr * np.geomspace(a, b, n_points)
+    with fixed_loss(model, loss_fn, data, mode=mode, params=params) as f:
+        w = f.flat_params()
+        loss0, g = f.loss_grad()
+        losses, diffs = [], []
+        for eta in lrs:
+            loss, grad = f.loss_grad(w - eta * g)
+            losses.append(loss)
+            diffs.append(torch.linalg.vector_norm(g - grad).item())
+        n_grad = f.n_grad
+    g_norm = torch.linalg.vector_norm(g).item()
+    diffs_np = np.asarray(diffs)
+    beta = float(np.max(diffs_np / (lrs * g_norm))) if g_norm > 0 else float("nan")
+    return SmoothnessResult(
+        lrs=torch.as_tensor(lrs, dtype=torch.float64),
+        loss=float(loss0),
+        losses=torch.as_tensor(losses, dtype=torch.float64),
+        grad_diffs=torch.as_tensor(diffs_np, dtype=torch.float64),
+        loss_range=float(max([loss0, *losses]) - min([loss0, *losses])),
+        grad_pred_min=float(diffs_np.min()),
+        grad_pred_max=float(diffs_np.max()),
+        beta=beta,
+        grad_norm=g_norm,
+        n_grad=n_grad,
+    )

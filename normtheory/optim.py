@@ -1,0 +1,122 @@
+"""Optimizer pieces for scale-invariant weights: weight rescaling (WRS) and decay groups.
+
+Weight rescaling (Liu et al. 2021, "Weight rescaling"; CLAIMS.md: WRS): after every optimizer
+step, each output channel (row) w_o of a per-channel scale-invariant weight is set to
+w_o / ‖w_o‖, and that weight gets no weight decay. The loss does not change (the weight is
+scale-invariant), but the effective learning rate η/‖w_o‖² stays at η instead of decaying as
+‖w_o‖ grows (SI-GROWTH), and the component of w_o outside the span of the layer's inputs,
+which SGD never touches (SPAN-ORTH), shrinks by 1/‖w_o − η g_o‖ = 1/√(1 + η²‖g_o‖²) per
+step, as weight decay would shrink it.
+
+Use in any loop::
+
+    rescaler = WeightRescaling(model)
+    opt = torch.optim.SGD(rescaler.param_groups(weight_decay=5e-4), lr=0.1, momentum=0.9)
+    for x, y in batches:
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+        rescaler.after_step()
+"""
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from normtheory.measure.weights import PER_CHANNEL, find_scale_invariant
+
+
+def _resolve(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Parameter]:
+    """Parameter name -> parameter for module names (their ``.weight``) or parameter names."""
+    modules, params = dict(model.named_modules()), dict(model.named_parameters())
+    out = {}
+    for name in names:
+        if name in params:
+            out[name] = params[name]
+        elif name in modules and isinstance(getattr(modules[name], "weight", None), nn.Parameter):
+            out[f"{name}.weight" if name else "weight"] = modules[name].weight
+        else:
+            known = [
+                n
+                for n, m in modules.items()
+                if isinstance(getattr(m, "weight", None), nn.Parameter)
+            ]
+            raise ValueError(
+                f"{name!r} is neither a parameter nor a module with a weight of the model; "
+                f"modules with a weight: {', '.join(known)}"
+            )
+    return out
+
+
+def build_param_groups(
+    model: nn.Module, weight_decay: float, *, exclude: Iterable[str] = ()
+) -> list[dict]:
+    """Optimizer parameter groups: every trainable parameter decays by `weight_decay`, except
+    those named in `exclude`, which get ``weight_decay=0``.
+
+    Args:
+        model: the model.
+        weight_decay: the decay of the other parameters.
+        exclude: module names (their ``.weight`` is excluded, e.g. ``"fc1"``) or parameter
+            names (e.g. ``"fc1.weight"``).
+
+    Returns:
+        ``[{"params": decayed, "weight_decay": weight_decay}, {"params": excluded,
+        "weight_decay": 0.0}]`` in parameter order, empty groups left out; pass it to any
+        ``torch.optim`` optimizer (group options override the optimizer's defaults).
+
+    Raises:
+        ValueError: a name in `exclude` is not in the model.
+    """
+    excluded = {id(p) for p in _resolve(model, exclude).values()}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if id(p) in excluded else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": float(weight_decay)},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+class WeightRescaling:
+    """Rescales each output channel of the chosen weights to unit norm after every step.
+
+    Args:
+        model: the model.
+        names: module names (or parameter names) of the weights to rescale; default: the
+            ``"per_channel"`` scale-invariant weights of `find_scale_invariant(model)` (for a
+            model without ``model.config`` call that with an example input yourself). Only
+            give weights the loss is invariant to per row, or training changes.
+
+    Attributes:
+        names: the parameter names that are rescaled.
+    """
+
+    def __init__(self, model: nn.Module, *, names: Iterable[str] | None = None) -> None:
+        if names is None:
+            found = find_scale_invariant(model)
+            names = [n for n, kind in found.items() if kind == PER_CHANNEL]
+        self.model = model
+        self._params = _resolve(model, names)
+        self.names = list(self._params)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """w_o <- w_o / ‖w_o‖ for every row of every chosen weight, in place (dtype, device
+        and parameter identity kept; a zero row stays zero). The optimizer's state (momentum
+        buffers) is not rescaled: with a rescale every step ‖w_o‖ stays near 1."""
+        for p in self._params.values():
+            rows = p.reshape(p.shape[0], -1)  # (out, fan_in)
+            norms = rows.norm(dim=1)
+            norms = torch.where(norms > 0, norms, torch.ones_like(norms))
+            p.div_(norms.reshape(-1, *([1] * (p.ndim - 1))))
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """`build_param_groups` with the rescaled weights excluded from weight decay."""
+        return build_param_groups(self.model, weight_decay, exclude=self.names)
+
+    def __repr__(self) -> str:
+        return f"WeightRescaling(names={self.names})"
