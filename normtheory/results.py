@@ -213,7 +213,8 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def load_cells(path: str | os.PathLike) -> pd.DataFrame:
-    """One row per complete cell × seed: cell fields, seed, status, diverged_at, wall time, finals."""
+    """One row per complete cell × seed: cell fields, seed, status, diverged_at, steps_done,
+    wall time, and the final metrics as ``final_<name>``."""
     run = RunDir(path)
     run.manifest()
     rows = [
@@ -223,6 +224,7 @@ def load_cells(path: str | os.PathLike) -> pd.DataFrame:
             "seed": s["seed"],
             "status": s["status"],
             "diverged_at": s.get("diverged_at"),
+            "steps_done": s.get("steps_done"),
             "wall_time": s.get("wall_time"),
             "error": s.get("error"),
             **s["fields"],

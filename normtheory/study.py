@@ -101,7 +101,7 @@ class Results:
 
 
 def _default_hooks(cell) -> list[Hook]:
-    return [LossAccuracy()]
+    return [LossAccuracy(every=10)]
 
 
 @dataclass(frozen=True)

@@ -156,19 +156,43 @@ def top_eigs(results: Results):
     )
     configs = sorted(rows["config"].unique())
     palette = norm_palette(["batch", "none"])
+    cells = results.cells
+    rows = rows.assign(cell=rows["cell"] + "|" + rows["seed"].astype(str))
+    ok = dict(
+        zip(
+            cells["cell"] + "|" + cells["seed"].astype(str),
+            cells["final_test_acc"].fillna(0) >= MIN_ACC,
+        )
+    )
     for ax, q in zip(axes[0], quantities):
         sub = rows[rows["quantity"] == q]
         for j, norm in enumerate(("batch", "none")):
             pts = sub[sub["norm"] == norm]
             xs = [configs.index(c) + (j - 0.5) * 0.25 for c in pts["config"]]
-            ax.scatter(xs, pts["value"].clip(lower=1e-6), color=palette[norm], label=norm, s=25)
+            trained = pts["cell"].map(ok).fillna(False).to_numpy(dtype=bool)
+            values = pts["value"].clip(lower=1e-6).to_numpy()
+            xs = np.asarray(xs)
+            ax.scatter(xs[trained], values[trained], color=palette[norm], label=norm, s=25)
+            ax.scatter(
+                xs[~trained],
+                values[~trained],
+                color=palette[norm],
+                marker="x",
+                s=40,
+                label=f"{norm}, did not train" if (~trained).any() else None,
+            )
         ax.set_yscale("log")
         ax.set_xticks(range(len(configs)), configs, rotation=30, ha="right")
         ax.set_title(q + " mode")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("value (log; one dot per seed)")
-    axes[0][-1].legend(title="norm")
-    fig.suptitle("Hessian at the end of training on 200 examples")
+    handles = {lab: h for ax in axes[0] for h, lab in zip(*ax.get_legend_handles_labels())}
+    fig.legend(
+        handles.values(), handles.keys(), title="norm", loc="center left", bbox_to_anchor=(1.0, 0.5)
+    )
+    fig.suptitle(
+        f"Hessian at the end of training on 200 examples (× = test accuracy < {MIN_ACC:.0%}: did not train)"
+    )
     fig.tight_layout()
     return fig
 

@@ -10,14 +10,7 @@ from normtheory.measure.span import InputSpan, orthogonal_weight_norm
 from normtheory.models import build_model
 from normtheory.optim import WeightRescaling, build_param_groups
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The problems are tiny: a thread pool only adds wake-up latency on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(norm="batch", arch="convnet", **kw):

@@ -36,13 +36,7 @@ NUM_CLASSES = 3
 WHICH = ["largest", "smallest", "magnitude"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny problems: one thread avoids pathological slowdowns on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(in_shape, sizes=(8, 6), seed=1):

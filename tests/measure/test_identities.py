@@ -30,13 +30,7 @@ WEIGHT_SHAPES = [(4, 3, 3, 3), (5, 7)]
 TINY_EPS = sys.float_info.min * sys.float_info.epsilon
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The problems are tiny: a thread pool only adds wake-up latency (30x on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gen(seed: int) -> torch.Generator:

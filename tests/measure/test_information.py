@@ -24,13 +24,7 @@ from normtheory.measure.information import (
 N = 4096
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The problems are small: on a busy 2-core machine a thread pool only adds latency (10x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_pair(rho: float, n: int = N, seed: int = 0) -> np.ndarray:

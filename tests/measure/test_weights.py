@@ -18,14 +18,7 @@ from normtheory.measure.weights import (
 from normtheory.models import build_model
 from normtheory.norms import BatchNorm, GroupNorm
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The problems are tiny: a thread pool only adds wake-up latency on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randn(gen, *shape):
