@@ -6,6 +6,7 @@ Figure functions are pure: ``(Results) -> Figure``; they never mutate the frames
 import matplotlib
 
 matplotlib.use("Agg")
+matplotlib.rcParams["svg.hashsalt"] = "normtheory"  # reproducible SVG ids
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
