@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from normtheory.checks import check_choice
 from normtheory.data import list_datasets, load_dataset
 from normtheory.models import build_model, list_archs, list_placements
 from normtheory.norms import _REGISTRY, parse_norm_spec
@@ -62,10 +63,10 @@ class TrainCell:
     eval_every: int = 0
 
     def __post_init__(self):
-        _check_choice("dataset", self.dataset, list_datasets())
-        _check_choice("arch", self.arch, list_archs())
-        _check_choice("placement", self.placement, list_placements())
-        _check_choice("lr_scaling", self.lr_scaling, LR_SCALINGS)
+        check_choice("dataset", self.dataset, list_datasets())
+        check_choice("arch", self.arch, list_archs())
+        check_choice("placement", self.placement, list_placements())
+        check_choice("lr_scaling", self.lr_scaling, LR_SCALINGS)
         parse_norm_spec(self.norm)
         for name in ("width", "depth", "batch_size", "steps", "ref_batch", "groups", "ghost_size"):
             if getattr(self, name) < 1:
@@ -110,11 +111,6 @@ class TrainCell:
         if kw.get("examples_per_group") == 0:
             kw["examples_per_group"] = None
         return kw
-
-
-def _check_choice(name: str, value: str, valid) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
 
 
 @functools.lru_cache(maxsize=8)

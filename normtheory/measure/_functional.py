@@ -20,19 +20,12 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from normtheory.checks import check_choice
 from normtheory.state import preserved
 
 MODES = ("eval", "train")
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
-    """Returns `value` if it is one of `choices`, else raises ValueError naming both."""
-    choices = tuple(choices)
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
-    return value
 
 
 def select_params(model: nn.Module, params: str | Iterable[str] | None) -> list[str]:

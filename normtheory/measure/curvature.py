@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from normtheory.checks import check_choice
 from normtheory.measure._functional import (
     FixedLoss,
     LossFn,
-    check_choice,
     fixed_loss,
     generator,
     rademacher,

@@ -49,7 +49,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from normtheory.measure._functional import check_choice, generator
+from normtheory.checks import check_choice
+from normtheory.measure._functional import generator
 
 METHODS = ("gaussian_copula", "binned", "ksg")
 _KSG_ALL_PAIRS_MAX_NEURONS = 16  # above this, ksg needs explicit `pairs` (it costs ~N^1.5 each)
