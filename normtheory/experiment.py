@@ -6,7 +6,7 @@ loads the data, builds the model (seeded), and trains it with the study's hooks.
 
 import functools
 import inspect
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -156,7 +156,3 @@ def run_train_cell(
     return train(
         model, train_set, test_set, cell.train_config(seed, device), hooks, progress=progress
     )
-
-
-def cell_fields(cell) -> dict:
-    return asdict(cell)

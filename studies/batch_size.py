@@ -53,11 +53,15 @@ BASE = TrainCell(
 MARGIN = 0.01  # WS-MICRO non-inferiority margin (error, absolute)
 
 
-def _errors(results: Results):
-    """Test error per (norm, batch_size, seed) from the cells' final metrics (diverged = error 1)."""
-    cells = results.cells
+def _with_test_error(cells):
+    """The cells with a ``test_error`` column from their final accuracy (diverged = error 1)."""
     err = (1.0 - cells["final_test_acc"]).where(cells["status"] == "completed", 1.0)
-    return cells.assign(test_error=err).pivot_table(
+    return cells.assign(test_error=err)
+
+
+def _errors(results: Results):
+    """Test error per seed (rows) and (norm, batch_size) (columns)."""
+    return _with_test_error(results.cells).pivot_table(
         index="seed", columns=["norm", "batch_size"], values="test_error"
     )
 
@@ -131,8 +135,7 @@ def error_vs_batch(results: Results):
     )
     if missing:
         return missing_figure("test error vs batch size", missing)
-    err = (1.0 - cells["final_test_acc"]).where(cells["status"] == "completed", 1.0)
-    summary = summarize_ci(cells.assign(test_error=err), ["norm", "batch_size"], "test_error")
+    summary = summarize_ci(_with_test_error(cells), ["norm", "batch_size"], "test_error")
     order = norm_order(summary["norm"].unique())
     palette, sizes = norm_palette(order), sorted(summary["batch_size"].unique())
     ncols = len(order) if len(order) <= 5 else 4

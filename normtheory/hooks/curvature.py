@@ -54,7 +54,7 @@ class _CurvatureHook(Hook):
         device = next(ctx.model.parameters()).device
         return tuple(t.to(device) for t in self.probe)
 
-    def _kw(self, ctx: Context) -> dict:
+    def _kw(self) -> dict:
         return {"mode": self.mode, "params": self.params}
 
 
@@ -75,7 +75,7 @@ class HessianSpectrum(_CurvatureHook):
             k=self.k,
             which=self.which,
             tol=self.tol,
-            **self._kw(ctx),
+            **self._kw(),
         )
         rows = [("eig", str(i + 1), float(v)) for i, v in enumerate(res.values)]
         return rows + [("n_hvp", "", res.n_hvp), ("converged", "", float(res.converged))]
@@ -97,7 +97,7 @@ class HessianTrace(_CurvatureHook):
             self._data(ctx),
             method=self.method,
             n_hvp=self.n_hvp,
-            **self._kw(ctx),
+            **self._kw(),
         )
         return [("trace", "", res.value), ("stderr", "", res.stderr), ("n_hvp", "", res.n_hvp)]
 
@@ -122,7 +122,7 @@ class HessianDensity(_CurvatureHook):
             self._data(ctx),
             n_iter=self.n_iter,
             n_runs=self.n_runs,
-            **self._kw(ctx),
+            **self._kw(),
         )
         rows = []
         for r in range(res.nodes.shape[0]):
@@ -158,7 +158,7 @@ class Smoothness(_CurvatureHook):
             lr=lr,
             multipliers=self.multipliers,
             n_points=self.n_points,
-            **self._kw(ctx),
+            **self._kw(),
         )
         return [
             ("loss_range", "", res.loss_range),
@@ -192,6 +192,6 @@ class OneStepLoss(_CurvatureHook):
             lr=lr,
             multipliers=(1.0, 1.0),
             n_points=1,
-            **self._kw(ctx),
+            **self._kw(),
         )
         return [("relative_change", "", (float(res.losses[0]) - res.loss) / res.loss)]
