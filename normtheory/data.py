@@ -254,6 +254,10 @@ _DATASETS: dict[str, tuple[Callable[..., Arrays], dict]] = {
 }
 
 
+# Single-channel datasets, which accept ``channels=C``: the image repeated on C channels.
+_GREY = ("digits", "mnist", "mnist1d")
+
+
 def list_datasets() -> list[str]:
     """Names accepted by `load_dataset`, sorted."""
     return sorted(_DATASETS)
@@ -278,7 +282,10 @@ def load_dataset(name: str, *, seed: int = 0, **kw) -> tuple[ArrayDataset, Array
         name: One of `list_datasets()`.
         seed: Seeds the split / generation and the ``max_*`` subsets.
         **kw: Dataset keywords (defaults in ``_DATASETS``) plus ``max_train``/``max_test``:
-            keep the first k samples after a seeded shuffle (None keeps all, in order).
+            keep the first k samples after a seeded shuffle (None keeps all, in order), and for
+            the single-channel datasets (digits, mnist, mnist1d) ``channels``: the input
+            repeated on that many channels, as a grey image fed to an RGB network — the
+            channel vector at every pixel then spans only 1 of C dimensions.
 
     Raises:
         ValueError: Unknown name or keyword, or an invalid value.
@@ -288,12 +295,17 @@ def load_dataset(name: str, *, seed: int = 0, **kw) -> tuple[ArrayDataset, Array
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
     loader, defaults = _DATASETS[name]
     valid = {**defaults, "max_train": None, "max_test": None}
+    if name in _GREY:
+        valid["channels"] = 1
     for key in sorted(set(kw) - set(valid)):
         valid_keys = ", ".join(sorted(valid))
         raise ValueError(f"unknown keyword {key!r} for {name!r}; valid keywords: {valid_keys}")
     params = {**valid, **kw}
     seed = _int("seed", seed, 0)
     max_train, max_test = (_int(k, params.pop(k), 1, True) for k in ("max_train", "max_test"))
+    channels = _int("channels", params.pop("channels", 1), 1)
     x_tr, y_tr, x_te, y_te, num_classes = loader(seed, **params)
+    if channels > 1:
+        x_tr, x_te = (np.repeat(x, channels, axis=1) for x in (x_tr, x_te))
     train = _to_dataset(name, "train", x_tr, y_tr, num_classes, max_train, seed)
     return train, _to_dataset(name, "test", x_te, y_te, num_classes, max_test, seed)

@@ -17,6 +17,8 @@ from normtheory.norms import _REGISTRY, parse_norm_spec
 from normtheory.train import TrainConfig, TrainResult, train
 
 LR_SCALINGS = ("none", "linear", "sqrt")
+_LOW_RANK_DATASETS = ("gaussian_mixture", "teacher")
+_GREY = ("digits", "mnist", "mnist1d")
 # Cell fields passed to the norm factories that accept them (0 means "the norm's default").
 _NORM_FIELDS = ("groups", "ghost_size", "examples_per_group", "example_weight")
 
@@ -27,6 +29,9 @@ class TrainCell:
 
     Attributes:
         dataset: a name from `normtheory.data.list_datasets()`; `max_train` caps its size (0: all).
+        data_rank: for the synthetic datasets, the rank of the subspace the inputs span (0: full).
+        data_channels: for the single-channel datasets (digits, mnist1d, mnist), repeat the
+            input on this many channels (a grey image fed to an RGB net).
         arch, norm, width, depth, placement, dropout_keep, residual: see `build_model`;
             `norm` is a spec such as ``"group+ws"``.
         groups, ghost_size, examples_per_group, example_weight: norm options, passed to the
@@ -35,10 +40,15 @@ class TrainCell:
         lr_scaling: ``linear`` uses lr·B/ref_batch, ``sqrt`` lr·√(B/ref_batch) (Goyal et al. 2017).
         examples: when > 0, steps = examples // batch_size, so every batch size sees the same
             number of examples; otherwise `steps` is used.
+        rescale: weight rescaling (WRS) after every step; see `TrainConfig`.
+        tag: a free-form name of the cell's case (e.g. ``"SGD+WD"``), for figures and tables;
+            it does not change training.
     """
 
     dataset: str = "digits"
     max_train: int = 0
+    data_rank: int = 0
+    data_channels: int = 1
     arch: str = "convnet"
     norm: str = "batch"
     width: int = 16
@@ -61,6 +71,8 @@ class TrainCell:
     steps: int = 200
     schedule: str = "constant"
     eval_every: int = 0
+    rescale: bool = False
+    tag: str = ""
 
     def __post_init__(self):
         check_choice("dataset", self.dataset, list_datasets())
@@ -68,10 +80,29 @@ class TrainCell:
         check_choice("placement", self.placement, list_placements())
         check_choice("lr_scaling", self.lr_scaling, LR_SCALINGS)
         parse_norm_spec(self.norm)
-        for name in ("width", "depth", "batch_size", "steps", "ref_batch", "groups", "ghost_size"):
+        if self.data_channels != 1 and self.dataset not in _GREY:
+            raise ValueError(
+                f"data_channels applies to the single-channel datasets ({', '.join(_GREY)}), "
+                f"not to {self.dataset!r}; leave it 1"
+            )
+        for name in (
+            "width",
+            "depth",
+            "batch_size",
+            "steps",
+            "ref_batch",
+            "groups",
+            "ghost_size",
+            "data_channels",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_train", "examples", "examples_per_group", "eval_every"):
+        if self.data_rank and self.dataset not in _LOW_RANK_DATASETS:
+            raise ValueError(
+                f"data_rank applies to the synthetic datasets ({', '.join(_LOW_RANK_DATASETS)}), "
+                f"not to {self.dataset!r}; leave it 0"
+            )
+        for name in ("max_train", "examples", "examples_per_group", "eval_every", "data_rank"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.examples and self.examples < self.batch_size:
@@ -101,6 +132,7 @@ class TrainCell:
             eval_every=self.eval_every,
             seed=seed,
             device=device,
+            rescale=self.rescale,
         )
 
     def norm_kw(self) -> dict:
@@ -114,14 +146,18 @@ class TrainCell:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_dataset(name: str, max_train: int):
+def _cached_dataset(name: str, max_train: int, rank: int, channels: int):
     kw = {"max_train": max_train} if max_train else {}
+    if rank:
+        kw["rank"] = rank
+    if channels != 1:
+        kw["channels"] = channels
     return load_dataset(name, seed=0, **kw)
 
 
 def cell_data(cell: TrainCell):
     """The cell's (train, test) datasets: split seed 0, so every seed sees the same data."""
-    return _cached_dataset(cell.dataset, cell.max_train)
+    return _cached_dataset(cell.dataset, cell.max_train, cell.data_rank, cell.data_channels)
 
 
 def probe_batch(cell: TrainCell, n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,37 +32,77 @@ from normtheory.train import resolve_device
 
 @dataclass(frozen=True)
 class Grid:
-    """The product of `axes` (field -> values) applied to the `base` cell, in axis order."""
+    """The cells of a study: `cases` × the product of `axes`, applied to the `base` cell.
+
+    Attributes:
+        base: the cell every other cell is a variation of.
+        axes: field -> values; the grid is their product, in axis order.
+        cases: optional bundles of field values that vary together (e.g. an optimizer's
+            settings: ``{"tag": "SGD+WD", "weight_decay": 5e-3}``); every case is crossed with
+            the axes. A field cannot be both a case key and an axis.
+    """
 
     base: Any
     axes: dict[str, tuple] = field(default_factory=dict)
+    cases: tuple[dict, ...] = ()
 
     def __post_init__(self):
         names = {f.name for f in dataclasses.fields(self.base)}
         unknown = [k for k in self.axes if k not in names]
         if unknown:
             raise ValueError(f"unknown grid axes {unknown}; valid keys: {', '.join(sorted(names))}")
+        case_keys = self.case_keys
+        unknown = [k for k in case_keys if k not in names]
+        if unknown:
+            raise ValueError(f"unknown case keys {unknown}; valid keys: {', '.join(sorted(names))}")
+        both = [k for k in case_keys if k in self.axes]
+        if both:
+            raise ValueError(f"{both} set by both the cases and the axes; use one of them")
+
+    @property
+    def case_keys(self) -> list[str]:
+        """Every field some case sets, in first-seen order."""
+        return list(dict.fromkeys(k for case in self.cases for k in case))
+
+    @property
+    def label_keys(self) -> list[str]:
+        """The fields that tell cells apart: ``tag`` when every case has one (else all case
+        keys), then the axes."""
+        if self.cases and all("tag" in case for case in self.cases):
+            return ["tag", *self.axes]
+        return [*self.case_keys, *self.axes]
 
     def cells(self) -> list:
         keys = list(self.axes)
         return [
-            dataclasses.replace(self.base, **dict(zip(keys, values)))
+            dataclasses.replace(self.base, **case, **dict(zip(keys, values)))
+            for case in (self.cases or ({},))
             for values in product(*self.axes.values())
         ]
 
     def override(self, overrides: dict[str, str]) -> "Grid":
-        """Applies CLI-style ``key=value`` strings; ``key=a,b`` makes (or replaces) an axis."""
+        """Applies CLI-style ``key=value`` strings; ``key=a,b`` makes (or replaces) an axis.
+        A single value of a field the cases set replaces it in every case."""
         hints = typing.get_type_hints(type(self.base))
-        base, axes = self.base, dict(self.axes)
+        base, axes, cases = self.base, dict(self.axes), [dict(c) for c in self.cases]
         for key, text in overrides.items():
             if key not in hints:
                 raise ValueError(f"unknown key {key!r}; valid keys: {', '.join(hints)}")
             values = tuple(_parse(key, part, hints[key]) for part in text.split(","))
-            if len(values) > 1 or key in axes:
+            if key in self.case_keys:
+                if len(values) > 1:
+                    raise ValueError(
+                        f"{key} is set by the study's cases "
+                        f"({', '.join(str(c.get('tag', c)) for c in self.cases)}); "
+                        f"give one value for all of them, not {text!r}"
+                    )
+                cases = [{**c, key: values[0]} if key in c else c for c in cases]
+                base = dataclasses.replace(base, **{key: values[0]})
+            elif len(values) > 1 or key in axes:
                 axes[key] = values
             else:
                 base = dataclasses.replace(base, **{key: values[0]})
-        return Grid(base, axes)
+        return Grid(base, axes, tuple(cases))
 
 
 def _parse(key: str, text: str, kind) -> Any:
@@ -236,6 +276,7 @@ def run_study(
         "profile": profile,
         "seeds": n_seeds,
         "axes": list(grid.axes),
+        **({"cases": [dict(c) for c in grid.cases]} if grid.cases else {}),
         "cells": [dataclasses.asdict(c) for c in cells],
         "overrides": dict(overrides or {}),
     }
@@ -260,7 +301,7 @@ def run_study(
         else None
     )
     for cell, seed in jobs:
-        cid, label = cell_id(cell, grid.axes, seed), cell_label(cell, grid.axes)
+        cid, label = cell_id(cell, grid.label_keys, seed), cell_label(cell, grid.label_keys)
         summary.total += 1
         if run.is_complete(cid):
             summary.skipped += 1

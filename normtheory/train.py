@@ -1,8 +1,10 @@
 """The one explicit training loop. It fires events to hooks through a `Context`; hooks never own it.
 
 Events, in order: ``start`` → per step ``after_backward``, ``after_step`` (and ``eval`` every
-`eval_every` steps) → ``eval`` at the end → ``end``. A non-finite training loss stops the run and
-is recorded as ``status="diverged"`` at that step: divergence is an outcome, not an error.
+`eval_every` steps) → ``eval`` at the end → ``end``. With ``config.rescale`` the loop applies
+weight rescaling right after each optimizer step, before the ``after_step`` event. A
+non-finite training loss stops the run and is recorded as ``status="diverged"`` at that step:
+divergence is an outcome, not an error.
 """
 
 import math
@@ -17,6 +19,7 @@ from torch import nn
 
 from normtheory.hooks.base import Context, Hook, Monitor
 from normtheory.measure.outcomes import evaluate
+from normtheory.optim import WeightRescaling
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
@@ -52,6 +55,9 @@ class TrainConfig:
         eval_every: evaluate on the test set every this many steps (0: only at the end).
         seed: seeds the global torch RNG (dropout) and the data order.
         device: ``auto``, ``cpu`` or ``cuda``.
+        rescale: weight rescaling (WRS, `normtheory.optim.WeightRescaling`): after every step,
+            each output channel of every per-channel scale-invariant weight is set to unit norm,
+            and those weights get no weight decay.
     """
 
     optimizer: str = "sgd"
@@ -64,6 +70,7 @@ class TrainConfig:
     eval_every: int = 0
     seed: int = 0
     device: str = "auto"
+    rescale: bool = False
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -95,14 +102,34 @@ class TrainResult:
     extras: dict = field(default_factory=dict)
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer named by `config` over all trainable parameters."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def build_optimizer(
+    model: nn.Module, config: TrainConfig, rescaler: WeightRescaling | None = None
+) -> torch.optim.Optimizer:
+    """The optimizer named by `config` over all trainable parameters; with a `rescaler`, its
+    weights get no weight decay (`WeightRescaling.param_groups`)."""
+    if rescaler is not None:
+        params = rescaler.param_groups(config.weight_decay)
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(
         params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
+
+
+def build_rescaler(model: nn.Module, config: TrainConfig) -> WeightRescaling | None:
+    """The `WeightRescaling` of the model's per-channel scale-invariant weights when
+    ``config.rescale``, else None. Raises if the model has no such weight."""
+    if not config.rescale:
+        return None
+    rescaler = WeightRescaling(model)
+    if not rescaler.names:
+        raise ValueError(
+            "rescale=True, but the model has no per-channel scale-invariant weight (a conv or "
+            "linear weight feeding a batch-statistics norm); use a norm such as batch"
+        )
+    return rescaler
 
 
 def lr_at(config: TrainConfig, step: int) -> float:
@@ -153,9 +180,12 @@ def train(
     test = None
     if test_set is not None:
         test = torch.utils.data.TensorDataset(*(t.to(device) for t in test_set.tensors[:2]))
-    optimizer = build_optimizer(model, config)
+    rescaler = build_rescaler(model, config)
+    optimizer = build_optimizer(model, config, rescaler)
     monitor = Monitor(model, hooks)
     ctx = Context(model=model, optimizer=optimizer, loss_fn=loss_fn, lr=config.lr)
+    if rescaler is not None:
+        ctx.extras["rescaled"] = tuple(rescaler.names)
     monitor.fire("start", ctx)
     task = progress.add_task("steps", total=config.steps) if progress is not None else None
 
@@ -193,6 +223,8 @@ def train(
         )
         monitor.fire("after_backward", ctx)
         optimizer.step()
+        if rescaler is not None:
+            rescaler.after_step()
         monitor.fire("after_step", ctx)
         if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
             run_eval(step + 1)

@@ -13,6 +13,7 @@ from normtheory.hooks.curvature import (
     OneStepLoss,
     Smoothness,
 )
+from normtheory.hooks.geometry import OrthogonalWeightNorm, ScaleInvariance
 
 __all__ = [
     "EVENTS",
@@ -25,7 +26,9 @@ __all__ = [
     "LossAccuracy",
     "Monitor",
     "OneStepLoss",
+    "OrthogonalWeightNorm",
     "Record",
+    "ScaleInvariance",
     "Smoothness",
     "WeightNorm",
 ]

@@ -103,7 +103,8 @@ def growth_residual(
     weight_decay: float = 0.0,
     *,
     relative: bool = False,
-) -> float:
+    per_channel: bool = False,
+) -> float | Tensor:
     """SI-GROWTH residual ‖w_{t+1}‖² − ((1 − ηλ)² ‖w_t‖² + η² ‖g_t‖²), computed in float64.
 
     Zero (to rounding) for a scale-invariant weight after one step of plain SGD,
@@ -116,17 +117,20 @@ def growth_residual(
         grad: g_t, the gradient of the loss at w_t WITHOUT the decay term.
         lr: η.
         weight_decay: λ, the coupled decay of the step.
-        relative: divide by ‖w_{t+1}‖².
+        relative: divide by ‖w_{t+1}‖² (by ‖w_{t+1,o}‖² per row with `per_channel`).
+        per_channel: the residual of every output row w_o (``reshape(out, -1)``), (out,)
+            float64: the identity per row, which holds for per-channel invariance (BN).
     """
-    w0, w1, g = (t.detach().double() for t in (w_prev, w_next, grad))
-    next_sq = float(w1.square().sum())
-    predicted = (1 - lr * weight_decay) ** 2 * float(w0.square().sum()) + lr**2 * float(
-        g.square().sum()
-    )
+    w0, w1, g = (_rows(t).double() for t in (w_prev, w_next, grad))  # (out, fan_in)
+    next_sq = w1.square().sum(1)
+    predicted = (1 - lr * weight_decay) ** 2 * w0.square().sum(1) + lr**2 * g.square().sum(1)
+    if not per_channel:
+        next_sq, predicted = next_sq.sum(), predicted.sum()
     residual = next_sq - predicted
     if relative:
-        return residual / next_sq if next_sq > 0 else math.copysign(math.inf, residual)
-    return residual
+        inf = torch.full_like(residual, math.inf).copysign(residual)
+        residual = torch.where(next_sq > 0, residual / torch.where(next_sq > 0, next_sq, 1), inf)
+    return residual if per_channel else float(residual)
 
 
 def effective_lr(weight: Tensor, lr: float, *, per_channel: bool = False) -> float | Tensor:

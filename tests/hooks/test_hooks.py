@@ -17,6 +17,8 @@ from normtheory.hooks import (
     LossAccuracy,
     Monitor,
     OneStepLoss,
+    OrthogonalWeightNorm,
+    ScaleInvariance,
     Smoothness,
     WeightNorm,
 )
@@ -58,14 +60,26 @@ class _Meddler(Hook):
 
 
 @pytest.mark.parametrize(
-    "norm,placement,keep",
-    [("batch", "norm_act", 1.0), ("batch", "ic", 0.7), ("ghost_batch", "norm_act", 0.8)],
+    "norm,placement,keep,momentum,rescale",
+    [
+        ("batch", "norm_act", 1.0, 0.9, False),
+        ("batch", "ic", 0.7, 0.9, True),
+        ("ghost_batch", "norm_act", 0.8, 0.0, False),
+    ],
 )
-def test_training_with_all_hooks_is_bit_identical(norm, placement, keep):
+def test_training_with_all_hooks_is_bit_identical(norm, placement, keep, momentum, rescale):
     torch.use_deterministic_algorithms(True)
     try:
         config = TrainConfig(
-            lr=0.05, momentum=0.9, batch_size=16, steps=12, eval_every=4, seed=3, device="cpu"
+            lr=0.05,
+            momentum=momentum,
+            weight_decay=1e-3,
+            batch_size=16,
+            steps=12,
+            eval_every=4,
+            seed=3,
+            device="cpu",
+            rescale=rescale,
         )
         runs = []
         _, train_probe, _ = _setup(norm, placement, keep)
@@ -79,6 +93,8 @@ def test_training_with_all_hooks_is_bit_identical(norm, placement, keep):
             HessianDensity(n_iter=5, at_end=True),
             Smoothness(every=4, n_points=3),
             OneStepLoss(lr=0.1, every=5, probe=(train_probe.inputs[:32], train_probe.targets[:32])),
+            OrthogonalWeightNorm(every=3),
+            ScaleInvariance(every=2),
         ]
         for hooks in ([], every_hook):
             model, train_set, test_set = _setup(norm, placement, keep)
