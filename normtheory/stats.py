@@ -15,6 +15,7 @@ from scipy import stats
 
 DIRECTIONS = ("greater", "less")
 VERDICTS = ("supported", "refuted", "inconclusive")
+EXACT = ("exact-holds", "exact-fails")
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,34 @@ def verdict(
         level=level,
         n_seeds=estimate.n,
         method=estimate.method,
+        detail=detail,
+    )
+
+
+def exact(
+    claim: str,
+    statistic: str,
+    value: float,
+    tolerance: float,
+    *,
+    n: int,
+    detail: str = "",
+) -> Verdict:
+    """The verdict of an exact claim: ``exact-holds`` when the worst deviation `value`
+    (e.g. the largest relative residual over all steps and seeds) is at most `tolerance`
+    (the floating-point precision the claim is checked at), else ``exact-fails``; a
+    non-finite value fails. `n`: seeds (or runs) the maximum was taken over."""
+    holds = math.isfinite(value) and abs(value) <= tolerance
+    return Verdict(
+        claim=claim,
+        verdict=EXACT[0] if holds else EXACT[1],
+        statistic=f"{statistic} (tolerance {tolerance:g})",
+        estimate=float(value),
+        ci_low=math.nan,
+        ci_high=math.nan,
+        level=math.nan,
+        n_seeds=n,
+        method="max",
         detail=detail,
     )
 

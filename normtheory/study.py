@@ -66,11 +66,20 @@ class Grid:
 
     @property
     def label_keys(self) -> list[str]:
-        """The fields that tell cells apart: ``tag`` when every case has one (else all case
-        keys), then the axes."""
+        """The fields that tell cells apart: when every case has a ``tag``, the tag and the
+        case keys the tag does not determine (else all case keys); then the axes."""
+        keys = self.case_keys
         if self.cases and all("tag" in case for case in self.cases):
-            return ["tag", *self.axes]
-        return [*self.case_keys, *self.axes]
+            by_tag: dict[tuple, set] = {}
+            for case in self.cases:
+                for k in keys:
+                    by_tag.setdefault((k, case["tag"]), set()).add(repr(case.get(k)))
+            keys = ["tag"] + [
+                k
+                for k in keys
+                if k != "tag" and any(len(by_tag[k, c["tag"]]) > 1 for c in self.cases)
+            ]
+        return [*keys, *self.axes]
 
     def cells(self) -> list:
         keys = list(self.axes)
@@ -103,6 +112,12 @@ class Grid:
             else:
                 base = dataclasses.replace(base, **{key: values[0]})
         return Grid(base, axes, tuple(cases))
+
+
+def cross(*groups: tuple[dict, ...]) -> tuple[dict, ...]:
+    """Every combination of one case from each group, merged (later groups win), for
+    `Grid.cases`: ``cross(SETUPS, OPTIMIZERS)`` runs every optimizer on every setup."""
+    return tuple({k: v for case in combo for k, v in case.items()} for combo in product(*groups))
 
 
 def _parse(key: str, text: str, kind) -> Any:

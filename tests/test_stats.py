@@ -57,3 +57,13 @@ def test_paired_difference_and_slope():
     assert noisy.low < 2.0 < noisy.high
     with pytest.raises(ValueError, match="shapes"):
         paired_diff_ci([1, 2], [1])
+
+
+def test_exact_verdict_holds_within_tolerance_only():
+    from normtheory.stats import exact
+
+    assert exact("SPAN-ORTH", "max drift", 3e-7, 1e-5, n=3).verdict == "exact-holds"
+    assert exact("SPAN-ORTH", "max drift", -3e-7, 1e-5, n=3).verdict == "exact-holds"
+    fails = exact("SPAN-ORTH", "max drift", 2e-5, 1e-5, n=3)
+    assert fails.verdict == "exact-fails" and "tolerance 1e-05" in fails.statistic
+    assert exact("SPAN-ORTH", "max drift", math.nan, 1e-5, n=3).verdict == "exact-fails"

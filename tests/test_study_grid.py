@@ -66,3 +66,22 @@ def test_cell_data_options():
         TrainCell(dataset="teacher", data_channels=3)
     with pytest.raises(ValueError, match="data_channels must be >= 1"):
         TrainCell(data_channels=0)
+
+
+def test_cross_gives_every_combination_and_labels_tell_them_apart():
+    from normtheory.study import cross
+
+    setups = ({"arch": "mlp"}, {"arch": "convnet", "width": 8})
+    cases = cross(setups, CASES)
+    assert len(cases) == 6
+    assert cases[4] == {
+        "arch": "convnet",
+        "width": 8,
+        "tag": "SGD+WD",
+        "momentum": 0.0,
+        "weight_decay": 0.01,
+    }
+    grid = Grid(TrainCell(), {}, cases)
+    assert grid.label_keys == ["tag", "arch", "width"]
+    labels = [cell_label(c, grid.label_keys) for c in grid.cells()]
+    assert len(set(labels)) == 6

@@ -64,7 +64,9 @@ class OrthogonalWeightNorm(Hook):
     - ``ratio``: ‖W_t P⊥‖ / ‖W_0 P⊥‖ — 1 under SGD with or without momentum, (1 − ηλ)^t under
       SGD with coupled weight decay λ (SPAN-ORTH);
     - ``drift``: ‖(W_t − W_0) P⊥‖ / ‖W_0 P⊥‖ — 0 under SGD (rounding only);
-    - ``complement_dim``: fan_in − dim(span) (summed over groups).
+    - ``complement_dim``: fan_in − dim(span) (summed over groups);
+    - ``updates`` (key ""): the number of training batches seen, i.e. optimizer steps taken
+      when recorded at ``after_step`` or ``end`` — the t of (1 − ηλ)^t.
 
     ``ratio`` and ``drift`` are left out while the complement is empty or W_0 has no part in it.
 
@@ -82,7 +84,7 @@ class OrthogonalWeightNorm(Hook):
     events = ("start", "after_backward", "after_step", "end")
     default_name = "orth"
 
-    def __init__(self, *, layers: Iterable[str] | None = None, rtol: float = 1e-6, **kw):
+    def __init__(self, *, layers: Iterable[str] | None = None, rtol: float = 1e-10, **kw):
         super().__init__(**kw)
         self.layer_names = None if layers is None else list(layers)
         self.rtol = rtol
@@ -91,6 +93,7 @@ class OrthogonalWeightNorm(Hook):
         self._layers: dict[str, nn.Module] = {}
         self._pending: list[_Forward] = []
         self._handles: list = []
+        self._updates = 0
 
     def scheduled(self, event: str, step: int) -> bool:
         if event == "after_backward":
@@ -106,7 +109,7 @@ class OrthogonalWeightNorm(Hook):
         self._w0 = {
             n: m.weight.detach().to(torch.float64, copy=True) for n, m in self._layers.items()
         }
-        self._pending = []
+        self._pending, self._updates = [], 0
 
         def open_forward(module: nn.Module, args: tuple) -> None:
             if args and isinstance(args[0], Tensor):
@@ -150,11 +153,12 @@ class OrthogonalWeightNorm(Hook):
         for name, xs in match.inputs.items():
             for x in xs:
                 self.spans[name].update(x)
+        self._updates += 1
 
     # -- records ------------------------------------------------------------------------------
 
     def _records(self) -> list[Record]:
-        records = []
+        records: list[Record] = [("updates", "", self._updates)]
         for name, layer in self._layers.items():
             span = self.spans[name]
             now = orthogonal_weight_norm(layer.weight, span)

@@ -49,15 +49,19 @@ class InputSpan:
         layer: an `nn.Linear`, `nn.Conv1d` or `nn.Conv2d` (subclasses such as the WS layers
             included); only its geometry is kept, not the module.
         rtol: an eigenvalue λ of G counts towards the span when λ > rtol · λ_max. G squares
-            the singular values of the input matrix, so rtol = 1e-6 cuts singular values
-            below 1e-3 of the largest.
+            the singular values of the input matrix, so the default 1e-10 cuts singular values
+            below 1e-5 of the largest. The Gram is float64: float32 inputs that lie exactly in
+            a subspace (repeated channels, constant pixels, a rank-r embedding rounded to
+            float32) leave eigenvalues ≲ 1e-15 λ_max outside it, while a rare input direction
+            (a pixel lit in a handful of images) can sit at 1e-7 λ_max and still be moved by
+            SGD: a larger rtol would call it orthogonal.
 
     Raises:
         NotImplementedError: a conv with ``padding_mode`` other than ``"zeros"``.
         TypeError: another kind of layer.
     """
 
-    def __init__(self, layer: nn.Linear | nn.Conv1d | nn.Conv2d, *, rtol: float = 1e-6) -> None:
+    def __init__(self, layer: nn.Linear | nn.Conv1d | nn.Conv2d, *, rtol: float = 1e-10) -> None:
         if not (isinstance(rtol, int | float) and 0 <= rtol < 1):
             raise ValueError(f"rtol must be a float in [0, 1), got {rtol!r}")
         self.rtol = float(rtol)
@@ -84,7 +88,7 @@ class InputSpan:
             )
         self.fan_in = self.in_channels // self.groups * math.prod(self.kernel_size)
         self._gram: Tensor | None = None  # (g, fan_in, fan_in), float64
-        self._eig: tuple[Tensor, Tensor] | None = None  # cached eigh of the Gram
+        self._cache: dict[str, object] = {}  # eigh, bases, projector of the current Gram
         self.n_seen = 0  # input vectors (rows / patches) added to the Gram
         self.n_examples = 0  # examples seen (for Linear: input vectors, leading dims flattened)
 
@@ -103,7 +107,7 @@ class InputSpan:
             self._gram = gram if self._gram is None else self._gram + gram.to(self._gram.device)
             self.n_seen += patches.shape[1]
         self.n_examples += x.shape[0]
-        self._eig = None
+        self._cache = {}
         return self
 
     def _batched(self, x: Tensor) -> Tensor:
@@ -153,18 +157,20 @@ class InputSpan:
         return self._squeeze(self._gram3().clone())
 
     def _eigh(self) -> tuple[Tensor, Tensor]:
-        if self._eig is None:
-            self._eig = torch.linalg.eigh(self._gram3())  # (g, F), (g, F, F) ascending
-        return self._eig
+        if "eig" not in self._cache:
+            self._cache["eig"] = torch.linalg.eigh(self._gram3())  # (g, F), (g, F, F) ascending
+        return self._cache["eig"]
 
     def _bases(self) -> list[Tensor]:
-        values, vectors = self._eigh()
-        out = []
-        for lam, vec in zip(values, vectors):
-            top = lam.max()
-            keep = lam > self.rtol * top if top > 0 else torch.zeros_like(lam, dtype=torch.bool)
-            out.append(vec[:, keep])  # (fan_in, r)
-        return out
+        if "bases" not in self._cache:
+            values, vectors = self._eigh()
+            out = []
+            for lam, vec in zip(values, vectors):
+                top = lam.max()
+                keep = lam > self.rtol * top if top > 0 else torch.zeros_like(lam, dtype=torch.bool)
+                out.append(vec[:, keep])  # (fan_in, r)
+            self._cache["bases"] = out
+        return self._cache["bases"]
 
     def basis(self) -> Tensor | list[Tensor]:
         """Orthonormal basis of the span as columns, (fan_in, r): eigenvectors of G with
@@ -181,9 +187,14 @@ class InputSpan:
     def complement_projector(self) -> Tensor:
         """P⊥ = I − B Bᵀ, the projector onto the orthogonal complement of the span:
         (fan_in, fan_in), or stacked (g, fan_in, fan_in) with groups; float64."""
-        eye = torch.eye(self.fan_in, dtype=torch.float64, device=self._gram3().device)
-        proj = torch.stack([eye - b @ b.T for b in self._bases()])  # (g, F, F)
-        return self._squeeze(proj)
+        return self._squeeze(self._projector().clone())
+
+    def _projector(self) -> Tensor:
+        """The cached P⊥ of every group, (g, F, F); callers must not modify it."""
+        if "proj" not in self._cache:
+            eye = torch.eye(self.fan_in, dtype=torch.float64, device=self._gram3().device)
+            self._cache["proj"] = torch.stack([eye - b @ b.T for b in self._bases()])
+        return self._cache["proj"]
 
     def __repr__(self) -> str:
         return (
@@ -241,7 +252,7 @@ def orthogonal_weight_norm(weight: Tensor, span: InputSpan) -> OrthogonalNorm:
             f"weight of shape {tuple(weight.shape)} does not match the span's layer, "
             f"which expects {expected}"
         )
-    proj = span.complement_projector().reshape(span.groups, span.fan_in, span.fan_in)  # (g, F, F)
+    proj = span._projector()  # (g, F, F)
     w = weight.detach().to(device=proj.device, dtype=torch.float64)
     w = w.reshape(span.groups, span.out_channels // span.groups, span.fan_in)  # (g, O/g, F)
     per_channel = (w @ proj).norm(dim=2).reshape(-1)  # (O,)  (P⊥ is symmetric)

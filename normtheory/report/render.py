@@ -23,6 +23,7 @@ _CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:0.92em}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}
 th{background:#f3f3f3}.supported{background:#d9f2d9}.refuted{background:#f8d7d7}.inconclusive{background:#fdf3cf}
+.exact-holds{background:#c6ecc6}.exact-fails{background:#f4bcbc}
 .notrun{background:#eee;color:#777}.prov{color:#666;font-size:0.85em}img{max-width:100%;border:1px solid #ddd}
 code{background:#f5f5f5;padding:1px 3px}
 """

@@ -144,7 +144,8 @@ def test_in_your_own_loop_and_the_errors():
     monitor.after_backward(0, inputs=x)
     opt.step()
     rows = monitor.after_step(0)
-    assert {r[2] for r in rows} == {"fc1"}
+    assert {r[2] for r in rows} == {"fc1", ""}
+    assert ("orth.updates", "", 1.0) in [r[1:] for r in rows]
     assert any(r[1] == "orth.drift" and r[3] < 1e-6 for r in rows)
     monitor.end(1)
     assert not model._forward_pre_hooks and not model.fc1._forward_pre_hooks  # detached
