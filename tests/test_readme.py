@@ -14,7 +14,9 @@ def test_hooks_example_runs(capsys):
     (code,) = _blocks("python")
     exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out
-    assert "outcome.data_acc" in out and "weight_norm.l2" in out and "grad_norm.l2" in out
+    for metric in ("outcome.data_acc", "grad_norm.l2", "orth.ratio", "scale_inv.effective_lr"):
+        assert metric in out, metric
+    assert "NaN" not in out
 
 
 def test_ci_runs_the_readme_test_command():

@@ -202,7 +202,7 @@ class ScaleInvariance(Hook):
     - ``cosine``: cos(w_t, g_t) of the whole tensor (0 under SI-ORTH); ``cosine_channel``: the
       largest |cos| over output rows (0 only for per-channel invariance, e.g. BN, not GN);
     - ``norm``: ‖w_{t+1}‖; ``effective_lr``: η/‖w_{t+1}‖²; ``effective_lr_channel``: the mean
-      over rows of η/‖w_{t+1,o}‖²;
+      over rows of η/‖w_{t+1,o}‖² (η from the weight's optimizer group, else ``ctx.lr``);
     - ``residual``: the relative SI-GROWTH residual (‖w_{t+1}‖² − (1 − ηλ)²‖w_t‖² − η²‖g_t‖²)
       / ‖w_{t+1}‖², and ``residual_channel``: the largest |relative residual| over rows. Only
       for a plain SGD step (``torch.optim.SGD`` with momentum 0) without weight rescaling, where
@@ -245,17 +245,22 @@ class ScaleInvariance(Hook):
                 self._names = names
         return {n: named[n] for n in self._names}
 
-    def _plain_sgd(self, ctx: Context, param: Tensor) -> tuple[float, float] | None:
-        """(η, λ) of `param`'s group when the step was plain SGD without rescaling, else None."""
-        opt = ctx.optimizer
-        if not isinstance(opt, torch.optim.SGD) or ctx.extras.get("rescaled"):
+    @staticmethod
+    def _group(ctx: Context, param: Tensor) -> dict | None:
+        """The optimizer parameter group holding `param`, if the context has an optimizer."""
+        groups = ctx.optimizer.param_groups if ctx.optimizer is not None else []
+        return next((g for g in groups if any(p is param for p in g["params"])), None)
+
+    def _plain_sgd(self, ctx: Context, group: dict | None) -> tuple[float, float] | None:
+        """(η, λ) of the group when the step was plain SGD without rescaling, else None."""
+        if (
+            group is None
+            or not isinstance(ctx.optimizer, torch.optim.SGD)
+            or ctx.extras.get("rescaled")
+            or group.get("momentum", 0) != 0
+        ):
             return None
-        for group in opt.param_groups:
-            if any(p is param for p in group["params"]):
-                if group.get("momentum", 0) != 0:
-                    return None
-                return float(group["lr"]), float(group.get("weight_decay", 0.0))
-        return None
+        return float(group["lr"]), float(group.get("weight_decay", 0.0))
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:
         params = self._resolve(ctx)
@@ -270,8 +275,9 @@ class ScaleInvariance(Hook):
         for name, (w0, g) in self._before.items():
             w1 = params[name].detach()
             cos = scale_invariance_cosine(w0, g)
-            sgd = self._plain_sgd(ctx, params[name])
-            lr = sgd[0] if sgd else (ctx.lr if ctx.lr is not None else math.nan)
+            group = self._group(ctx, params[name])
+            sgd = self._plain_sgd(ctx, group)
+            lr = float(group["lr"]) if group else (ctx.lr if ctx.lr is not None else math.nan)
             rows_sq = w1.reshape(w1.shape[0], -1).double().square().sum(1)
             records += [
                 ("cosine", name, cos.total),
