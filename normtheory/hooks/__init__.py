@@ -14,6 +14,7 @@ from normtheory.hooks.curvature import (
     Smoothness,
 )
 from normtheory.hooks.geometry import OrthogonalWeightNorm, ScaleInvariance
+from normtheory.hooks.information import NeuronInformation
 
 __all__ = [
     "EVENTS",
@@ -25,6 +26,7 @@ __all__ = [
     "Hook",
     "LossAccuracy",
     "Monitor",
+    "NeuronInformation",
     "OneStepLoss",
     "OrthogonalWeightNorm",
     "Record",

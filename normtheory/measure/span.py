@@ -110,6 +110,12 @@ class InputSpan:
         self._cache = {}
         return self
 
+    def patches(self, x: Tensor) -> Tensor:
+        """The input vectors the layer's weight rows are applied to, for a batch `x` of the
+        layer's inputs: (g, M, fan_in) float64 (Linear: g = 1, M = N; conv: M = N · positions,
+        entries ordered as ``weight.reshape(out, -1)``). Not accumulated."""
+        return self._patches(self._batched(x.detach()))
+
     def _batched(self, x: Tensor) -> Tensor:
         """`x` with one batch axis, checked against the layer's input shape."""
         if self.kind == "linear":

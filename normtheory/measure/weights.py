@@ -28,6 +28,7 @@ from torch.nn.modules.pooling import (
     _MaxPoolNd,
 )
 
+from normtheory.measure.span import InputSpan
 from normtheory.norms import (
     BatchGroupNorm,
     FilterResponseNorm,
@@ -139,6 +140,31 @@ def effective_lr(weight: Tensor, lr: float, *, per_channel: bool = False) -> flo
     if per_channel:
         return lr / _rows(weight).double().square().sum(1)
     return lr / float(weight.detach().double().square().sum())
+
+
+def same_sign_fraction(layer: nn.Module, inputs: Tensor) -> float:
+    """IC-SIGN: how one-signed the per-sample weight-gradient rows of `layer` are.
+
+    For y = W x the per-sample gradient is ∇_W ℓ = δ xᵀ, so its row o is δ_o x: one common sign
+    flip of the input vector. (A conv's per-sample gradient is the sum over output positions p of
+    δ_{o,p} x_pᵀ; its rows per position are measured.) For every input vector x (a row of the
+    layer's input, or an im2col patch) this takes the fraction of its non-zero entries that
+    share the majority sign, max(#x > 0, #x < 0) / #x ≠ 0, and averages over vectors. It is 1.0
+    when the inputs are non-negative (ReLU output with no norm after it), so every entry of a
+    gradient row moves the same way, and close to 0.5 for zero-mean inputs of many entries
+    (Chen et al. 2019, the IC layer). Vectors with no non-zero entry are left out (NaN if all).
+
+    Args:
+        layer: an `nn.Linear`, `nn.Conv1d` or `nn.Conv2d` (only its geometry is used).
+        inputs: a batch of the layer's inputs.
+    """
+    patches = InputSpan(layer).patches(inputs)  # (g, M, fan_in)
+    pos, neg = (patches > 0).sum(-1), (patches < 0).sum(-1)  # (g, M)
+    nonzero = pos + neg
+    keep = nonzero > 0
+    if not keep.any():
+        return math.nan
+    return float((torch.maximum(pos, neg)[keep].double() / nonzero[keep]).mean())
 
 
 # -- finding the scale-invariant weights -----------------------------------------------------

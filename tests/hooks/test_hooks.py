@@ -16,6 +16,7 @@ from normtheory.hooks import (
     Hook,
     LossAccuracy,
     Monitor,
+    NeuronInformation,
     OneStepLoss,
     OrthogonalWeightNorm,
     ScaleInvariance,
@@ -95,6 +96,7 @@ def test_training_with_all_hooks_is_bit_identical(norm, placement, keep, momentu
             OneStepLoss(lr=0.1, every=5, probe=(train_probe.inputs[:32], train_probe.targets[:32])),
             OrthogonalWeightNorm(every=3),
             ScaleInvariance(every=2),
+            NeuronInformation(probe=train_probe.inputs[:64], every=5, n_shuffles=1),
         ]
         for hooks in ([], every_hook):
             model, train_set, test_set = _setup(norm, placement, keep)
