@@ -165,6 +165,42 @@ def verdict(
     )
 
 
+def equivalence(
+    claim: str,
+    statistic: str,
+    estimate: Estimate,
+    target: float,
+    margin: float,
+    *,
+    level: float = 0.95,
+    detail: str = "",
+) -> Verdict:
+    """The verdict of a claim that a statistic equals `target` (e.g. a fitted slope of 1):
+    *supported* when the whole CI lies within target ± margin (equivalence, as two one-sided
+    tests), *refuted* when the whole CI lies outside it, else *inconclusive*."""
+    low, high = estimate.low, estimate.high
+    if not (math.isfinite(low) and math.isfinite(high)):
+        decision = "inconclusive"
+    elif target - margin <= low and high <= target + margin:
+        decision = "supported"
+    elif high < target - margin or low > target + margin:
+        decision = "refuted"
+    else:
+        decision = "inconclusive"
+    return Verdict(
+        claim=claim,
+        verdict=decision,
+        statistic=f"{statistic} (claim: {target:g} ± {margin:g})",
+        estimate=estimate.value,
+        ci_low=low,
+        ci_high=high,
+        level=level,
+        n_seeds=estimate.n,
+        method=estimate.method,
+        detail=detail,
+    )
+
+
 def exact(
     claim: str,
     statistic: str,

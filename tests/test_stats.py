@@ -67,3 +67,17 @@ def test_exact_verdict_holds_within_tolerance_only():
     fails = exact("SPAN-ORTH", "max drift", 2e-5, 1e-5, n=3)
     assert fails.verdict == "exact-fails" and "tolerance 1e-05" in fails.statistic
     assert exact("SPAN-ORTH", "max drift", math.nan, 1e-5, n=3).verdict == "exact-fails"
+
+
+def test_equivalence_verdict():
+    from normtheory.stats import Estimate, equivalence
+
+    def est(low, high):
+        return Estimate((low + high) / 2, low, high, 3, "t")
+
+    assert equivalence("IC-CORR", "slope", est(0.97, 1.02), 1.0, 0.05).verdict == "supported"
+    assert equivalence("IC-CORR", "slope", est(0.97, 1.08), 1.0, 0.05).verdict == "inconclusive"
+    assert equivalence("IC-CORR", "slope", est(1.06, 1.2), 1.0, 0.05).verdict == "refuted"
+    assert equivalence("IC-CORR", "slope", est(0.5, 0.9), 1.0, 0.05).verdict == "refuted"
+    v = equivalence("IC-CORR", "slope", Estimate(1.0, math.nan, math.nan, 1, "t"), 1.0, 0.05)
+    assert v.verdict == "inconclusive" and "claim: 1 ± 0.05" in v.statistic

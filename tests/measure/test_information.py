@@ -53,13 +53,20 @@ def mi01(x, **kw) -> float:
 
 
 def binned_scalar(x: np.ndarray, y: np.ndarray, n_bins: int) -> float:
-    """Plug-in MI of equal-mass bins (ties share a bin) with Miller–Madow per entropy."""
+    """Plug-in MI of equal-mass bins (ties share a bin; an atom of ≥ n / n_bins samples gets a
+    bin of its own, the rest equal-mass bins among themselves) with Miller–Madow per entropy."""
     n = len(x)
 
     def bins(v):
-        return np.searchsorted(np.sort(v), v, side="left") * n_bins // n
+        values, counts = np.unique(v, return_counts=True)
+        atom, mass = values[counts.argmax()], counts.max()
+        if mass * n_bins < n:
+            return np.searchsorted(np.sort(v), v, side="left") * n_bins // n
+        rest = np.sort(v[v != atom])
+        out = np.searchsorted(rest, v, side="left") * n_bins // (n - mass)
+        return np.where(v == atom, n_bins, out)
 
-    joint = np.zeros((n_bins, n_bins))
+    joint = np.zeros((n_bins + 1, n_bins + 1))
     np.add.at(joint, (bins(x), bins(y)), 1.0)
 
     def h_mm(c):
@@ -317,3 +324,39 @@ def test_cuda_matches_cpu():
     assert torch.allclose(
         pairwise_correlation(x.cuda()).matrix.cpu(), pairwise_correlation(x).matrix, atol=1e-9
     )
+
+
+# --- dropout_ratios: IC-CORR and IC-MI on Gaussians with known structure ---
+
+
+def _correlated(n=1024, d=6, mean=0.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    mix = torch.randn(2, d, generator=g, dtype=torch.float64)
+    return z @ mix + 0.7 * torch.randn(n, d, generator=g, dtype=torch.float64) + mean
+
+
+@pytest.mark.parametrize("q", [0.9, 0.5, 0.3])
+def test_dropout_ratios_are_q_and_q_squared_for_zero_mean_inputs(q):
+    from normtheory.measure.information import dropout_ratios
+
+    x = _correlated()
+    x = (x - x.mean(0)) / x.std(0)
+    r = dropout_ratios(x, q, n_masks=16)
+    assert r.corr == pytest.approx(q, abs=0.02)
+    assert r.mi == pytest.approx(q**2, abs=0.03)
+    assert r.n_samples == 16 * 1024 and r.keep == q
+
+
+def test_dropout_ratio_preconditions_matter():
+    from normtheory.measure.information import dropout_ratios
+
+    shifted = _correlated(mean=2.0)  # non-zero mean: correlation shrinks by less than q
+    assert dropout_ratios(shifted, 0.5).corr < 0.45
+    relu = torch.relu(_correlated() - 0.3)  # an atom at 0: MI shrinks by more than q²
+    assert dropout_ratios(relu, 0.5).mi < 0.22
+    assert dropout_ratios(relu, 1.0).mi == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="keep must be in"):
+        dropout_ratios(relu, 0.0)
+    with pytest.raises(ValueError, match="shape"):
+        dropout_ratios(relu[:, 0], 0.5)

@@ -50,3 +50,15 @@ def test_scale_invariance(tmp_path):
     detail = claims.set_index("claim").loc["SI-ORTH", "detail"]
     assert "per row" in detail
     _figures(tmp_path, ["growth", "identities"])
+
+
+def test_dropout_independence(tmp_path):
+    out, claims = _run("dropout_independence", tmp_path, "steps=30", "width=32", seeds="3")
+    verdicts = dict(zip(claims["claim"], claims["verdict"]))
+    assert verdicts == {"IC-CORR": "supported", "IC-MI": "supported"}
+    _figures(tmp_path, ["ratios"])
+    from studies.dropout_independence import ratio_table
+
+    table = ratio_table(Results.load(out))
+    bn = table[(table["block"] == "BN→Dropout") & (table["which"] == "corr")]
+    assert bn["ratio"].to_numpy() == pytest.approx(bn["theory"].to_numpy(), abs=0.02)
