@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
@@ -158,13 +159,34 @@ def same_sign_fraction(layer: nn.Module, inputs: Tensor) -> float:
         layer: an `nn.Linear`, `nn.Conv1d` or `nn.Conv2d` (only its geometry is used).
         inputs: a batch of the layer's inputs.
     """
-    patches = InputSpan(layer).patches(inputs)  # (g, M, fan_in)
-    pos, neg = (patches > 0).sum(-1), (patches < 0).sum(-1)  # (g, M)
+    span = InputSpan(layer)  # checks the layer type and the input shape
+    x = span._batched(inputs.detach())
+    pos, neg = _patch_counts(layer, span, x > 0), _patch_counts(layer, span, x < 0)
     nonzero = pos + neg
     keep = nonzero > 0
     if not keep.any():
         return math.nan
     return float((torch.maximum(pos, neg)[keep].double() / nonzero[keep]).mean())
+
+
+def _patch_counts(layer: nn.Module, span: InputSpan, mask: Tensor) -> Tensor:
+    """How many entries of each input vector (each im2col patch for a conv) `mask` marks: a
+    convolution of the indicator with an all-ones kernel of the layer's geometry."""
+    ind = mask.to(torch.float32)
+    if span.kind == "linear":
+        return ind.sum(-1)
+    ones = torch.ones(
+        span.groups, span.in_channels // span.groups, *span.kernel_size, device=ind.device
+    )
+    conv = F.conv1d if span.kind == "conv1d" else F.conv2d
+    return conv(
+        ind,
+        ones,
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=layer.dilation,
+        groups=span.groups,
+    ).round()
 
 
 # -- finding the scale-invariant weights -----------------------------------------------------

@@ -62,3 +62,17 @@ def test_dropout_independence(tmp_path):
     table = ratio_table(Results.load(out))
     bn = table[(table["block"] == "BN→Dropout") & (table["which"] == "corr")]
     assert bn["ratio"].to_numpy() == pytest.approx(bn["theory"].to_numpy(), abs=0.02)
+
+
+def test_ic_layer(tmp_path):
+    out, claims = _run("ic_layer", tmp_path, "steps=20", "width=8", "eval_every=10", seeds="2")
+    rows = claims.set_index("statistic")
+    sign = claims[claims["claim"] == "IC-SIGN"].iloc[0]
+    assert sign["verdict"] == "exact-holds"
+    assert (claims["claim"] == "IC-ORDER").sum() == 2
+    assert set(rows["verdict"]) <= {"supported", "refuted", "inconclusive", "exact-holds"}
+    _figures(tmp_path, ["training", "dependence"])
+    from studies.ic_layer import per_run
+
+    runs = per_run(Results.load(out))
+    assert len(runs) == 6 and runs["train_auc"].notna().all()
