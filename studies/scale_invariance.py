@@ -142,7 +142,9 @@ def growth(results: Results):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     _curves(ax1, norms[norms["key"] == "conv2.weight"], log=False)
     ax1.set(
-        xlabel="step", ylabel="‖w‖ of conv2", title="Weight norm (SGD: grows; +WD: equilibrates)"
+        xlabel="step",
+        ylabel="‖w‖ of conv2",
+        title="Weight norm (SGD: grows; +WD: shrinks toward equilibrium)",
     )
     _curves(ax2, eff[eff["key"] == "conv2.weight"], log=True)
     ax2.set(
