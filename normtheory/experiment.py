@@ -41,6 +41,7 @@ class TrainCell:
         examples: when > 0, steps = examples // batch_size, so every batch size sees the same
             number of examples; otherwise `steps` is used.
         rescale: weight rescaling (WRS) after every step; see `TrainConfig`.
+        gamma_decay, beta_decay: decay of the norms' γ toward 1 and β toward 0 (`TrainConfig`).
         tag: a free-form name of the cell's case (e.g. ``"SGD+WD"``), for figures and tables;
             it does not change training.
     """
@@ -72,6 +73,8 @@ class TrainCell:
     schedule: str = "constant"
     eval_every: int = 0
     rescale: bool = False
+    gamma_decay: float = 0.0
+    beta_decay: float = 0.0
     tag: str = ""
 
     def __post_init__(self):
@@ -133,6 +136,8 @@ class TrainCell:
             seed=seed,
             device=device,
             rescale=self.rescale,
+            gamma_decay=self.gamma_decay,
+            beta_decay=self.beta_decay,
         )
 
     def norm_kw(self) -> dict:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from normtheory.measure.weights import PER_CHANNEL, find_scale_invariant
+from normtheory.norms import BatchGroupNorm, FilterResponseNorm, GroupNorm
 
 
 def _resolve(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Parameter]:
@@ -120,3 +121,76 @@ class WeightRescaling:
 
     def __repr__(self) -> str:
         return f"WeightRescaling(names={self.names})"
+
+
+# -- decay of the normalization layers' affine parameters -----------------------------------------
+
+_NORM_TYPES = (
+    nn.modules.batchnorm._NormBase,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    BatchGroupNorm,
+    FilterResponseNorm,
+    GroupNorm,
+)
+
+
+def norm_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The normalization layers of `model` (BN, Ghost BN, GN, LN, IN, BGN, FRN, torch's), by name."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, _NORM_TYPES)}
+
+
+def norm_affine_params(model: nn.Module) -> dict[str, dict[str, nn.Parameter]]:
+    """The affine parameters of every normalization layer: ``{"gamma": {name: param},
+    "beta": {name: param}, "other": {name: param}}`` — γ is a norm's ``weight``, β its
+    ``bias``, "other" any further parameter (FRN's TLU threshold τ)."""
+    out: dict[str, dict[str, nn.Parameter]] = {"gamma": {}, "beta": {}, "other": {}}
+    for module_name, module in norm_layers(model).items():
+        for pname, p in module.named_parameters(recurse=False):
+            kind = {"weight": "gamma", "bias": "beta"}.get(pname, "other")
+            out[kind][f"{module_name}.{pname}" if module_name else pname] = p
+    return out
+
+
+class NormDecay:
+    """Coupled L2 decay of the norms' γ toward 1 and β toward 0, switchable separately.
+
+    ``apply()`` adds λ_γ (γ − 1) to γ's gradient and λ_β β to β's gradient (the gradients of
+    λ_γ/2 ‖γ − 1‖² and λ_β/2 ‖β‖²); call it after ``backward()`` and before
+    ``optimizer.step()``. Give γ and β no optimizer weight decay (`build_param_groups` with
+    ``exclude=norm_decay.names``), so the weights' decay never pulls γ toward 0 (Summers &
+    Dinneen 2019; CLAIMS.md: GAMMA-WD).
+
+    Args:
+        model: the model.
+        gamma: λ_γ, decay of γ toward 1 (0: none).
+        beta: λ_β, decay of β toward 0 (0: none).
+    """
+
+    def __init__(self, model: nn.Module, *, gamma: float = 0.0, beta: float = 0.0) -> None:
+        for name, value in (("gamma", gamma), ("beta", beta)):
+            if not (isinstance(value, int | float) and value >= 0):
+                raise ValueError(f"{name} decay must be a float >= 0, got {value!r}")
+        params = norm_affine_params(model)
+        self.gamma, self.beta = float(gamma), float(beta)
+        self._gammas, self._betas = params["gamma"], params["beta"]
+        self.names = [*self._gammas, *self._betas, *params["other"]]
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Adds the decay gradients in place (a parameter without a gradient gets one)."""
+        for params, decay, target in (
+            (self._gammas, self.gamma, 1.0),
+            (self._betas, self.beta, 0.0),
+        ):
+            if decay == 0:
+                continue
+            for p in params.values():
+                step = decay * (p - target)
+                if p.grad is None:
+                    p.grad = step.clone()
+                else:
+                    p.grad.add_(step)
+
+    def __repr__(self) -> str:
+        return f"NormDecay(gamma={self.gamma}, beta={self.beta}, params={len(self.names)})"

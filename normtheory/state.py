@@ -63,3 +63,42 @@ def preserved(model: nn.Module, *, params: bool = False) -> Iterator[nn.Module]:
                 p.grad = saved
             else:
                 p.grad.copy_(saved)
+
+
+def probe_forward(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    modules: dict[str, nn.Module],
+    *,
+    side: str = "output",
+    train: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Runs `model` on `inputs` without gradients and returns, per name, a copy of the input
+    (``side="input"``) or output of each module in `modules` at its first call.
+
+    The model runs in train mode (batch statistics, dropout masks) or eval mode; parameters,
+    buffers (BN running statistics), ``.grad``, modes and the RNG streams are restored, so a
+    probe never changes training.
+    """
+    if side not in ("input", "output"):
+        raise ValueError(f"unknown side {side!r}; valid: input, output")
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):
+        def hook(module, args, output):
+            value = args[0] if side == "input" else output
+            if name not in seen and isinstance(value, torch.Tensor):
+                seen[name] = value.detach().clone()  # later ops may write in place
+
+        return hook
+
+    device = next(model.parameters()).device
+    handles = [m.register_forward_hook(keep(n)) for n, m in modules.items()]
+    try:
+        with preserved(model), torch.no_grad():
+            model.train(train)
+            model(inputs.to(device))
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: seen[n] for n in modules if n in seen}

@@ -19,7 +19,7 @@ from torch import nn
 
 from normtheory.hooks.base import Context, Hook, Monitor
 from normtheory.measure.outcomes import evaluate
-from normtheory.optim import WeightRescaling
+from normtheory.optim import NormDecay, WeightRescaling, build_param_groups
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
@@ -48,7 +48,10 @@ class TrainConfig:
         optimizer: ``sgd`` (with `momentum`) or ``adam``.
         lr: learning rate (peak, before the schedule).
         momentum: SGD momentum (Adam's β₁ stays at its default).
-        weight_decay: coupled L2 decay applied by the optimizer to every parameter.
+        weight_decay: coupled L2 decay applied by the optimizer to every parameter except the
+            normalization layers' γ and β (and FRN's τ) and the rescaled weights (`rescale`).
+        gamma_decay, beta_decay: decay of the norms' γ toward 1 and β toward 0 (`NormDecay`;
+            0 = none, the default, as in most codebases).
         batch_size: examples per step.
         steps: optimizer steps.
         schedule: ``constant``, ``cosine`` (to 0 at the last step) or ``step`` (×0.1 at 50 % and 75 %).
@@ -71,6 +74,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     rescale: bool = False
+    gamma_decay: float = 0.0
+    beta_decay: float = 0.0
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -84,8 +89,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ValueError(f"lr must be a positive finite number, got {self.lr}")
-        if self.weight_decay < 0 or self.momentum < 0 or self.eval_every < 0:
-            raise ValueError("weight_decay, momentum and eval_every must be >= 0")
+        for name in ("weight_decay", "momentum", "eval_every", "gamma_decay", "beta_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -105,12 +111,11 @@ class TrainResult:
 def build_optimizer(
     model: nn.Module, config: TrainConfig, rescaler: WeightRescaling | None = None
 ) -> torch.optim.Optimizer:
-    """The optimizer named by `config` over all trainable parameters; with a `rescaler`, its
-    weights get no weight decay (`WeightRescaling.param_groups`)."""
-    if rescaler is not None:
-        params = rescaler.param_groups(config.weight_decay)
-    else:
-        params = [p for p in model.parameters() if p.requires_grad]
+    """The optimizer named by `config` over all trainable parameters. ``weight_decay`` goes to
+    every parameter but the norms' affine parameters (their decay is `NormDecay`'s) and the
+    weights of a `rescaler`."""
+    exclude = [*NormDecay(model).names, *(rescaler.names if rescaler is not None else [])]
+    params = build_param_groups(model, config.weight_decay, exclude=exclude)
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(
@@ -182,6 +187,7 @@ def train(
         test = torch.utils.data.TensorDataset(*(t.to(device) for t in test_set.tensors[:2]))
     rescaler = build_rescaler(model, config)
     optimizer = build_optimizer(model, config, rescaler)
+    norm_decay = NormDecay(model, gamma=config.gamma_decay, beta=config.beta_decay)
     monitor = Monitor(model, hooks)
     ctx = Context(model=model, optimizer=optimizer, loss_fn=loss_fn, lr=config.lr)
     if rescaler is not None:
@@ -222,6 +228,7 @@ def train(
             lr,
         )
         monitor.fire("after_backward", ctx)
+        norm_decay.apply()  # hooks saw the loss gradient alone
         optimizer.step()
         if rescaler is not None:
             rescaler.after_step()

@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from normtheory.measure.span import InputSpan, orthogonal_weight_norm
 from normtheory.models import build_model
@@ -129,3 +130,66 @@ def test_build_param_groups_excludes_by_module_or_parameter_name():
     ]
     with pytest.raises(ValueError, match="nope"):
         build_param_groups(model, 0.01, exclude=["nope"])
+
+
+@pytest.mark.parametrize("gamma,beta", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.2), (0.3, 0.2)])
+def test_norm_decay_applies_exactly_the_intended_penalty(gamma, beta):
+    """One SGD step of the training loop against the closed form: weights decay toward 0 by
+    weight_decay, γ toward 1 by gamma_decay, β toward 0 by beta_decay, FRN's τ not at all."""
+    from normtheory.data import load_dataset
+    from normtheory.models import build_model
+    from normtheory.optim import norm_affine_params
+    from normtheory.train import TrainConfig, train
+
+    train_set, _ = load_dataset("digits", max_train=64)
+    lr, wd = 0.1, 0.05
+    for norm in ("batch", "frn"):
+        torch.manual_seed(0)
+        model = build_model(
+            "convnet", norm=norm, in_shape=train_set.in_shape, num_classes=10, width=4, depth=2
+        )
+        with torch.no_grad():  # γ ≠ 1 and β ≠ 0, so every decay term is visible
+            for p in model.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        before = {n: p.detach().clone().double() for n, p in model.named_parameters()}
+        # the loss gradient of the first batch, computed the way the loop draws it
+        probe = copy.deepcopy(model)
+        config = TrainConfig(
+            lr=lr,
+            weight_decay=wd,
+            gamma_decay=gamma,
+            beta_decay=beta,
+            batch_size=64,
+            steps=1,
+            seed=0,
+            device="cpu",
+        )
+        idx = next(iter([torch.randperm(64, generator=torch.Generator().manual_seed(0))]))
+        torch.manual_seed(0)
+        F.cross_entropy(probe(train_set.inputs[idx]), train_set.targets[idx]).backward()
+        grads = {n: p.grad.double() for n, p in probe.named_parameters()}
+        train(model, train_set, None, config)
+        kinds = norm_affine_params(model)
+        for name, p in model.named_parameters():
+            w = before[name]
+            if name in kinds["gamma"]:
+                decay = gamma * (w - 1)
+            elif name in kinds["beta"]:
+                decay = beta * w
+            elif name in kinds["other"]:
+                decay = 0 * w
+            else:
+                decay = wd * w
+            expected = w - lr * (grads[name] + decay)
+            torch.testing.assert_close(
+                p.detach().double(), expected, rtol=1e-5, atol=1e-6, msg=name
+            )
+
+
+def test_norm_decay_validation_and_names():
+    from normtheory.optim import NormDecay
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    assert NormDecay(model).names == ["1.weight", "1.bias"]
+    with pytest.raises(ValueError, match="gamma decay must be a float >= 0, got -1"):
+        NormDecay(model, gamma=-1)

@@ -6,6 +6,7 @@ through `Monitor`.
 
 from normtheory.hooks.base import EVENTS, Context, Hook, Monitor, Record
 from normtheory.hooks.basic import GradNorm, LossAccuracy, WeightNorm
+from normtheory.hooks.batchstats import Singularities
 from normtheory.hooks.curvature import (
     HessianDensity,
     HessianSpectrum,
@@ -31,6 +32,7 @@ __all__ = [
     "OrthogonalWeightNorm",
     "Record",
     "ScaleInvariance",
+    "Singularities",
     "Smoothness",
     "WeightNorm",
 ]

@@ -14,7 +14,7 @@ from normtheory.measure.information import (
     upper,
 )
 from normtheory.measure.weights import same_sign_fraction
-from normtheory.state import preserved, preserved_rng
+from normtheory.state import probe_forward
 
 SIDES = ("input", "output")
 CONV_MODES = ("pool", "positions")
@@ -124,27 +124,9 @@ class NeuronInformation(Hook):
 
     def capture(self, model: nn.Module) -> dict[str, Tensor]:
         """The watched layers' inputs/outputs on the probe batch (first call of each layer)."""
-        modules = self._modules(model)
-        seen: dict[str, Tensor] = {}
-
-        def keep(name: str):
-            def hook(module, args, output):
-                value = args[0] if self.side == "input" else output
-                if name not in seen and isinstance(value, Tensor):
-                    seen[name] = value.detach().clone()  # later ops may write in place
-
-            return hook
-
-        device = next(model.parameters()).device
-        handles = [m.register_forward_hook(keep(n)) for n, m in modules.items()]
-        try:
-            with preserved(model), preserved_rng(), torch.no_grad():
-                model.train(self.mode == "train")
-                model(self.probe.to(device))
-        finally:
-            for h in handles:
-                h.remove()
-        return {n: seen[n] for n in modules if n in seen}
+        return probe_forward(
+            model, self.probe, self._modules(model), side=self.side, train=self.mode == "train"
+        )
 
     def measure(self, model: nn.Module) -> list[Record]:
         records: list[Record] = []

@@ -1,11 +1,13 @@
 """Training outcomes: loss and accuracy of a model on a dataset or a batch."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normtheory.norms import BatchNorm
 from normtheory.state import preserved
 
 
@@ -47,3 +49,66 @@ def evaluate(
             total_loss += loss_fn(out, y).item() * len(y)
             correct += (out.argmax(dim=1) == y).sum().item()
     return {"loss": total_loss / len(inputs), "acc": correct / len(inputs), "n": float(len(inputs))}
+
+
+@contextmanager
+def example_weighing(model: nn.Module, weight: float) -> Iterator[nn.Module]:
+    """Evaluates `model` with inference example weighing w (Summers & Dinneen 2019) in every
+    `normtheory.norms.BatchNorm` (Ghost BN included), then restores each layer's own w.
+
+    In eval mode each example is normalized with μ = (1 − w) μ_pop + w μ_i and the matching
+    mixture variance, μ_i its own statistics over space: w = 0 is standard eval-mode BN, w = 1
+    instance-norm-style statistics; w ≈ 1/B mimics a training batch of B examples. Training mode
+    is unaffected. No retraining: the switch only changes how the stored statistics are used.
+
+    Raises:
+        ValueError: `weight` outside [0, 1], or the model has no BatchNorm with running
+            statistics.
+    """
+    if not (isinstance(weight, int | float) and 0.0 <= weight <= 1.0):
+        raise ValueError(f"example weight must be a float in [0, 1], got {weight!r}")
+    layers = [m for m in model.modules() if isinstance(m, BatchNorm) and m.track_running_stats]
+    if not layers:
+        raise ValueError(
+            "example_weighing needs normtheory.norms.BatchNorm layers with running statistics; "
+            "the model has none"
+        )
+    saved = [m.example_weight for m in layers]
+    try:
+        for m in layers:
+            m.example_weight = float(weight)
+        yield model
+    finally:
+        for m, w in zip(layers, saved):
+            m.example_weight = w
+
+
+def train_eval_discrepancy(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+) -> dict[str, float]:
+    """How differently a batch is treated in training and in inference mode.
+
+    Runs the batch once in train mode (batch statistics) and once in eval mode (population
+    statistics, with whatever example weighing is set), without gradients; everything
+    (modes, running statistics, RNG) is restored afterwards.
+
+    Returns:
+        ``{"train_loss", "eval_loss", "loss_gap": eval − train, "output_gap": ‖f_train(x) −
+        f_eval(x)‖_F / ‖f_eval(x)‖_F}``.
+    """
+    with preserved(model), torch.no_grad():
+        model.train()
+        out_train = model(inputs)
+        model.eval()
+        out_eval = model(inputs)
+    train_loss, eval_loss = loss_fn(out_train, targets).item(), loss_fn(out_eval, targets).item()
+    return {
+        "train_loss": train_loss,
+        "eval_loss": eval_loss,
+        "loss_gap": eval_loss - train_loss,
+        "output_gap": float((out_train - out_eval).norm() / out_eval.norm().clamp_min(1e-30)),
+    }

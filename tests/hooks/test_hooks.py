@@ -20,6 +20,7 @@ from normtheory.hooks import (
     OneStepLoss,
     OrthogonalWeightNorm,
     ScaleInvariance,
+    Singularities,
     Smoothness,
     WeightNorm,
 )
@@ -81,6 +82,8 @@ def test_training_with_all_hooks_is_bit_identical(norm, placement, keep, momentu
             seed=3,
             device="cpu",
             rescale=rescale,
+            gamma_decay=1e-3,
+            beta_decay=1e-3,
         )
         runs = []
         _, train_probe, _ = _setup(norm, placement, keep)
@@ -97,6 +100,7 @@ def test_training_with_all_hooks_is_bit_identical(norm, placement, keep, momentu
             OrthogonalWeightNorm(every=3),
             ScaleInvariance(every=2),
             NeuronInformation(probe=train_probe.inputs[:64], every=5, n_shuffles=1),
+            Singularities(probe=train_probe.inputs[:64], every=4),
         ]
         for hooks in ([], every_hook):
             model, train_set, test_set = _setup(norm, placement, keep)
