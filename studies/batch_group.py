@@ -1,0 +1,193 @@
+"""Batch-Group Norm (2 examples × 4 channel groups) against BN and GN at batch sizes 1–8, at
+equal examples seen, on a small convnet on the 8×8 digits: the verdict is about the direction and
+size of the effect at this scale, not about the paper's ImageNet numbers.
+
+Claim (``shared/CLAIMS.md``; Zhou et al. 2020, "Batch Group Normalization"):
+- BGN-TINY (empirical): BGN, which pools its statistics over a block of examples × a group of
+  channels × all positions (BN, Ghost BN and GN are special cases), beats both BN and GN at very
+  small batch sizes. Two statistics, paired by seed and each claimed > 0: the test error of BN
+  minus that of BGN, and of GN minus BGN, averaged over the batch sizes ≤ 8 of the grid (the
+  detail gives the per-batch-size means). A diverged cell counts as error 1.
+
+BGN's shape: blocks of 2 examples (``examples_per_group=2``; ``0`` pools the whole batch, the
+same thing at batch ≤ 2) × 4 channel groups — the same groups as GN.
+The paper's 32 groups, clipped to the 16 channels of this net, would leave one channel per
+group, i.e. Ghost BN with 2-example ghost batches, which equals BN at batch ≤ 2: no test of BGN
+at all. With 4 groups of 4 channels BGN is exactly GN pooled over 2 examples (at batch 1 it
+trains as GN and differs only in using per-group population statistics at test time), so the
+comparison isolates what the extra examples in a statistic buy. BN at batch 1 still trains
+(statistics over the 8×8 / 4×4 positions of one image) but tests with population statistics it
+never trained with: that mismatch is the effect the claim is about.
+
+Protocol: a 3-layer convnet (width 16) on sklearn's 8×8 digits, SGD with momentum 0.9, the
+learning rate scaled linearly with batch size from η = 0.1 at batch 8 (Goyal et al. 2017, as in
+the GN paper) and decayed by a cosine to 0 (so the final iterate is not dominated by the noise of
+batch-1 steps), and the same number of training examples for every batch size (batch 8 takes
+1/8 of the steps of batch 1). ``quick``: batch sizes 1, 2, 4, 8, 1600 examples, 3 seeds;
+``full``: batch sizes 1–16, 4000 examples, 6 seeds. CIs are Student t over seeds. At equal examples
+a larger batch takes fewer steps, so a norm that needs more steps than another loses ground
+as the batch grows for that reason too: read the gap per batch size, not only the
+pooled one.
+"""
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+from matplotlib import pyplot as plt
+
+from normtheory.experiment import TrainCell
+from normtheory.report.figures import (
+    ci_line,
+    missing_figure,
+    norm_order,
+    norm_palette,
+    require_columns,
+    summarize_ci,
+)
+from normtheory.stats import mean_ci, verdict
+from normtheory.study import Grid, Profile, Results, Study
+
+NORMS = ("batch", "group", "batch_group")
+BGN, RIVALS = "batch_group", {"batch": "BN", "group": "GN"}
+SMALL = 8  # the claim's "very small" batch sizes: B <= SMALL
+BASE = TrainCell(
+    dataset="digits",
+    arch="convnet",
+    width=16,
+    depth=3,
+    groups=4,  # GN and BGN: 4 groups of 4 channels
+    examples_per_group=2,  # BGN only (BN and GN take no such option)
+    optimizer="sgd",
+    lr=0.1,
+    momentum=0.9,
+    lr_scaling="linear",
+    ref_batch=8,
+    batch_size=8,  # set by the grid's axis; 8 keeps small `examples=` overrides valid
+    schedule="cosine",
+    examples=1600,
+)
+
+
+def error_table(results: Results) -> pd.DataFrame:
+    """One row per cell × seed with ``test_error``: 1 − final test accuracy; a diverged cell
+    counts as error 1, a failed one (an exception, no outcome) as missing."""
+    cells = results.cells
+    acc = cells.get("final_test_acc", np.nan)
+    err = pd.Series(np.nan, index=cells.index)
+    err = err.where(cells["status"] != "completed", 1.0 - acc)
+    err = err.where(cells["status"] != "diverged", 1.0)
+    return cells.assign(test_error=err.astype(float))
+
+
+def _gaps(results: Results) -> pd.DataFrame:
+    """err_X − err_BGN per (seed, batch size) for X in BN, GN: columns ``norm``, ``gap``."""
+    err = error_table(results).pivot_table(
+        index=["seed", "batch_size"], columns="norm", values="test_error"
+    )
+    if BGN not in err:
+        return pd.DataFrame(columns=["seed", "batch_size", "norm", "gap"])
+    rows = [
+        pd.DataFrame({"norm": n, "gap": err[n] - err[BGN]}).reset_index()
+        for n in RIVALS
+        if n in err
+    ]
+    return pd.concat(rows, ignore_index=True).dropna(subset=["gap"])
+
+
+def _fmt(est) -> str:
+    return f"{est.value:+.3f} [{est.low:+.3f}, {est.high:+.3f}]"
+
+
+def verdicts(results: Results):
+    errors = error_table(results)
+    means = errors.groupby(["norm", "batch_size"])["test_error"].mean()
+    gaps = _gaps(results)
+    gaps = gaps[gaps["batch_size"] <= SMALL]
+    out = []
+    for norm, short in RIVALS.items():
+        sub = gaps[gaps["norm"] == norm]
+        if sub.empty:
+            continue
+        sizes = sorted(sub["batch_size"].unique())
+        # Pool over batch sizes within a seed first: the seeds are the independent samples.
+        per_seed = sub.groupby("seed")["gap"].mean()
+        per_size = "; ".join(
+            f"B={b}: err {short} {means.get((norm, b), np.nan):.3f} vs BGN "
+            f"{means.get((BGN, b), np.nan):.3f}, gap {_fmt(mean_ci(sub[sub.batch_size == b].gap))}"
+            for b in sizes
+        )
+        out.append(
+            verdict(
+                "BGN-TINY",
+                f"err {short} − err BGN, mean over batch sizes {', '.join(map(str, sizes))}",
+                mean_ci(per_seed),
+                "greater",
+                detail=f"mean test error and paired gap [95% CI] per batch size — {per_size}",
+            )
+        )
+    return out
+
+
+def error_vs_batch(results: Results):
+    """Left: test error vs batch size per norm; right: the paired gap err_X − err_BGN."""
+    cells = results.cells
+    missing = require_columns(cells, ["norm", "batch_size", "seed", "status"], "cells")
+    if missing or "final_test_acc" not in cells:
+        return missing_figure("test error vs batch size", missing or ["final_test_acc"])
+    summary = summarize_ci(
+        error_table(results).dropna(subset=["test_error"]), ["norm", "batch_size"], "test_error"
+    )
+    gaps = _gaps(results)
+    order = norm_order(summary["norm"].unique())
+    palette = norm_palette(order)
+    sizes = sorted(summary["batch_size"].unique())
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    for norm in order:
+        ci_line(
+            ax1,
+            summary[summary["norm"] == norm],
+            "batch_size",
+            color=palette[norm],
+            label=norm,
+            clip=(0, 1),
+        )
+    ax1.set(ylabel="test error (fraction)", title="test error (mean, 95% t-CI over seeds)")
+    for norm, short in RIVALS.items():
+        sub = gaps[gaps["norm"] == norm]
+        if len(sub):
+            s = summarize_ci(sub, ["batch_size"], "gap")
+            ci_line(ax2, s, "batch_size", color=palette.get(norm), label=f"err {short} − err BGN")
+    ax2.axhline(0, color="gray", lw=1, ls="--")
+    ax2.set(ylabel="paired error gap (> 0: BGN better)", title="gap to BGN, paired by seed")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, labels=[str(b) for b in sizes])
+        ax.set_xlabel("batch size (log scale; equal examples seen)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    n = int(summary["n"].max()) if len(summary) else 0
+    fig.suptitle(f"BN, GN and Batch-Group Norm at tiny batch sizes ({n} seeds)")
+    fig.tight_layout()
+    return fig
+
+
+STUDY = Study(
+    name="batch_group",
+    title="Batch-Group Norm vs BN and GN at batch sizes 1–8",
+    claims=("BGN-TINY",),
+    profiles={
+        "quick": Profile(
+            Grid(BASE, {"norm": NORMS, "batch_size": (1, 2, 4, 8)}),
+            seeds=3,
+            description="BN, GN, BGN at batch sizes 1, 2, 4, 8, 1600 examples each, 3 seeds",
+        ),
+        "full": Profile(
+            Grid(replace(BASE, examples=4000), {"norm": NORMS, "batch_size": (1, 2, 4, 8, 16)}),
+            seeds=6,
+            description="batch sizes 1–16, 4000 examples each, 6 seeds",
+        ),
+    },
+    verdicts=verdicts,
+    figures={"error_vs_batch": error_vs_batch},
+)

@@ -1,0 +1,135 @@
+"""Does weight decay on BN's γ (toward 1) and β (toward 0) change accuracy?
+
+Claim GAMMA-WD (``shared/CLAIMS.md``; Summers & Dinneen 2019): weight decay on γ toward 1 and β
+toward 0 changes accuracy; report the direction and size per batch size. Statistic, per batch
+size and paired by seed: test accuracy with decay on both γ and β − without any (the claim's
+paper found it helps: direction > 0). The detail gives γ-only and β-only.
+
+Protocol: a BN convnet (width 16, depth 3) on the digits, SGD with momentum 0.9, weight decay
+5e-4 on the conv/linear weights in every arm, equal examples seen at batch sizes 8, 32 and 128
+(learning rate scaled with √B); four arms: no decay on the norms' parameters (the default of
+`normtheory`, as of most codebases), γ → 1 only, β → 0 only, both, each with λ = 5e-3
+(`normtheory.optim.NormDecay`). Small nets on offline data will not reproduce ImageNet numbers:
+the verdict is about the direction and size of the effect at this scale.
+"""
+
+import pandas as pd
+import seaborn as sns
+from matplotlib import pyplot as plt
+
+from normtheory.experiment import TrainCell
+from normtheory.hooks import LossAccuracy
+from normtheory.report.figures import missing_figure
+from normtheory.stats import paired_diff_ci, verdict
+from normtheory.study import Grid, Profile, Results, Study
+
+LAMBDA = 5e-3
+BASE = TrainCell(
+    dataset="digits",
+    arch="convnet",
+    norm="batch",
+    width=16,
+    depth=3,
+    optimizer="sgd",
+    lr=0.05,
+    lr_scaling="sqrt",
+    ref_batch=32,
+    momentum=0.9,
+    weight_decay=5e-4,
+    batch_size=32,
+    examples=4800,
+)
+CASES = (
+    {"tag": "no γ/β decay", "gamma_decay": 0.0, "beta_decay": 0.0},
+    {"tag": "γ → 1", "gamma_decay": LAMBDA, "beta_decay": 0.0},
+    {"tag": "β → 0", "gamma_decay": 0.0, "beta_decay": LAMBDA},
+    {"tag": "γ → 1 and β → 0", "gamma_decay": LAMBDA, "beta_decay": LAMBDA},
+)
+ORDER = [c["tag"] for c in CASES]
+NONE, BOTH = ORDER[0], ORDER[3]
+COLORS = dict(zip(ORDER, sns.color_palette("Set1", len(ORDER))))
+
+
+def hooks(cell: TrainCell):
+    return [LossAccuracy(every=20)]
+
+
+def finals(results: Results) -> pd.DataFrame:
+    cells = results.cells
+    return cells[cells["status"] == "completed"]
+
+
+def verdicts(results: Results):
+    table = finals(results)
+    if table.empty or not {NONE, BOTH} <= set(table["tag"]):
+        return []
+    out = []
+    for b, sub in table.groupby("batch_size"):
+        wide = sub.pivot_table(index="seed", columns="tag", values="final_test_acc")
+        if not {NONE, BOTH} <= set(wide.columns):
+            continue
+        others = ", ".join(
+            f"{t}: {(wide[t] - wide[NONE]).mean():+.4f}" for t in ORDER[1:] if t in wide
+        )
+        out.append(
+            verdict(
+                "GAMMA-WD",
+                f"B = {b}: test accuracy with γ/β decay − without",
+                paired_diff_ci(wide[BOTH], wide[NONE]),
+                "greater",
+                detail=f"B = {b}, mean change vs no γ/β decay — {others}; no decay: "
+                f"{wide[NONE].mean():.3f}",
+            )
+        )
+    return out
+
+
+def accuracy(results: Results):
+    """Final test accuracy per arm and batch size."""
+    table = finals(results)
+    if table.empty:
+        return missing_figure("γ/β decay", ["completed cells"])
+    fig, ax = plt.subplots(figsize=(8, 4))
+    sns.pointplot(
+        data=table,
+        x="batch_size",
+        y="final_test_acc",
+        hue="tag",
+        hue_order=ORDER,
+        palette=COLORS,
+        errorbar=("ci", 95),
+        dodge=0.4,
+        linestyle="none",
+        ax=ax,
+        markersize=5,
+    )
+    ax.set(xlabel="batch size", ylabel="final test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(
+        title=f"decay of the norms' parameters (λ = {LAMBDA:g})", fontsize=8, title_fontsize=8
+    )
+    fig.suptitle("Weight decay on BN's γ and β (mean and 95% bootstrap CI over seeds)")
+    fig.tight_layout()
+    return fig
+
+
+STUDY = Study(
+    name="gamma_beta_decay",
+    title="Weight decay on BN's γ (toward 1) and β (toward 0)",
+    claims=("GAMMA-WD",),
+    profiles={
+        "quick": Profile(
+            Grid(BASE, {"batch_size": (8, 32, 128)}, CASES),
+            seeds=3,
+            description="4 decay arms × batch 8, 32, 128; 4800 examples; 3 seeds",
+        ),
+        "full": Profile(
+            Grid(BASE, {"batch_size": (8, 32, 128), "examples": (40000,)}, CASES),
+            seeds=5,
+            description="4 decay arms × batch 8, 32, 128; 40000 examples; 5 seeds",
+        ),
+    },
+    hooks=hooks,
+    verdicts=verdicts,
+    figures={"accuracy": accuracy},
+)
