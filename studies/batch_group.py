@@ -179,13 +179,13 @@ STUDY = Study(
     profiles={
         "quick": Profile(
             Grid(BASE, {"norm": NORMS, "batch_size": (1, 2, 4, 8)}),
-            seeds=3,
-            description="BN, GN, BGN at batch sizes 1, 2, 4, 8, 1600 examples each, 3 seeds",
+            seeds=6,
+            description="BN, GN, BGN at batch sizes 1, 2, 4, 8, 1600 examples each, 6 seeds",
         ),
         "full": Profile(
             Grid(replace(BASE, examples=4000), {"norm": NORMS, "batch_size": (1, 2, 4, 8, 16)}),
-            seeds=6,
-            description="batch sizes 1–16, 4000 examples each, 6 seeds",
+            seeds=8,
+            description="batch sizes 1–16, 4000 examples each, 8 seeds",
         ),
     },
     verdicts=verdicts,

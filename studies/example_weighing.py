@@ -3,11 +3,13 @@
 Claim EX-WEIGH (``shared/CLAIMS.md``; Summers & Dinneen 2019): at inference, normalizing each
 example with μ = (1 − w) μ_pop + w μ_i (and the matching mixture variance), w ≈ 1/B, reduces the
 train/inference discrepancy and improves test accuracy. Statistics, paired by seed and training
-batch size: test accuracy at w = 1/B − at w = 0 (> 0), and the discrepancy (eval-mode loss −
-train-mode loss on training batches of size B) at w = 0 minus at w = 1/B (> 0).
+batch size: test accuracy at w = 1/B − at w = 0 (> 0), and two measures of the train/inference
+discrepancy on training batches of size B, each at w = 0 minus at w = 1/B (> 0: weighing reduces
+it): the size of the loss gap |eval-mode loss − train-mode loss|, and the relative output gap
+‖f_train − f_eval‖ / ‖f_eval‖ (mean over the batch's examples).
 
-Protocol: a BN convnet (width 16, depth 3) is trained on the digits at batch sizes 8 and 32 (equal
-examples seen, learning rate scaled with √B); then, without retraining, the same model is
+Protocol: a BN convnet (width 16, depth 3) is trained on the digits at batch sizes 8 and 32 (9600
+examples seen at each, learning rate scaled with √B); then, without retraining, the same model is
 evaluated with w ∈ {0, ¼, ½, 1, 2, 4} / B (`normtheory.measure.outcomes.example_weighing`) on the
 test set, and its train/inference discrepancy is measured on 16 training batches of size B
 (`train_eval_discrepancy`: the same batch in train mode, with its own statistics, and in eval
@@ -40,7 +42,7 @@ BASE = TrainCell(
     ref_batch=32,
     momentum=0.9,
     batch_size=32,
-    examples=4800,
+    examples=9600,
 )
 MULTIPLES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # w = multiple / B
 N_BATCHES = 16
@@ -108,7 +110,7 @@ def verdicts(results: Results):
     wide = table.pivot_table(
         index=["batch_size", "seed"], columns=["metric", "multiple"], values="value"
     )
-    acc, gap = wide["test_acc"], wide["loss_gap"]
+    acc, gap, out = wide["test_acc"], wide["loss_gap"].abs(), wide["output_gap"]
     per = table[table["metric"] == "test_acc"].groupby(["batch_size", "multiple"])["value"].mean()
     detail = (
         "test accuracy (mean over seeds) at w = 0 / ¼B⁻¹ / ½B⁻¹ / B⁻¹ / 2B⁻¹ / 4B⁻¹ — "
@@ -118,9 +120,14 @@ def verdicts(results: Results):
         )
     )
     gaps = table[table["metric"] == "loss_gap"].groupby(["batch_size", "multiple"])["value"].mean()
-    gap_detail = "eval − train loss on training batches at w = 0 → 1/B — " + "; ".join(
-        f"B={b}: {gaps[b][0.0]:.3f} → {gaps[b][1.0]:.3f}"
-        for b in sorted(gaps.index.get_level_values(0).unique())
+    outs = table[table["metric"] == "output_gap"].groupby(["batch_size", "multiple"])["value"]
+    outs = outs.mean()
+    sizes = sorted(gaps.index.get_level_values(0).unique())
+    gap_detail = "eval − train loss (signed) on training batches at w = 0 → 1/B — " + "; ".join(
+        f"B={b}: {gaps[b][0.0]:+.3f} → {gaps[b][1.0]:+.3f}" for b in sizes
+    )
+    out_detail = "‖f_train − f_eval‖ / ‖f_eval‖ at w = 0 → 1/B — " + "; ".join(
+        f"B={b}: {outs[b][0.0]:.3f} → {outs[b][1.0]:.3f}" for b in sizes
     )
     return [
         verdict(
@@ -132,10 +139,17 @@ def verdicts(results: Results):
         ),
         verdict(
             "EX-WEIGH",
-            "train/inference loss gap at w = 0 − at w = 1/B",
+            "|train/inference loss gap| at w = 0 − at w = 1/B",
             paired_diff_ci(gap[0.0], gap[1.0]),
             "greater",
             detail=gap_detail,
+        ),
+        verdict(
+            "EX-WEIGH",
+            "train/inference output gap at w = 0 − at w = 1/B",
+            paired_diff_ci(out[0.0], out[1.0]),
+            "greater",
+            detail=out_detail,
         ),
     ]
 
@@ -146,12 +160,19 @@ def weighing(results: Results):
     if table.empty:
         return missing_figure("example weighing", ["exw.* records"])
     panels = (
-        ("test_acc", "test accuracy"),
+        ("acc_change", "test accuracy − at w = 0 (same net)"),
         ("loss_gap", "eval − train loss, training batches"),
         ("output_gap", "‖f_train − f_eval‖ / ‖f_eval‖"),
     )
+    acc = table[table["metric"] == "test_acc"].set_index(["batch_size", "seed", "multiple"])
+    at0 = acc.xs(0.0, level="multiple")["value"]
+    change = acc["value"].sub(at0.reindex(acc.index.droplevel("multiple")).to_numpy())
+    change = change.reset_index().assign(metric="acc_change")
+    table = pd.concat([table, change], ignore_index=True)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, (metric, label) in zip(axes, panels):
+        if metric != "output_gap":
+            ax.axhline(0, color="gray", ls="--", lw=1)
         for b, sub in table[table["metric"] == metric].groupby("batch_size"):
             s = summarize_ci(sub, ["multiple"], "value")
             x = s["multiple"].replace(0.0, 0.1)  # w = 0 drawn at the left edge of the log axis
@@ -176,13 +197,13 @@ STUDY = Study(
     profiles={
         "quick": Profile(
             Grid(BASE, {"batch_size": (8, 32)}),
-            seeds=3,
-            description="BN trained at batch 8 and 32, 4800 examples, 6 example weights, 3 seeds",
+            seeds=6,
+            description="BN trained at batch 8 and 32, 9600 examples, 6 example weights, 6 seeds",
         ),
         "full": Profile(
             Grid(BASE, {"batch_size": (4, 8, 32, 128), "examples": (40000,)}),
-            seeds=5,
-            description="BN trained at batch 4, 8, 32, 128, 40000 examples, 6 example weights, 5 seeds",
+            seeds=8,
+            description="BN trained at batch 4, 8, 32, 128, 40000 examples, 6 example weights, 8 seeds",
         ),
     },
     hooks=hooks,

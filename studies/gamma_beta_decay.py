@@ -13,13 +13,14 @@ Protocol: a BN convnet (width 16, depth 3) on the digits, SGD with momentum 0.9,
 the verdict is about the direction and size of the effect at this scale.
 """
 
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib import pyplot as plt
 
 from normtheory.experiment import TrainCell
 from normtheory.hooks import LossAccuracy
-from normtheory.report.figures import missing_figure
+from normtheory.report.figures import missing_figure, summarize_ci
 from normtheory.stats import paired_diff_ci, verdict
 from normtheory.study import Grid, Profile, Results, Study
 
@@ -84,31 +85,69 @@ def verdicts(results: Results):
     return out
 
 
+def paired_changes(results: Results) -> pd.DataFrame:
+    """Per decay arm, batch size and seed: test accuracy minus the no-decay arm's (same seed)."""
+    table = finals(results)
+    wide = table.pivot_table(index=["batch_size", "seed"], columns="tag", values="final_test_acc")
+    if NONE not in wide:
+        return pd.DataFrame(columns=["batch_size", "seed", "tag", "change"])
+    change = wide.drop(columns=NONE).sub(wide[NONE], axis=0)
+    return change.stack().rename("change").reset_index()
+
+
 def accuracy(results: Results):
-    """Final test accuracy per arm and batch size."""
+    """Final test accuracy per arm and batch size, and its paired change against no decay."""
     table = finals(results)
     if table.empty:
         return missing_figure("γ/β decay", ["completed cells"])
-    fig, ax = plt.subplots(figsize=(8, 4))
-    sns.pointplot(
-        data=table,
-        x="batch_size",
-        y="final_test_acc",
-        hue="tag",
-        hue_order=ORDER,
-        palette=COLORS,
-        errorbar=("ci", 95),
-        dodge=0.4,
-        linestyle="none",
-        ax=ax,
-        markersize=5,
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    sizes = sorted(table["batch_size"].unique())
+    pos = {b: i for i, b in enumerate(sizes)}
+    offsets = dict(zip(ORDER, np.linspace(-0.24, 0.24, len(ORDER))))
+    for tag in ORDER:
+        s = summarize_ci(table[table["tag"] == tag], ["batch_size"], "final_test_acc")
+        x = s["batch_size"].map(pos) + offsets[tag]
+        ax1.errorbar(
+            x,
+            s["mean"],
+            yerr=[s["mean"] - s["low"], s["high"] - s["mean"]],
+            fmt="o",
+            color=COLORS[tag],
+            label=tag,
+            ms=5,
+            capsize=2,
+        )
+    changes = paired_changes(results)
+    for tag in ORDER[1:]:
+        sub = changes[changes["tag"] == tag]
+        if sub.empty:
+            continue
+        s = summarize_ci(sub, ["batch_size"], "change")
+        x = s["batch_size"].map(pos) + offsets[tag]
+        ax2.errorbar(
+            x,
+            s["mean"],
+            yerr=[s["mean"] - s["low"], s["high"] - s["mean"]],
+            fmt="o",
+            color=COLORS[tag],
+            label=tag,
+            ms=5,
+            capsize=2,
+        )
+    ax2.axhline(0, color="gray", ls="--", lw=1)
+    for ax in (ax1, ax2):
+        ax.set_xticks(range(len(sizes)), [str(b) for b in sizes])
+        ax.set_xlabel("batch size (equal examples seen)")
+        ax.grid(alpha=0.3)
+    ax1.set(ylabel="final test accuracy", title="Accuracy per arm")
+    ax2.set(
+        ylabel="test accuracy − no γ/β decay (same seed)",
+        title="Paired change against no decay (> 0: decay helps)",
     )
-    ax.set(xlabel="batch size", ylabel="final test accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(
+    ax1.legend(
         title=f"decay of the norms' parameters (λ = {LAMBDA:g})", fontsize=8, title_fontsize=8
     )
-    fig.suptitle("Weight decay on BN's γ and β (mean and 95% bootstrap CI over seeds)")
+    fig.suptitle("Weight decay on BN's γ and β (mean and 95% t-CI over seeds)")
     fig.tight_layout()
     return fig
 
@@ -120,13 +159,13 @@ STUDY = Study(
     profiles={
         "quick": Profile(
             Grid(BASE, {"batch_size": (8, 32, 128)}, CASES),
-            seeds=3,
-            description="4 decay arms × batch 8, 32, 128; 4800 examples; 3 seeds",
+            seeds=6,
+            description="4 decay arms × batch 8, 32, 128; 4800 examples; 6 seeds",
         ),
         "full": Profile(
             Grid(BASE, {"batch_size": (8, 32, 128), "examples": (40000,)}, CASES),
-            seeds=5,
-            description="4 decay arms × batch 8, 32, 128; 40000 examples; 5 seeds",
+            seeds=8,
+            description="4 decay arms × batch 8, 32, 128; 40000 examples; 8 seeds",
         ),
     },
     hooks=hooks,

@@ -151,13 +151,13 @@ STUDY = Study(
     profiles={
         "quick": Profile(
             Grid(BASE, {"batch_size": (32, 128)}, CASES),
-            seeds=3,
-            description="BN and Ghost BN 2/4/8/16 × batch 32, 128; 9600 examples; 3 seeds",
+            seeds=6,
+            description="BN and Ghost BN 2/4/8/16 × batch 32, 128; 9600 examples; 6 seeds",
         ),
         "full": Profile(
             Grid(BASE, {"batch_size": (32, 64, 128), "examples": (40000,)}, CASES),
-            seeds=5,
-            description="BN and Ghost BN 2/4/8/16 × batch 32, 64, 128; 40000 examples; 5 seeds",
+            seeds=8,
+            description="BN and Ghost BN 2/4/8/16 × batch 32, 64, 128; 40000 examples; 8 seeds",
         ),
     },
     hooks=hooks,

@@ -232,13 +232,13 @@ STUDY = Study(
     profiles={
         "quick": Profile(
             Grid(BASE, {"norm": NORMS}),
-            seeds=3,
-            description="5 norms, depth 6, 400 steps, 3 seeds",
+            seeds=5,
+            description="5 norms, depth 6, 400 steps, 5 seeds",
         ),
         "full": Profile(
             Grid(replace(BASE, steps=1500), {"norm": NORMS}),
-            seeds=6,
-            description="5 norms, depth 6, 1500 steps, 6 seeds",
+            seeds=8,
+            description="5 norms, depth 6, 1500 steps, 8 seeds",
         ),
     },
     hooks=hooks,

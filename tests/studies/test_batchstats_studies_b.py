@@ -13,6 +13,8 @@ from studies.singularities import health, per_run
 
 ALLOWED = {"supported", "refuted", "inconclusive", "not run"}
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _run(study, tmp_path, *overrides, seeds="2"):
     out = tmp_path / "run"
