@@ -66,6 +66,33 @@ def test_example_weight_one_on_one_example_uses_its_own_statistics():
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_intermediate_example_weight_is_the_mixture_of_the_claim():
+    """0 < w < 1: μ = (1 − w) μ_pop + w μ_i and σ² = (1 − w) σ²_pop + w σ²_i + w(1 − w)(μ_i −
+    μ_pop)² (CLAIMS.md, EX-WEIGH), against a naive float64 loop over examples and channels."""
+    torch.manual_seed(1)
+    bn = BatchNorm(2).double()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.tensor([0.7, -1.0]))
+        bn.running_var.copy_(torch.tensor([2.0, 0.5]))
+        bn.weight.copy_(torch.tensor([1.2, -0.4]))
+        bn.bias.copy_(torch.tensor([0.3, 0.0]))
+    model = nn.Sequential(bn).eval()
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64) * 2 + 0.5
+    w = 0.3
+    with torch.no_grad(), example_weighing(model, w):
+        got = model(x)
+    expected = torch.empty_like(x)
+    for i in range(3):
+        for c in range(2):
+            v = x[i, c]
+            mu_i, var_i = v.mean(), v.var(unbiased=False)
+            mu_p, var_p = bn.running_mean[c], bn.running_var[c]
+            mu = (1 - w) * mu_p + w * mu_i
+            var = (1 - w) * var_p + w * var_i + w * (1 - w) * (mu_i - mu_p) ** 2
+            expected[i, c] = (v - mu) / torch.sqrt(var + bn.eps) * bn.weight[c] + bn.bias[c]
+    torch.testing.assert_close(got, expected)
+
+
 def test_example_weighing_errors():
     bad = pytest.raises(ValueError, match="example weight must be a float in \\[0, 1\\], got 2")
     with bad, example_weighing(nn.Sequential(BatchNorm(2)), 2):
