@@ -13,9 +13,9 @@ sets torch's thread count to ``job.threads``, so the same seeds give bit-identic
 CPU whichever executor ran them.
 """
 
+import functools
 import multiprocessing
 import pickle
-import functools
 import traceback
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -161,6 +161,9 @@ def _lost(job: Job, err: BaseException) -> Outcome:
 
 def _process(jobs: list[Job], workers: int) -> Iterator[tuple[Job, Outcome]]:
     context = multiprocessing.get_context("forkserver")
+    # The fork server imports torch and the library once (it runs no torch op, so it starts
+    # no thread pool); each worker forks from it instead of importing everything again.
+    context.set_forkserver_preload(["normtheory.study", "normtheory.experiment"])
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         pending = {pool.submit(run_job, job): job for job in jobs}
         try:
