@@ -164,20 +164,20 @@ def _process(jobs: list[Job], workers: int) -> Iterator[tuple[Job, Outcome]]:
     # The fork server imports torch and the library once (it runs no torch op, so it starts
     # no thread pool); each worker forks from it instead of importing everything again.
     context.set_forkserver_preload(["normtheory.study", "normtheory.experiment"])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending = {pool.submit(run_job, job): job for job in jobs}
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    job = pending.pop(future)
-                    try:
-                        yield job, future.result()
-                    except Exception as err:  # BrokenProcessPool and friends
-                        yield job, _lost(job, err)
-        finally:
-            for future in pending:
-                future.cancel()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pending = {pool.submit(run_job, job): job for job in jobs}
+    try:
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = pending.pop(future)
+                try:
+                    yield job, future.result()
+                except Exception as err:  # BrokenProcessPool and friends
+                    yield job, _lost(job, err)
+    finally:
+        # Interrupted (Ctrl-C, generator closed): drop queued cells, do not wait for running ones.
+        pool.shutdown(wait=not pending, cancel_futures=True)
 
 
 def _ray(jobs: list[Job], workers: int, address: str | None) -> Iterator[tuple[Job, Outcome]]:

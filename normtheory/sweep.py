@@ -76,7 +76,7 @@ def run_sweep(
     Every argument is checked before the run folder is touched: bad input raises ValueError
     (`ResultsError` for the folder) and leaves stored files as they were.
     """
-    from normtheory.study import cell_id, cell_label
+    from normtheory.study import cell_id, cell_label, list_studies
 
     prof = study.profile(profile)
     grid = prof.grid.override(overrides or {})
@@ -85,7 +85,15 @@ def run_sweep(
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
         raise ValueError(f"seeds must be an integer >= 1, got {n_seeds!r}")
     check_executor(executor, workers, threads, ray_address)
-    dev = str(resolve_device(device))
+    if executor != "local" and not (study.source or study.name in list_studies()):
+        raise ValueError(
+            f"executor {executor!r} reloads the study in each worker, so it must be in studies/ "
+            f"or a .py file; study {study.name!r} is neither (use executor 'local')"
+        )
+    if executor == "ray" and device.startswith("cuda"):
+        dev = device  # the GPUs are the cluster's; the driver may have none
+    else:
+        dev = str(resolve_device(device))
     run = RunDir(out or Path("runs") / f"{study.name}-{profile}")
     config = {
         "study": study.name,
