@@ -4,6 +4,7 @@ Each case must give a one-line message naming the bad value (and what is allowed
 on the CLI, no traceback, and leave a run folder stored beforehand byte-identical.
 """
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -191,6 +192,15 @@ API_CASES = [
         lambda s, mp: run_study(load_study(STUDY), out=s / "run", overrides={"steps": "-1"}),
         ValueError,
         "steps must be >= 1, got -1",
+    ),
+    (
+        lambda s, mp: run_study(
+            dataclasses.replace(load_study(STUDY), name="in_memory", source=""),
+            out=s / "run",
+            executor="process",
+        ),
+        ValueError,
+        "study 'in_memory' is neither (use executor 'local')",
     ),
     (
         lambda s, mp: RunDir(s / "afile").open({"config": {}}),
