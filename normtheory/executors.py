@@ -163,7 +163,8 @@ def _process(jobs: list[Job], workers: int) -> Iterator[tuple[Job, Outcome]]:
     context = multiprocessing.get_context("forkserver")
     # The fork server imports torch and the library once (it runs no torch op, so it starts
     # no thread pool); each worker forks from it instead of importing everything again.
-    context.set_forkserver_preload(["normtheory.study", "normtheory.experiment"])
+    studies = sorted({f"studies.{j.study}" for j in jobs if not j.study.endswith(".py")})
+    context.set_forkserver_preload(["normtheory.study", "normtheory.experiment", *studies])
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
     pending = {pool.submit(run_job, job): job for job in jobs}
     try:
