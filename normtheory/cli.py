@@ -1,7 +1,10 @@
 """Command line: ``normtheory list | run | report``.
 
-Bad input (unknown study, norm, key, value, a missing or corrupt results folder) gives a one-line
-error naming the bad value and the valid choices, exit code 2, and no traceback.
+Exit codes: 0 all cells completed or diverged (divergence is a result); 1 some cells failed
+(stored with their error, retried on the next run); 2 bad input. Bad input (unknown study,
+norm, key, value, executor, a missing, corrupt or foreign results folder, an unwritable output
+folder) gives a one-line error naming the bad value and the valid choices, and no traceback;
+nothing already stored is changed.
 """
 
 import argparse
@@ -10,6 +13,7 @@ import sys
 from pathlib import Path
 
 from normtheory import __version__
+from normtheory.executors import EXECUTORS
 from normtheory.results import ResultsError
 
 
@@ -50,6 +54,25 @@ def _parser() -> argparse.ArgumentParser:
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = CUDA when present"
     )
     run.add_argument("--out", default=None, help="run folder (default runs/<study>-<profile>)")
+    run.add_argument(
+        "--executor",
+        default="local",
+        choices=list(EXECUTORS),
+        help="local: in-process, one cell at a time (default); process: a pool of --workers "
+        "processes; ray: a Ray cluster (--ray-address) or a local Ray instance",
+    )
+    run.add_argument(
+        "--workers", type=int, default=None, help="processes for --executor process (default 2)"
+    )
+    run.add_argument(
+        "--ray-address", default=None, help="auto or HOST:PORT of a Ray cluster (default: local)"
+    )
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per cell (default 1, so numbers do not depend on the executor)",
+    )
     rep = sub.add_parser("report", help="build the report from stored run folders")
     rep.add_argument("runs", nargs="*", help="run folders (default: every run under runs/)")
     rep.add_argument("--out", default="reports", help="output folder (default reports/)")
@@ -99,6 +122,9 @@ def _cmd_run(args, command: str) -> int:
 
     study = load_study(args.study)
     overrides = _overrides(args.overrides)
+    if args.workers is not None and args.executor == "local":
+        raise ValueError(f"--workers {args.workers} needs --executor process or ray, not local")
+    workers = args.workers if args.workers is not None else (1 if args.executor == "local" else 2)
     with _progress() as progress:
         summary = run_study(
             study,
@@ -107,15 +133,24 @@ def _cmd_run(args, command: str) -> int:
             device=args.device,
             out=args.out,
             overrides=overrides,
+            executor=args.executor,
+            workers=workers,
+            threads=args.threads,
+            ray_address=args.ray_address,
             progress=progress,
             command=command,
         )
-    print(
-        f"{study.name}: {summary.total} cells × seeds in {summary.path} — {summary.completed} completed, "
-        f"{summary.diverged} diverged, {summary.failed} failed, {summary.skipped} already complete (skipped)"
-    )
+    print(summary.line(study.name))
+    if summary.failed:
+        for error in summary.errors[:5]:
+            print(f"  failed: {error}")
+        print(
+            f"{summary.failed} cell(s) failed (errors stored in their records, see "
+            "normtheory.results.load_cells); rerun the same command to retry them"
+        )
+        return 1
     print(f"next: normtheory report {summary.path}")
-    return 1 if summary.failed else 0
+    return 0
 
 
 def _cmd_report(args, command: str) -> int:

@@ -4,6 +4,7 @@ Studies declare grids over `TrainCell` fields with `dataclasses.replace`; `run_t
 loads the data, builds the model (seeded), and trains it with the study's hooks.
 """
 
+import dataclasses
 import functools
 import inspect
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ class TrainCell:
     tag: str = ""
 
     def __post_init__(self):
+        _check_types(self)
         check_choice("dataset", self.dataset, list_datasets())
         check_choice("arch", self.arch, list_archs())
         check_choice("placement", self.placement, list_placements())
@@ -108,6 +110,16 @@ class TrainCell:
         for name in ("max_train", "examples", "examples_per_group", "eval_every", "data_rank"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.dropout_keep <= 1:
+            raise ValueError(
+                f"dropout_keep must be in (0, 1] (the probability of keeping a unit), "
+                f"got {self.dropout_keep}"
+            )
+        if self.max_train and self.max_train < self.batch_size:
+            raise ValueError(
+                f"max_train ({self.max_train}) must be at least batch_size ({self.batch_size}) "
+                "(or 0 for the whole training set)"
+            )
         if self.examples and self.examples < self.batch_size:
             raise ValueError(
                 f"examples ({self.examples}) must be at least batch_size ({self.batch_size})"
@@ -148,6 +160,26 @@ class TrainCell:
         if kw.get("examples_per_group") == 0:
             kw["examples_per_group"] = None
         return kw
+
+
+def _check_types(cell) -> None:
+    """Raises TypeError naming the first field whose value is not of its annotated type
+    (an int is a fine float; a bool is not an int)."""
+    for f in dataclasses.fields(cell):
+        value, kind = getattr(cell, f.name), _FIELD_TYPES.get(f.type, f.type)
+        ok = {
+            bool: isinstance(value, bool),
+            int: isinstance(value, int) and not isinstance(value, bool),
+            float: isinstance(value, (int, float)) and not isinstance(value, bool),
+            str: isinstance(value, str),
+        }.get(kind, True)
+        if not ok:
+            raise TypeError(
+                f"{f.name} must be {kind.__name__}, got {value!r} ({type(value).__name__})"
+            )
+
+
+_FIELD_TYPES = {"bool": bool, "int": int, "float": float, "str": str}
 
 
 @functools.lru_cache(maxsize=8)

@@ -6,9 +6,12 @@ Layout of a run folder::
     cells/<cell_id>.parquet    records: run, cell, seed, step, metric, key, value
     cells/<cell_id>.json       completion record: cell fields, seed, status, final metrics
 
-Every file is written atomically (temp file + rename) and the JSON record is written after the
-Parquet table, so a cell is complete exactly when its JSON record exists: a run killed at any
-point is resumed by skipping complete cells, and a half-written file is never read as complete.
+Every file is written atomically (temp file ``.<name>.*.tmp`` + rename) and the JSON record is
+written after the Parquet table, so a cell is complete exactly when its JSON record exists: a run
+killed at any point is resumed by skipping complete cells, and a half-written file is never read
+as complete (temp files left by a kill are ignored; a table without its record is recomputed).
+`RunDir.check` refuses a folder holding corrupt or foreign files, naming the file; nothing in a
+results folder is ever deleted.
 """
 
 import json
@@ -22,9 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 RECORD_COLUMNS = ["run", "cell", "seed", "step", "metric", "key", "value"]
 MANIFEST = "manifest.json"
+_RECORD_KEYS = ("cell_id", "cell_label", "fields", "seed", "status")
+STATUSES = ("completed", "diverged", "failed")
 _PACKAGES = (
     "normtheory",
     "torch",
@@ -97,9 +103,45 @@ def versions() -> dict[str, str]:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ResultsError(f"corrupt results file {path}: {err}") from None
+    if not isinstance(obj, dict):
+        raise ResultsError(f"corrupt results file {path}: expected a JSON object")
+    return obj
+
+
+def _is_temp(path: Path) -> bool:
+    """A temp file of `atomic_write_bytes` (left behind when a write was killed)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def _check_record(path: Path) -> None:
+    record = _read_json(path)
+    missing = [k for k in _RECORD_KEYS if k not in record]
+    if missing:
+        raise ResultsError(
+            f"corrupt results file {path}: not a cell record (missing {', '.join(missing)})"
+        )
+    if record["status"] not in STATUSES:
+        raise ResultsError(
+            f"corrupt results file {path}: status {record['status']!r} is not one of "
+            f"{', '.join(STATUSES)}"
+        )
+    if record["cell_id"] != path.stem:
+        raise ResultsError(f"corrupt results file {path}: holds cell {record['cell_id']!r}")
+    if not path.with_suffix(".parquet").exists():
+        raise ResultsError(f"results file {path} has no table {path.with_suffix('.parquet').name}")
+
+
+def _check_table(path: Path) -> None:
+    try:
+        columns = pq.read_schema(path).names  # footer only: cheap even for big tables
+    except Exception as err:  # pyarrow raises several types for corrupt files
+        raise ResultsError(f"corrupt results file {path}: {str(err).splitlines()[0]}") from None
+    missing = [c for c in RECORD_COLUMNS if c not in columns]
+    if missing:
+        raise ResultsError(f"corrupt results file {path}: missing columns {', '.join(missing)}")
 
 
 class RunDir:
@@ -123,6 +165,7 @@ class RunDir:
             raise ResultsError(f"results path {self.path} is a file, not a folder")
         path = self.path / MANIFEST
         if path.exists():
+            self.check()
             old = _read_json(path)
             if old.get("config") != manifest["config"]:
                 keys = sorted(
@@ -135,6 +178,12 @@ class RunDir:
                     "choose another --out folder or delete that one"
                 )
             manifest = {**old, "resumed_at": now()}
+        elif self.path.is_dir() and any(self.path.iterdir()):
+            first = sorted(p.name for p in self.path.iterdir())[0]
+            raise ResultsError(
+                f"{self.path} is not empty and not a normtheory run folder (no {MANIFEST}; "
+                f"found {first}); choose an empty or new --out folder"
+            )
         try:
             atomic_write_json(path, manifest)
         except OSError as err:
@@ -148,6 +197,43 @@ class RunDir:
         if not path.exists():
             raise ResultsError(f"{self.path} is not a normtheory run folder (no {MANIFEST})")
         return _read_json(path)
+
+    def check(self) -> None:
+        """Raises `ResultsError` naming the first corrupt or foreign file; never deletes anything.
+
+        Accepted: ``manifest.json`` (a JSON object with ``study`` and ``config``); ``cells/``
+        holding ``<id>.parquet`` tables with the record columns and ``<id>.json`` cell records
+        that match their file name and have their table; temp files of interrupted writes and
+        tables without a record (a write killed between the two), which count as not complete.
+        """
+        manifest = self.manifest()
+        missing = [k for k in ("study", "config") if k not in manifest]
+        if missing:
+            raise ResultsError(
+                f"corrupt results file {self.path / MANIFEST}: not a normtheory manifest "
+                f"(missing {', '.join(missing)})"
+            )
+        for entry in sorted(self.path.iterdir()):
+            if entry.name in (MANIFEST, "cells") or _is_temp(entry):
+                continue
+            raise ResultsError(
+                f"foreign file {entry} in results folder {self.path}; "
+                "a run folder holds only manifest.json and cells/ (move it elsewhere)"
+            )
+        if self.cells_dir.exists() and not self.cells_dir.is_dir():
+            raise ResultsError(f"foreign file {self.cells_dir}: expected a folder of cells")
+        for entry in sorted(self.cells_dir.iterdir()) if self.cells_dir.is_dir() else ():
+            if _is_temp(entry):
+                continue
+            if entry.is_file() and entry.suffix == ".json":
+                _check_record(entry)
+            elif entry.is_file() and entry.suffix == ".parquet":
+                _check_table(entry)
+            else:
+                raise ResultsError(
+                    f"foreign file {entry} in results folder {self.path}; cells/ holds only "
+                    "<cell>.parquet tables and <cell>.json records (move it elsewhere)"
+                )
 
     def update_manifest(self, **fields: Any) -> None:
         atomic_write_json(self.path / MANIFEST, {**self.manifest(), **fields})
@@ -196,7 +282,7 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
     (e.g. ``norm``, ``batch_size``) so figures can group by them. Only complete cells are read.
     """
     run = RunDir(path)
-    run.manifest()
+    run.check()
     frames, fields = [], []
     for summary in run.cell_summaries():
         file = run.cells_dir / f"{summary['cell_id']}.parquet"
@@ -216,7 +302,7 @@ def load_cells(path: str | os.PathLike) -> pd.DataFrame:
     """One row per complete cell × seed: cell fields, seed, status, diverged_at, steps_done,
     wall time, and the final metrics as ``final_<name>``."""
     run = RunDir(path)
-    run.manifest()
+    run.check()
     rows = [
         {
             "cell": s["cell_label"],

@@ -2,7 +2,8 @@
 
 A study is a module in the top-level ``studies/`` package (module name == study name) or any
 Python file, defining ``STUDY = Study(...)``. `run_study` runs its grid × seeds into a run
-folder (skipping complete cells); the report reads only what was stored.
+folder (skipping complete cells; the loop and its executors live in `normtheory.sweep`); the
+report reads only what was stored.
 """
 
 import dataclasses
@@ -25,9 +26,9 @@ import pandas as pd
 
 from normtheory.experiment import run_train_cell
 from normtheory.hooks import Hook, LossAccuracy
-from normtheory.results import RunDir, git_commit, load, load_cells, now, versions
+from normtheory.results import RunDir, load, load_cells
 from normtheory.stats import Verdict
-from normtheory.train import resolve_device
+from normtheory.sweep import RunSummary, run_sweep
 
 
 @dataclass(frozen=True)
@@ -252,111 +253,7 @@ def cell_id(cell, axes, seed: int) -> str:
     return f"{slug or 'base'}-{digest}-s{seed}"
 
 
-@dataclass
-class RunSummary:
-    path: Path
-    total: int = 0
-    skipped: int = 0
-    completed: int = 0
-    diverged: int = 0
-    failed: int = 0
-
-
-def run_study(
-    study: Study,
-    *,
-    profile: str = "quick",
-    seeds: int | None = None,
-    device: str = "auto",
-    out: str | Path | None = None,
-    overrides: dict[str, str] | None = None,
-    progress=None,
-    command: str = "",
-) -> RunSummary:
-    """Runs every cell × seed of the study's profile into a run folder; complete cells are skipped.
-
-    Cells that diverge are stored with ``status="diverged"``; cells that raise are stored with
-    ``status="failed"`` and their error (and retried on the next run); the sweep goes on.
-    """
-    prof = study.profile(profile)
-    grid = prof.grid.override(overrides or {})
-    cells = grid.cells()
-    n_seeds = prof.seeds if seeds is None else seeds
-    if n_seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {n_seeds}")
-    dev = resolve_device(device)
-    run = RunDir(out or Path("runs") / f"{study.name}-{profile}")
-    config = {
-        "study": study.name,
-        "profile": profile,
-        "seeds": n_seeds,
-        "axes": list(grid.axes),
-        **({"cases": [dict(c) for c in grid.cases]} if grid.cases else {}),
-        "cells": [dataclasses.asdict(c) for c in cells],
-        "overrides": dict(overrides or {}),
-    }
-    run.open(
-        {
-            "study": study.name,
-            "profile": profile,
-            "config": config,
-            "git_commit": git_commit(),
-            "versions": versions(),
-            "device": str(dev),
-            "started_at": now(),
-            "command": command,
-            "study_path": study.source,
-        }
-    )
-    summary = RunSummary(run.path)
-    jobs = [(c, s) for c in cells for s in range(n_seeds)]
-    task = (
-        progress.add_task(f"{study.name} [{profile}]", total=len(jobs))
-        if progress is not None
-        else None
-    )
-    for cell, seed in jobs:
-        cid, label = cell_id(cell, grid.label_keys, seed), cell_label(cell, grid.label_keys)
-        summary.total += 1
-        if run.is_complete(cid):
-            summary.skipped += 1
-        else:
-            status = _run_one(study, run, cell, seed, cid, label, str(dev), progress)
-            setattr(summary, status, getattr(summary, status) + 1)
-        if task is not None:
-            progress.update(task, advance=1)
-    run.update_manifest(
-        finished_at=now(), counts=dataclasses.asdict(summary) | {"path": str(run.path)}
-    )
-    return summary
-
-
-def _run_one(
-    study: Study, run: RunDir, cell, seed: int, cid: str, label: str, device: str, progress
-) -> str:
-    base = {"cell_label": label, "fields": dataclasses.asdict(cell), "seed": seed, "device": device}
-    try:
-        result = study.run_cell(
-            cell, seed, device=device, hooks=study.hooks(cell), progress=progress
-        )
-    except Exception as err:  # a failing cell is recorded and the sweep goes on
-        run.write_cell(
-            cid,
-            pd.DataFrame(),
-            {**base, "status": "failed", "error": f"{type(err).__name__}: {err}"},
-        )
-        return "failed"
-    records = result.records.assign(run=run.path.name, cell=label, seed=seed)
-    run.write_cell(
-        cid,
-        records,
-        {
-            **base,
-            "status": result.status,
-            "diverged_at": result.diverged_at,
-            "steps_done": result.steps_done,
-            "final": result.final,
-            "wall_time": result.wall_time,
-        },
-    )
-    return result.status
+def run_study(study: Study, **kw) -> RunSummary:
+    """Runs the study's grid × seeds into a run folder: `normtheory.sweep.run_sweep` (profile,
+    seeds, device, out, overrides, executor, workers, threads, ray_address, progress, command)."""
+    return run_sweep(study, **kw)

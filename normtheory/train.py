@@ -156,6 +156,21 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterable[to
             yield perm[start : start + batch_size]
 
 
+def _check_data(name: str, data: torch.utils.data.TensorDataset) -> None:
+    """Refuses an empty dataset or non-finite inputs: bad data, not a diverging run."""
+    if not isinstance(data, torch.utils.data.TensorDataset) or len(data.tensors) < 2:
+        raise TypeError(f"{name} must be a TensorDataset of (inputs, targets), got {data!r}")
+    inputs = data.tensors[0]
+    if len(inputs) == 0:
+        raise ValueError(f"{name} is empty (0 examples)")
+    if inputs.is_floating_point():
+        bad = int((~torch.isfinite(inputs)).sum())
+        if bad:
+            raise ValueError(
+                f"{name} inputs hold {bad} non-finite values (NaN/inf); clean the data first"
+            )
+
+
 def train(
     model: nn.Module,
     train_set: torch.utils.data.TensorDataset,
@@ -176,6 +191,9 @@ def train(
         loss_fn: mean loss of (outputs, targets).
         progress: a ``rich.progress.Progress`` to show a bar in, or None.
     """
+    _check_data("train_set", train_set)
+    if test_set is not None:
+        _check_data("test_set", test_set)
     device = resolve_device(config.device)
     started = time.perf_counter()
     torch.manual_seed(config.seed)

@@ -3,6 +3,12 @@
 import re
 from pathlib import Path
 
+import pytest
+
+# The example trains a small convnet: one torch thread, else a busy 2-core machine makes it
+# several times slower (35–90 s instead of ~3 s).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -14,6 +14,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from normtheory.hooks.sinks import MemorySink, Sink, check_sinks
+
 EVENTS = ("start", "after_backward", "after_step", "eval", "end")
 _SCHEDULED = ("after_backward", "after_step")
 
@@ -102,17 +104,26 @@ class Hook:
 
 
 class Monitor:
-    """Runs hooks at events and collects their records; usable in any training loop.
+    """Runs hooks at events and sends their records to sinks; usable in any training loop.
+
+    Args:
+        model: the model being trained.
+        hooks: the measurements.
+        sinks: where records go (`normtheory.hooks.sinks`); default one `MemorySink`, read by
+            `frame`. Sinks are flushed at the ``end`` event; `close` closes them.
 
     Example:
-        >>> monitor = Monitor(model, [GradNorm(every=10), WeightNorm(every=10)])
+        >>> monitor = Monitor(model, [GradNorm(every=10)], sinks=[MemorySink(), CSVSink("r.csv")])
         >>> loss.backward(); monitor.after_backward(step, loss=loss)
         >>> opt.step(); monitor.after_step(step, loss=loss)
         >>> monitor.frame()  # DataFrame with columns step, metric, key, value
     """
 
-    def __init__(self, model: nn.Module, hooks: Iterable[Hook] = ()):
+    def __init__(
+        self, model: nn.Module, hooks: Iterable[Hook] = (), sinks: Iterable[Sink] | None = None
+    ):
         self.model = model
+        self.sinks = [MemorySink()] if sinks is None else check_sinks(sinks)
         self.hooks = list(hooks)
         names = [h.name for h in self.hooks]
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -120,7 +131,6 @@ class Monitor:
             raise ValueError(
                 f"hook names must be unique; duplicated: {dupes} (pass name=... to tell them apart)"
             )
-        self._rows: list[tuple[int, str, str, float]] = []
 
     def fire(self, event: str, ctx: Context) -> list[tuple[int, str, str, float]]:
         """Calls every hook scheduled for (`event`, ``ctx.step``); returns and keeps the rows."""
@@ -132,7 +142,10 @@ class Monitor:
             if hook.scheduled(event, ctx.step)
             for rec in hook(event, ctx)
         ]
-        self._rows.extend(rows)
+        for sink in self.sinks:
+            sink.write(rows)
+        if event == "end":
+            self.flush()
         return rows
 
     def _fire(self, event: str, step: int, kw: dict[str, Any]) -> list[tuple[int, str, str, float]]:
@@ -155,6 +168,21 @@ class Monitor:
     def end(self, step: int, **kw: Any) -> list[tuple[int, str, str, float]]:
         return self._fire("end", step, kw)
 
+    def flush(self) -> None:
+        for sink in self.sinks:
+            sink.flush()
+
+    def close(self) -> None:
+        """Flushes and closes every sink (e.g. a TensorBoard writer)."""
+        for sink in self.sinks:
+            sink.close()
+
     def frame(self) -> pd.DataFrame:
-        """All records so far as a tidy DataFrame (step, metric, key, value)."""
-        return pd.DataFrame(self._rows, columns=["step", "metric", "key", "value"])
+        """All records so far as a tidy DataFrame (step, metric, key, value), from the first
+        `MemorySink` among the sinks."""
+        memory = next((s for s in self.sinks if isinstance(s, MemorySink)), None)
+        if memory is None:
+            raise ValueError(
+                "frame() reads a MemorySink, and this Monitor has none; add MemorySink() to sinks"
+            )
+        return memory.frame()

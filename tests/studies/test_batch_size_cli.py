@@ -122,7 +122,7 @@ def test_different_config_into_same_folder_is_refused(tiny_run, capsys):
     [
         (
             ["run", "nonexistent_study"],
-            "unknown study 'nonexistent_study'; known studies: batch_size",
+            "unknown study 'nonexistent_study'; known studies: batch_group, batch_size",
         ),
         (["run", "batch_size", "norm=batchy"], "unknown norm 'batchy'; known norms:"),
         (["run", "batch_size", "colour=red"], "unknown key 'colour'; valid keys:"),

@@ -1,0 +1,170 @@
+"""Sweeps: a study's grid × seeds, planned and stored by the driver, run by an executor.
+
+The driver (this module) resolves the grid, opens the run folder (`RunDir.open` checks an
+existing one and refuses corrupt or foreign files), skips the cells already complete, hands the
+rest to an executor (`normtheory.executors`: ``local``, ``process``, ``ray``), and writes each
+finished cell atomically as it arrives. So a sweep killed at any point — even by SIGKILL —
+resumes on rerun without recomputing complete cells, and a half-written file is never read as
+complete (see `normtheory.results`).
+
+Outcomes of a cell: ``completed``; ``diverged`` (non-finite loss; a recorded result, not an
+error); ``failed`` (it raised, or its worker died: stored with the error and retried on the
+next run). The sweep goes on past failures; `RunSummary` counts each outcome.
+"""
+
+import dataclasses
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from normtheory.executors import EXECUTORS, Job, Outcome, check_executor, execute
+from normtheory.results import RunDir, git_commit, now, versions
+from normtheory.train import resolve_device
+
+__all__ = ["EXECUTORS", "RunSummary", "run_sweep"]
+
+
+@dataclass
+class RunSummary:
+    """Counts of a sweep's cells × seeds by outcome; ``skipped`` were complete already."""
+
+    path: Path
+    total: int = 0
+    skipped: int = 0
+    completed: int = 0
+    diverged: int = 0
+    failed: int = 0
+    errors: list[str] = dataclasses.field(default_factory=list)  # "<cell> seed=<s>: <error>"
+
+    def line(self, name: str) -> str:
+        return (
+            f"{name}: {self.total} cells × seeds in {self.path} — {self.completed} completed, "
+            f"{self.diverged} diverged, {self.failed} failed, "
+            f"{self.skipped} already complete (skipped)"
+        )
+
+
+def run_sweep(
+    study,
+    *,
+    profile: str = "quick",
+    seeds: int | None = None,
+    device: str = "auto",
+    out: str | Path | None = None,
+    overrides: dict[str, str] | None = None,
+    executor: str = "local",
+    workers: int = 1,
+    threads: int = 1,
+    ray_address: str | None = None,
+    progress=None,
+    command: str = "",
+) -> RunSummary:
+    """Runs every cell × seed of `study`'s `profile` into a run folder; complete cells are skipped.
+
+    Args:
+        study: a `normtheory.study.Study`.
+        profile, seeds, overrides: which grid (``overrides`` are CLI-style ``key=value``).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        out: the run folder (default ``runs/<study>-<profile>``).
+        executor, workers, ray_address: where cells run (see `normtheory.executors`).
+        threads: torch threads per cell (1 by default, so numbers do not depend on `workers`).
+        progress: a rich Progress, or None.
+        command: the command line, stored in the manifest.
+
+    Every argument is checked before the run folder is touched: bad input raises ValueError
+    (`ResultsError` for the folder) and leaves stored files as they were.
+    """
+    from normtheory.study import cell_id, cell_label, list_studies
+
+    prof = study.profile(profile)
+    grid = prof.grid.override(overrides or {})
+    cells = grid.cells()
+    n_seeds = prof.seeds if seeds is None else seeds
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
+        raise ValueError(f"seeds must be an integer >= 1, got {n_seeds!r}")
+    check_executor(executor, workers, threads, ray_address)
+    if executor != "local" and not (study.source or study.name in list_studies()):
+        raise ValueError(
+            f"executor {executor!r} reloads the study in each worker, so it must be in studies/ "
+            f"or a .py file; study {study.name!r} is neither (use executor 'local')"
+        )
+    if executor == "ray" and device.startswith("cuda"):
+        dev = device  # the GPUs are the cluster's; the driver may have none
+    else:
+        dev = str(resolve_device(device))
+    run = RunDir(out or Path("runs") / f"{study.name}-{profile}")
+    config = {
+        "study": study.name,
+        "profile": profile,
+        "seeds": n_seeds,
+        "axes": list(grid.axes),
+        **({"cases": [dict(c) for c in grid.cases]} if grid.cases else {}),
+        "cells": [dataclasses.asdict(c) for c in cells],
+        "overrides": dict(overrides or {}),
+    }
+    run.open(
+        {
+            "study": study.name,
+            "profile": profile,
+            "config": config,
+            "git_commit": git_commit(),
+            "versions": versions(),
+            "device": dev,
+            "started_at": now(),
+            "command": command,
+            "study_path": study.source,
+        }
+    )
+    run.update_manifest(
+        executor={"name": executor, "workers": workers, "threads": threads, "ray": ray_address}
+    )
+    summary = RunSummary(run.path)
+    jobs = []
+    for cell in cells:
+        for seed in range(n_seeds):
+            cid = cell_id(cell, grid.label_keys, seed)
+            summary.total += 1
+            if run.is_complete(cid):
+                summary.skipped += 1
+                continue
+            label = cell_label(cell, grid.label_keys)
+            jobs.append(
+                Job(study.source or study.name, pickle.dumps(cell), seed, dev, threads, cid, label)
+            )
+    task = None
+    if progress is not None:
+        task = progress.add_task(f"{study.name} [{profile}]", total=summary.total)
+        progress.update(task, advance=summary.skipped)
+    for job, outcome in execute(
+        jobs, executor, workers=workers, ray_address=ray_address, study=study, progress=progress
+    ):
+        _store(run, job, outcome)
+        setattr(summary, outcome.status, getattr(summary, outcome.status) + 1)
+        if outcome.status == "failed":
+            summary.errors.append(f"{job.label} seed={job.seed}: {outcome.error}")
+        if task is not None:
+            progress.update(task, advance=1)
+    run.update_manifest(
+        finished_at=now(), counts=dataclasses.asdict(summary) | {"path": str(run.path)}
+    )
+    return summary
+
+
+def _store(run: RunDir, job: Job, outcome: Outcome) -> None:
+    """Writes one finished cell: its records, then its completion record (the commit point)."""
+    cell = pickle.loads(job.cell)
+    base = {
+        "cell_label": job.label,
+        "fields": dataclasses.asdict(cell),
+        "seed": job.seed,
+        "device": job.device,
+        "status": outcome.status,
+        **outcome.info,
+    }
+    if outcome.status == "failed":
+        run.write_cell(job.cell_id, pd.DataFrame(), {**base, "error": outcome.error})
+        return
+    records = outcome.records.assign(run=run.path.name, cell=job.label, seed=job.seed)
+    run.write_cell(job.cell_id, records, base)

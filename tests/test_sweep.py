@@ -1,0 +1,180 @@
+"""Sweeps: executors give identical stored numbers; faults (raising or diverging cells, SIGKILL,
+corrupt or foreign files, killed writes) are recorded or refused, never silently lost."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from normtheory.cli import main
+from normtheory.results import load, load_cells
+from normtheory.study import load_study, run_study
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+STUDY = str(Path(__file__).with_name("fault_study.py"))
+SMALL = {"lr": "0.01,0.1", "steps": "10"}  # 2 cells × 2 seeds
+
+
+def _values(path):
+    """The stored records, in a fixed order, without the run folder's name."""
+    frame = load(path).drop(columns=["run"])
+    return frame.sort_values(["cell", "seed", "step", "metric", "key"]).reset_index(drop=True)
+
+
+def _files(path: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "local"
+    summary = run_study(load_study(STUDY), device="cpu", out=out, overrides=SMALL)
+    assert (summary.total, summary.completed) == (4, 4)
+    return out
+
+
+def test_process_executor_gives_identical_values(local_run, tmp_path):
+    out = tmp_path / "process"
+    summary = run_study(
+        load_study(STUDY), device="cpu", out=out, overrides=SMALL, executor="process", workers=2
+    )
+    assert (summary.completed, summary.failed) == (4, 0)
+    assert _values(out).equals(_values(local_run))  # bit-identical, not just close
+    cells = load_cells(out).sort_values(["cell", "seed"]).reset_index(drop=True)
+    ref = load_cells(local_run).sort_values(["cell", "seed"]).reset_index(drop=True)
+    assert cells.final_test_loss.tolist() == ref.final_test_loss.tolist()
+
+
+def test_ray_executor_gives_identical_values(local_run, tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is optional (pip install normtheory[ray])")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        out = tmp_path / "ray"
+        summary = run_study(
+            load_study(STUDY), device="cpu", out=out, overrides=SMALL, executor="ray", workers=2
+        )
+    finally:
+        ray.shutdown()
+    assert (summary.completed, summary.failed) == (4, 0)
+    assert _values(out).equals(_values(local_run))
+
+
+@pytest.mark.parametrize("executor", ["local", "process"])
+def test_failing_and_diverging_cells_recorded_sweep_goes_on(executor, tmp_path, capsys):
+    out = tmp_path / "faults"
+    argv = ["run", STUDY, "--profile", "faults", "--device", "cpu", "--out", str(out)]
+    argv += ["--executor", executor] + (["--workers", "2"] if executor == "process" else [])
+    assert main(argv) == 1
+    stdout = capsys.readouterr().out
+    assert "1 completed, 1 diverged, 1 failed, 0 already complete" in stdout
+    assert "failed: tag=boom seed=0: RuntimeError: tag 'boom' asks this cell to fail" in stdout
+    cells = load_cells(out).set_index("tag")
+    assert cells.loc["boom", "status"] == "failed"
+    assert "asks this cell to fail" in cells.loc["boom", "error"]
+    assert cells.loc["diverge", "status"] == "diverged" and cells.loc["diverge", "diverged_at"] >= 0
+    assert cells.loc["ok", "status"] == "completed"
+    # Rerun: the failed cell is retried (and fails again), the others are not recomputed.
+    assert main(argv) == 1
+    assert "0 completed, 0 diverged, 1 failed, 2 already complete" in capsys.readouterr().out
+
+
+def test_sigkill_mid_run_resumes_without_recomputing(tmp_path, capsys):
+    out = tmp_path / "killed"
+    argv = ["run", STUDY, "--device", "cpu", "--out", str(out), "steps=60"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "normtheory", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("cells/*.json"))) < 2:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = {p.stem: p.stat().st_mtime_ns for p in out.glob("cells/*.json")}
+    assert 2 <= len(done) < 8
+    assert len(load_cells(out)) == len(done)  # whatever the kill left is readable, nothing more
+    assert main(argv) == 0
+    assert f"{8 - len(done)} completed, 0 diverged, 0 failed, {len(done)} already complete" in (
+        capsys.readouterr().out
+    )
+    assert {
+        k: v
+        for k, v in ((p.stem, p.stat().st_mtime_ns) for p in out.glob("cells/*.json"))
+        if k in done
+    } == done
+    assert len(load_cells(out)) == 8 and set(load_cells(out).status) == {"completed"}
+
+
+def test_killed_write_is_never_read_as_complete(local_run, tmp_path, capsys):
+    """A kill between the table's and the record's rename leaves a table without its record
+    and the record's temp file: the cell counts as not complete and is recomputed."""
+    out = tmp_path / "copy"
+    shutil.copytree(local_run, out)
+    record = sorted(out.glob("cells/*.json"))[0]
+    temp = record.with_name(f".{record.name}.x1y2.tmp")
+    temp.write_bytes(record.read_bytes()[:40])  # a half-written record
+    record.unlink()
+    assert len(load_cells(out)) == 3
+    argv = ["run", STUDY, "--device", "cpu", "--out", str(out)] + [
+        f"{k}={v}" for k, v in SMALL.items()
+    ]
+    assert main(argv) == 0
+    assert "1 completed, 0 diverged, 0 failed, 3 already complete" in capsys.readouterr().out
+    assert _values(out).equals(_values(local_run)) and temp.exists()  # nothing deleted
+
+
+@pytest.mark.parametrize(
+    "damage,needle",
+    [
+        (lambda run: _first(run, "*.parquet").write_bytes(b"not parquet"), "corrupt results file"),
+        (lambda run: _first(run, "*.json").write_text("{truncated"), "corrupt results file"),
+        (lambda run: _first(run, "*.json").write_text('{"a": 1}'), "not a cell record"),
+        (lambda run: (run / "manifest.json").write_text("[1, 2]"), "corrupt results file"),
+        (lambda run: (run / "manifest.json").write_text('{"x": 1}'), "not a normtheory manifest"),
+        (lambda run: (run / "notes.txt").write_text("mine"), "foreign file"),
+        (lambda run: (run / "cells" / "model.pt").write_bytes(b"\x00"), "foreign file"),
+    ],
+    ids=[
+        "bad-parquet",
+        "bad-json",
+        "foreign-json",
+        "manifest-list",
+        "foreign-manifest",
+        "top-file",
+        "cells-file",
+    ],
+)
+def test_corrupt_or_foreign_files_named_nothing_deleted(
+    damage, needle, local_run, tmp_path, capsys
+):
+    out = tmp_path / "copy"
+    shutil.copytree(local_run, out)
+    damage(out)
+    before = _files(out)
+    argv = ["run", STUDY, "--device", "cpu", "--out", str(out)] + [
+        f"{k}={v}" for k, v in SMALL.items()
+    ]
+    for args in (argv, ["report", str(out), "--out", str(tmp_path / "rep")]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert needle in err and str(out) in err and len(err.strip().splitlines()) == 1, err
+    assert _files(out) == before
+
+
+def _first(run: Path, pattern: str) -> Path:
+    return sorted((run / "cells").glob(pattern))[0]
