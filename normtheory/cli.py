@@ -157,6 +157,7 @@ def _cmd_verify(args, command: str) -> int:
     from normtheory import verify
     from normtheory.report import build_report, find_runs
     from normtheory.report.terminal import claims_table
+    from normtheory.results import now
     from normtheory.study import list_studies, load_study, run_study
 
     known = list_studies()
@@ -165,10 +166,14 @@ def _cmd_verify(args, command: str) -> int:
     if unknown:
         raise ValueError(f"unknown study {unknown[0]!r}; known studies: {', '.join(known)}")
     runs = Path(args.runs)
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), now()
     verdicts = verify.exact_checks(args.seed)
     verify.write_results(
-        verdicts, runs / "verify", command=command, wall_time=time.perf_counter() - start
+        verdicts,
+        runs / "verify",
+        command=command,
+        wall_time=time.perf_counter() - start,
+        started_at=started_at,
     )
     failed_exact = [v.claim for v in verdicts if v.verdict == "exact-fails"]
     print(
@@ -201,7 +206,7 @@ def _cmd_verify(args, command: str) -> int:
                 failed_studies.append(name)
     index = build_report(find_runs(runs), args.out, command=command)
     claims = index.parent / "results" / "claims.csv"
-    Console(width=max(Console().width, 140)).print(claims_table(claims))
+    Console(width=None if sys.stdout.isatty() else 150).print(claims_table(claims))
     import pandas as pd
 
     table = pd.read_csv(claims, keep_default_na=False)

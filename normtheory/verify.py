@@ -260,22 +260,32 @@ def exact_checks(seed: int = 0) -> list[Verdict]:
     BN-GRAD, BN-HESS, WS-GRAD and SI-ORTH come from `run_exact_checks` (both sides of each
     identity in float64); SI-GROWTH, SPAN-ORTH, IC-CORR and IC-MI from the checks above. The
     global RNG state is left as it was."""
-    by_claim: dict[str, list[IdentityCheck]] = {}
-    for check in run_exact_checks(seed):
-        by_claim.setdefault(check.claim, []).append(check)
-    verdicts = [from_identity(claim, checks) for claim, checks in by_claim.items()]
-    verdicts += [
-        check_si_growth(seed),
-        check_span_orth(seed),
-        check_ic_corr(seed),
-        check_ic_mi(seed),
-    ]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny problems: a thread pool only adds wake-up latency
+    try:
+        by_claim: dict[str, list[IdentityCheck]] = {}
+        for check in run_exact_checks(seed):
+            by_claim.setdefault(check.claim, []).append(check)
+        verdicts = [from_identity(claim, checks) for claim, checks in by_claim.items()]
+        verdicts += [
+            check_si_growth(seed),
+            check_span_orth(seed),
+            check_ic_corr(seed),
+            check_ic_mi(seed),
+        ]
+    finally:
+        torch.set_num_threads(threads)
     order = {c: i for i, c in enumerate(EXACT_CLAIMS)}
     return sorted(verdicts, key=lambda v: order[v.claim])
 
 
 def write_results(
-    verdicts: list[Verdict], out: str | Path, *, command: str = "", wall_time: float = math.nan
+    verdicts: list[Verdict],
+    out: str | Path,
+    *,
+    command: str = "",
+    wall_time: float = math.nan,
+    started_at: str = "",
 ) -> Path:
     """Stores `verdicts` as a results folder the report reads: ``manifest.json`` (kind
     ``exact_checks``, commit, versions, device, time) and ``verdicts.csv``. Returns the folder."""
@@ -293,6 +303,7 @@ def write_results(
             "git_commit": git_commit(),
             "versions": versions(),
             "device": "cpu",
+            "started_at": started_at or now(),
             "finished_at": now(),
             "command": command,
             "wall_time": wall_time,

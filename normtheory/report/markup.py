@@ -3,6 +3,7 @@ scripts, no external fetches; figures as files next to it) and ``README.md`` (re
 host). Both open with the provenance line and the claims table."""
 
 import html
+import re
 from collections import Counter
 
 from normtheory.report.tables import LEGEND, NOT_RUN, Section, meta
@@ -14,7 +15,7 @@ h1{margin-bottom:.2em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bot
 table{border-collapse:collapse;margin:1em 0;font-size:.88em}
 th,td{border:1px solid #ccc;padding:4px 7px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}
-table.claims td:nth-child(3){min-width:16em}table.claims td:nth-child(5){min-width:14em}
+table.claims td:first-child{white-space:nowrap}table.claims td:nth-child(3){min-width:16em}table.claims td:nth-child(5){min-width:14em}
 .supported{background:#d9f2d9}.refuted{background:#f8d7d7}.inconclusive{background:#fdf3cf}
 .exact-holds{background:#c6ecc6}.exact-fails{background:#f4bcbc}
 .notrun{background:#eee;color:#666}tr.notrun td{color:#777}
@@ -28,6 +29,11 @@ dl.legend dt{padding:0 .4em;font-weight:600}dl.legend dd{margin:0}
 """
 
 HEAD = ["id", "source", "claim", "verdict", "statistic", "estimate [95% CI]", "seeds", "profile"]
+
+
+def _e(text) -> str:
+    """HTML-escaped text with `code` spans (commands) as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(text)))
 
 
 def _cls(verdict: str) -> str:
@@ -55,20 +61,22 @@ def html_page(sections: list[Section], rows: list[dict], provenance: str) -> str
             f'<tr class="{"notrun" if r["verdict"] == NOT_RUN else ""}" data-claim="{e(r["claim"])}">'
             + "".join(f"<td>{e(c)}</td>" for c in cells)
             + f'<td class="verdict {cls}"{title}>{e(r["verdict"])}</td>'
-            + "".join(f"<td>{e(c)}</td>" for c in tail)
+            + "".join(f"<td>{_e(c)}</td>" for c in tail)
             + f"<td>{fig}</td></tr>"
         )
     legend = "".join(
         f'<dt class="{_cls(w)}">{e(w)}</dt><dd>{e(text)}</dd>' for w, text in LEGEND.items()
     )
     toc = "".join(
-        f'<li><a href="#{e(s.anchor)}">{e(s.study_name)}</a>: {e(s.title)}</li>' for s in sections
+        f'<li><a href="#{e(s.anchor)}">{e(s.study_name)}</a> (run <code>{e(s.run.name)}</code>): '
+        f"{e(s.title)}</li>"
+        for s in sections
     )
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>normtheory report</title><style>{_CSS}</style></head><body>",
-        f"<p class='prov'>{e(provenance)}</p><h1>normtheory report</h1>",
+        f"<p class='prov'>{_e(provenance)}</p><h1>normtheory report</h1>",
         "<p>Which claims of the normalization literature hold at this scale: every claim of "
         "<code>shared/CLAIMS.md</code>, its verdict and the statistic behind it (hover a verdict "
         f"for details; each study's section below has the figures). {e(summary_line(rows))}</p>",
@@ -83,7 +91,8 @@ def html_page(sections: list[Section], rows: list[dict], provenance: str) -> str
     for sec in sections:
         parts.append(
             f"<section id='{e(sec.anchor)}'><h2>{e(sec.study_name)}: {e(sec.title)}</h2>"
-            f"<p>{e(sec.description)}</p><p class='measured'>{e(sec.measured)}</p>"
+            f"<p class='prov'>run folder <code>{e(sec.run.name)}</code></p>"
+            f"<p>{_e(sec.description)}</p><p class='measured'>{_e(sec.measured)}</p>"
         )
         if sec.error:
             parts.append(f"<p class='error'>{e(sec.error)}</p>")

@@ -96,7 +96,7 @@ def verdict_rows(sections: list[Section], testers: dict[str, list[str]]) -> list
                     "source": claim.source if claim else "?",
                     "statement": claim.statement if claim else "",
                     "verdict": v.verdict,
-                    "statistic": v.statistic + note,
+                    "statistic": v.statistic + (note if v.verdict != NOT_RUN else ""),
                     "estimate": estimate_text(v),
                     "value": v.estimate,
                     "ci_low": v.ci_low,
