@@ -28,7 +28,10 @@ NORM_ORDER = (
     "none",
     "batch+ws",
 )
-_PALETTE = dict(zip(NORM_ORDER, sns.color_palette("tab10", 10) + [(0.3, 0.3, 0.3)]))
+# tab10 in NORM_ORDER, except "none" (the baseline in most figures): near-black, since tab10's
+# 10th colour (cyan) is hard to tell from BN's blue; "batch+ws" takes the cyan instead.
+_TAB10 = sns.color_palette("tab10", 10)
+_PALETTE = dict(zip(NORM_ORDER, [*_TAB10[:9], (0.15, 0.15, 0.15), _TAB10[9]]))
 
 
 def norm_palette(norms) -> dict:
