@@ -13,7 +13,6 @@ The verdicts are stored as a small results folder (`write_results`: ``manifest.j
 """
 
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -322,10 +321,3 @@ def load_results(path: str | Path) -> list[Verdict]:
         raise ResultsError(f"corrupt results file {file}: {err}") from None
     table["detail"] = table["detail"].fillna("").astype(str)
     return [Verdict(**row) for row in table.to_dict("records")]
-
-
-def run(seed: int = 0) -> tuple[list[Verdict], float]:
-    """`exact_checks` and its wall time in seconds."""
-    start = time.perf_counter()
-    verdicts = exact_checks(seed)
-    return verdicts, time.perf_counter() - start
