@@ -36,7 +36,7 @@ def claims_table(claims: pd.DataFrame | str | Path) -> Table:
         table.add_row(
             r.claim,
             f"[{style}]{r.verdict}[/]" if style else r.verdict,
-            str(r.statistic),
+            str(r.statistic).replace("`", ""),
             str(r.estimate),
             str(r.seeds),
             str(r.profile),
