@@ -24,8 +24,8 @@ def claims_table(claims: pd.DataFrame | str | Path) -> Table:
     for name, kw in (
         ("id", {"no_wrap": True}),
         ("verdict", {"no_wrap": True}),
-        ("statistic", {"ratio": 3}),
-        ("estimate [95% CI]", {"ratio": 1}),
+        ("statistic", {}),
+        ("estimate [95% CI]", {"no_wrap": True}),
         ("seeds", {"justify": "right"}),
         ("profile", {}),
         ("run", {}),
