@@ -206,7 +206,7 @@ def _cmd_verify(args, command: str) -> int:
                 failed_studies.append(name)
     index = build_report(find_runs(runs), args.out, command=command)
     claims = index.parent / "results" / "claims.csv"
-    Console(width=None if sys.stdout.isatty() else 150).print(claims_table(claims))
+    Console(width=None if sys.stdout.isatty() else 170).print(claims_table(claims))
     import pandas as pd
 
     table = pd.read_csv(claims, keep_default_na=False)

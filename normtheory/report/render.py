@@ -34,7 +34,7 @@ def find_runs(root: str | Path = "runs") -> list[Path]:
 
 def testers() -> dict[str, list[str]]:
     """claim -> the commands that test it: ``normtheory verify`` for the exact checks, then
-    ``normtheory run <study> --profile quick`` for every study declaring the claim."""
+    ``normtheory run <study>`` (quick profile) for every study declaring the claim."""
     out: dict[str, list[str]] = {c: ["normtheory verify"] for c in verify.EXACT_CLAIMS}
     for name in list_studies():
         try:
@@ -42,7 +42,7 @@ def testers() -> dict[str, list[str]]:
         except Exception:  # a broken study module must not break the report
             continue
         for claim in study.claims:
-            out.setdefault(claim, []).append(f"normtheory run {name} --profile quick")
+            out.setdefault(claim, []).append(f"normtheory run {name}")
     return out
 
 
