@@ -9,13 +9,14 @@ from collections import Counter
 from normtheory.report.tables import LEGEND, NOT_RUN, Section, meta
 
 _CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1200px;margin:2em auto;
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1320px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45}
 h1{margin-bottom:.2em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 table{border-collapse:collapse;margin:1em 0;font-size:.88em}
 th,td{border:1px solid #ccc;padding:4px 7px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}
-table.claims td:first-child{white-space:nowrap}table.claims td:nth-child(3){min-width:16em}table.claims td:nth-child(5){min-width:14em}
+table.claims{width:100%}table.claims td:first-child,td.num{white-space:nowrap}
+table.claims td:nth-child(3){min-width:15em}table.claims td:nth-child(5){min-width:14em}
 .supported{background:#d9f2d9}.refuted{background:#f8d7d7}.inconclusive{background:#fdf3cf}
 .exact-holds{background:#c6ecc6}.exact-fails{background:#f4bcbc}
 .notrun{background:#eee;color:#666}tr.notrun td{color:#777}
@@ -53,16 +54,21 @@ def html_page(sections: list[Section], rows: list[dict], provenance: str) -> str
     body = []
     for r in rows:
         cls = _cls(r["verdict"])
-        fig = f'<a href="#fig-{e(r["figure"])}">{e(r["figure"])}</a>' if r["figure"] else ""
-        cells = [r["claim"], r["source"], r["statement"]]
-        tail = [r["statistic"], r["estimate"], str(r["seeds"]), r["profile"]]
+        name = r["figure"].removeprefix(f"{r['run']}-")  # the run is in the title
+        fig = (
+            f'<a href="#fig-{e(r["figure"])}" title="{e(r["figure"])}">{e(name)}</a>'
+            if r["figure"]
+            else ""
+        )
+        source = r["source"].split(",")[0]  # authors and year; the title on hover
         title = f' title="{e(r["detail"])}"' if r["detail"] else ""
         body.append(
             f'<tr class="{"notrun" if r["verdict"] == NOT_RUN else ""}" data-claim="{e(r["claim"])}">'
-            + "".join(f"<td>{e(c)}</td>" for c in cells)
-            + f'<td class="verdict {cls}"{title}>{e(r["verdict"])}</td>'
-            + "".join(f"<td>{_e(c)}</td>" for c in tail)
-            + f"<td>{fig}</td></tr>"
+            f'<td>{e(r["claim"])}</td><td title="{e(r["source"])}">{e(source)}</td>'
+            f"<td>{e(r['statement'])}</td>"
+            f'<td class="verdict {cls}"{title}>{e(r["verdict"])}</td>'
+            f"<td>{_e(r['statistic'])}</td><td class='num'>{e(r['estimate'])}</td>"
+            f"<td>{r['seeds']}</td><td>{e(r['profile'])}</td><td>{fig}</td></tr>"
         )
     legend = "".join(
         f'<dt class="{_cls(w)}">{e(w)}</dt><dd>{e(text)}</dd>' for w, text in LEGEND.items()
@@ -79,7 +85,8 @@ def html_page(sections: list[Section], rows: list[dict], provenance: str) -> str
         f"<p class='prov'>{_e(provenance)}</p><h1>normtheory report</h1>",
         "<p>Which claims of the normalization literature hold at this scale: every claim of "
         "<code>shared/CLAIMS.md</code>, its verdict and the statistic behind it (hover a verdict "
-        f"for details; each study's section below has the figures). {e(summary_line(rows))}</p>",
+        "for details, a source for the paper's title; each run's section below has the "
+        f"figures). {e(summary_line(rows))}</p>",
         "<h2 id='claims'>Claims</h2><table class='claims'><tr>"
         + "".join(f"<th>{e(h)}</th>" for h in [*HEAD, "figure"])
         + "</tr>"
