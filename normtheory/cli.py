@@ -1,4 +1,4 @@
-"""Command line: ``normtheory list | run | report``.
+"""Command line: ``normtheory list | run | report | verify``.
 
 Exit codes: 0 all cells completed or diverged (divergence is a result); 1 some cells failed
 (stored with their error, retried on the next run); 2 bad input. Bad input (unknown study,
@@ -77,6 +77,27 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("runs", nargs="*", help="run folders (default: every run under runs/)")
     rep.add_argument("--out", default="reports", help="output folder (default reports/)")
     rep.add_argument("--figures-only", action="store_true", help="only re-render the figures")
+    ver = sub.add_parser(
+        "verify",
+        help="check the exact claims (seconds), run every study's quick profile (complete cells "
+        "are reused), write the report and print the claims table; exit 1 if an exact claim fails",
+    )
+    ver.add_argument("--skip-studies", action="store_true", help="exact checks and the report only")
+    ver.add_argument(
+        "--studies", default=None, help="comma-separated studies to run (default: all)"
+    )
+    ver.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = CUDA when present"
+    )
+    ver.add_argument("--out", default="reports", help="report folder (default reports/)")
+    ver.add_argument("--runs", default="runs", help="root of the run folders (default runs/)")
+    ver.add_argument("--seed", type=int, default=0, help="seed of the exact checks' problems")
+    ver.add_argument(
+        "--executor", default="local", choices=list(EXECUTORS), help="as for run (default local)"
+    )
+    ver.add_argument(
+        "--workers", type=int, default=None, help="processes for --executor process (default 2)"
+    )
     return parser
 
 
@@ -169,6 +190,82 @@ def _cmd_report(args, command: str) -> int:
     return 0
 
 
+def _cmd_verify(args, command: str) -> int:
+    import time
+
+    from rich.console import Console
+
+    from normtheory import verify
+    from normtheory.report import build_report, find_runs
+    from normtheory.report.terminal import claims_table
+    from normtheory.results import now
+    from normtheory.study import list_studies, load_study, run_study
+
+    known = list_studies()
+    names = known if args.studies is None else [s.strip() for s in args.studies.split(",") if s]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown study {unknown[0]!r}; known studies: {', '.join(known)}")
+    if args.workers is not None and args.executor == "local":
+        raise ValueError(f"--workers {args.workers} needs --executor process or ray, not local")
+    workers = args.workers if args.workers is not None else (1 if args.executor == "local" else 2)
+    runs = Path(args.runs)
+    start, started_at = time.perf_counter(), now()
+    verdicts = verify.exact_checks(args.seed)
+    verify.write_results(
+        verdicts,
+        runs / "verify",
+        command=command,
+        wall_time=time.perf_counter() - start,
+        started_at=started_at,
+    )
+    failed_exact = [v.claim for v in verdicts if v.verdict == "exact-fails"]
+    print(
+        f"exact checks: {len(verdicts) - len(failed_exact)} of {len(verdicts)} hold "
+        f"({time.perf_counter() - start:.1f} s) -> {runs / 'verify'}"
+    )
+    failed_studies = []
+    if not args.skip_studies:
+        for name in names:
+            study = load_study(name)
+            with _progress() as progress:
+                try:
+                    summary = run_study(
+                        study,
+                        profile="quick",
+                        device=args.device,
+                        out=runs / f"{name}-quick",
+                        executor=args.executor,
+                        workers=workers,
+                        progress=progress,
+                        command=command,
+                    )
+                except ValueError as err:  # e.g. a stored run with another config: go on
+                    print(f"{name}: not run: {err}", file=sys.stderr)
+                    failed_studies.append(name)
+                    continue
+            print(
+                f"{name}: {summary.completed} completed, {summary.skipped} reused, "
+                f"{summary.diverged} diverged, {summary.failed} failed"
+            )
+            if summary.failed:
+                failed_studies.append(name)
+    index = build_report(find_runs(runs), args.out, command=command)
+    claims = index.parent / "results" / "claims.csv"
+    Console(width=None if sys.stdout.isatty() else 170).print(claims_table(claims))
+    import pandas as pd
+
+    table = pd.read_csv(claims, keep_default_na=False)
+    failed_exact = sorted(set(table.loc[table["verdict"] == "exact-fails", "claim"]))
+    print(f"report: {index}")
+    if failed_studies:
+        print(f"studies with failed cells or not run: {', '.join(failed_studies)}", file=sys.stderr)
+    if failed_exact:
+        print(f"exact claims that fail: {', '.join(failed_exact)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
@@ -189,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_list(args)
         if args.command == "run":
             return _cmd_run(args, command)
+        if args.command == "verify":
+            return _cmd_verify(args, command)
         return _cmd_report(args, command)
     except (ValueError, FileNotFoundError) as err:  # ResultsError is a ValueError
         return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)

@@ -13,6 +13,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from normtheory.report.data import attach_data  # noqa: E402
+
 NORM_ORDER = (
     "batch",
     "ghost_batch",
@@ -26,7 +28,10 @@ NORM_ORDER = (
     "none",
     "batch+ws",
 )
-_PALETTE = dict(zip(NORM_ORDER, sns.color_palette("tab10", 10) + [(0.3, 0.3, 0.3)]))
+# tab10 in NORM_ORDER, except "none" (the baseline in most figures): near-black, since tab10's
+# 10th colour (cyan) is hard to tell from BN's blue; "batch+ws" takes the cyan instead.
+_TAB10 = sns.color_palette("tab10", 10)
+_PALETTE = dict(zip(NORM_ORDER, [*_TAB10[:9], (0.15, 0.15, 0.15), _TAB10[9]]))
 
 
 def norm_palette(norms) -> dict:
@@ -123,10 +128,12 @@ def metric_panels(
 ) -> plt.Figure:
     """One panel per metric (``metric -> y label``): mean over seeds vs `x` with a t-CI band, a
     line per `hue` value in the norm colours; with `logy`, geometric means and log-space CIs.
-    Missing metrics get a visible 'missing' panel."""
+    Missing metrics get a visible 'missing' panel. The summaries drawn are attached as the
+    figure's data (`normtheory.report.data.attach_data`)."""
     hues = norm_order(records[hue].dropna().unique()) if hue in records else []
     palette = norm_palette(hues)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    drawn = []
     for ax, (metric, label) in zip(axes[0], panels.items()):
         rows = records[records["metric"] == metric]
         if key is not None:
@@ -149,6 +156,7 @@ def metric_panels(
                 per_seed = sub.groupby([x, "seed"], as_index=False)["value"].mean()
                 summary = summarize_ci(per_seed, [x], "value", log=logy)
                 ci_line(ax, summary, x, color=palette[h], label=str(h), markersize=3)
+                drawn.append(summary.assign(metric=metric, ylabel=label, **{hue: h}))
         if logy:
             ax.set_yscale("log")
         ax.set(xlabel=x.replace("_", " "), ylabel=label)
@@ -159,4 +167,38 @@ def metric_panels(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    if drawn:
+        attach_data(fig, pd.concat(drawn, ignore_index=True))
     return fig
+
+
+def exact_checks_figure(verdicts: pd.DataFrame) -> plt.Figure:
+    """The exact checks (`normtheory verify`): each claim's measured error against its tolerance,
+    log scale (errors span 1e-17 … 1e-1); an error of exactly 0 is drawn at the axis floor.
+
+    Needs columns claim, verdict, estimate, statistic (a `Verdict` per row)."""
+    missing = require_columns(verdicts, ["claim", "verdict", "estimate", "statistic"], "verdicts")
+    if missing:
+        return missing_figure("exact checks", missing)
+    table = verdicts.assign(
+        tolerance=verdicts["statistic"].str.extract(r"tolerance ([0-9.eE+-]+)")[0].astype(float)
+    ).iloc[::-1]
+    floor = 1e-18
+    error = table["estimate"].abs().clip(lower=floor)
+    colors = ["seagreen" if v == "exact-holds" else "crimson" for v in table["verdict"]]
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(table) + 1.4))
+    y = np.arange(len(table))
+    ax.scatter(error, y, color=colors, zorder=3, label="measured error")
+    ax.scatter(table["tolerance"], y, marker="|", s=300, color="k", label="tolerance")
+    for yi, e, t in zip(y, error, table["tolerance"]):
+        ax.plot([e, t], [yi, yi], color="0.8", lw=1, zorder=1)
+    ax.axvline(2.2e-16, color="0.5", ls=":", lw=1, label="float64 ε")
+    ax.set_yticks(y, table["claim"])
+    ax.set_xscale("log")
+    ax.set_xlim(floor / 3, 1)
+    ax.set(xlabel="error (relative; IC-*: |ratio − claim|), log scale", title="")
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.suptitle("Exact checks: measured error vs tolerance (green: holds, red: fails)")
+    fig.tight_layout()
+    return attach_data(fig, table[["claim", "verdict", "estimate", "tolerance", "statistic"]])

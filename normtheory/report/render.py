@@ -1,47 +1,27 @@
-"""Builds ``index.html`` (self-contained: inline CSS, figures as files next to it) and ``README.md``.
+"""Builds ``index.html`` (self-contained: inline CSS, figures as files next to it), ``README.md``,
+``figures/`` and the tables behind them in ``results/``.
 
 Reads only stored run folders: verdicts and figures are recomputed from the tidy tables by the
-study's own functions, so a report regenerates without retraining.
+study's own functions, so a report regenerates without retraining. The exact-check results of
+``normtheory verify`` (`normtheory.verify.write_results`) are read like a run. Every claim of the
+catalogue gets a row; a claim no run tested, a run with missing cells or a verdict function that
+raises gives a visible "not run" / "partial" row, never a crash.
 """
 
-import html
-import math
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from normtheory.claims import CLAIMS
-from normtheory.report.figures import missing_figure
-from normtheory.results import MANIFEST, ResultsError, git_commit, now
-from normtheory.stats import Verdict, not_run
-from normtheory.study import Results, load_study
-
-_CSS = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:0.92em}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}
-th{background:#f3f3f3}.supported{background:#d9f2d9}.refuted{background:#f8d7d7}.inconclusive{background:#fdf3cf}
-.exact-holds{background:#c6ecc6}.exact-fails{background:#f4bcbc}
-.notrun{background:#eee;color:#777}.prov{color:#666;font-size:0.85em}img{max-width:100%;border:1px solid #ddd}
-code{background:#f5f5f5;padding:1px 3px}
-"""
-
-
-@dataclass
-class Section:
-    """One run in the report: its study, verdicts, figures and metadata."""
-
-    run: Path
-    study_name: str
-    title: str
-    description: str
-    manifest: dict
-    verdicts: list[Verdict]
-    figures: list[str] = field(default_factory=list)
-    cells: pd.DataFrame | None = None
-    error: str = ""
+from normtheory import verify
+from normtheory.report.data import figure_data
+from normtheory.report.figures import exact_checks_figure, missing_figure
+from normtheory.report.markup import html_page, markdown_page
+from normtheory.report.tables import Section, verdict_rows
+from normtheory.results import MANIFEST, ResultsError, RunDir, git_commit, now
+from normtheory.stats import not_run
+from normtheory.study import Results, list_studies, load_study
 
 
 def find_runs(root: str | Path = "runs") -> list[Path]:
@@ -52,14 +32,76 @@ def find_runs(root: str | Path = "runs") -> list[Path]:
     return sorted(p.parent for p in root.glob(f"*/{MANIFEST}"))
 
 
-def _fmt(x: float, digits: int = 3) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
+def testers() -> dict[str, list[str]]:
+    """claim -> the commands that test it: ``normtheory verify`` for the exact checks, then
+    ``normtheory run <study>`` (quick profile) for every study declaring the claim."""
+    out: dict[str, list[str]] = {c: ["normtheory verify"] for c in verify.EXACT_CLAIMS}
+    for name in list_studies():
+        try:
+            study = load_study(name)
+        except Exception:  # a broken study module must not break the report
+            continue
+        for claim in study.claims:
+            out.setdefault(claim, []).append(f"normtheory run {name}")
+    return out
 
 
-def _section(run: Path, out: Path, figures_only: bool) -> Section:
+def _save_figure(fig, stem: str, out: Path, sec: Section, partial_note: str) -> None:
+    if partial_note:  # a visible mark on every figure of an incomplete run
+        fig.text(0.5, 1.0, partial_note, ha="center", va="bottom", color="crimson", fontsize=11)
+    texts = [fig._suptitle.get_text() if fig._suptitle else ""] + [a.get_title() for a in fig.axes]
+    sec.figure_texts[stem] = " ".join(texts)
+    # No date metadata and a fixed SVG id salt: unchanged figures regenerate byte-identical.
+    png = out / "figures" / f"{stem}.png"
+    fig.savefig(png, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(
+        png.with_suffix(".svg"), bbox_inches="tight", metadata={"Date": None, "Creator": None}
+    )
+    data = figure_data(fig)
+    if len(data):
+        data.to_csv(out / "results" / f"{stem}.csv", index=False)
+        sec.figure_data.add(stem)
+    plt.close(fig)
+    sec.figures.append(stem)
+
+
+def _measured(sec: Section, results: Results) -> str:
+    config = sec.manifest.get("config", {})
+    cells = config.get("cells", [])
+    axes = [
+        f"{a} ∈ {{{', '.join(str(v) for v in dict.fromkeys(c.get(a) for c in cells))}}}"
+        for a in config.get("axes", [])
+    ]
+    cases = config.get("cases", [])
+    what = ", ".join(
+        (
+            [f"{len(cases)} cases ({', '.join(str(c.get('tag', c)) for c in cases)})"]
+            if cases
+            else []
+        )
+        + axes
+    )
+    metrics = sorted(results.records["metric"].dropna().unique()) if len(results.records) else []
+    shown = ", ".join(metrics[:14]) + (
+        f" and {len(metrics) - 14} more" if len(metrics) > 14 else ""
+    )
+    return (
+        f"Measured: {len(cells)} cell(s){f' ({what})' if what else ''} × "
+        f"{config.get('seeds', '?')} seed(s), {sec.complete} of {sec.expected} stored complete"
+        f"{' (PARTIAL)' if sec.partial else ''}; recorded metrics: {shown or 'none'}."
+    )
+
+
+def _study_section(run: Path, manifest: dict, out: Path, figures_only: bool) -> Section:
+    name = manifest.get("study", "?")
+    try:
+        study = load_study(manifest.get("study_path") or name)
+    except Exception as err:
+        reason = f"study {name!r} cannot be loaded: {type(err).__name__}: {err}"
+        return Section(run, name, "(study not found)", "", manifest, [], error=reason)
     results = Results.load(run)
-    manifest = results.manifest
-    study = load_study(manifest.get("study_path") or manifest["study"])
+    config = manifest.get("config", {})
+    cells = results.cells
     sec = Section(
         run,
         study.name,
@@ -67,83 +109,66 @@ def _section(run: Path, out: Path, figures_only: bool) -> Section:
         study.description.split("\n\n")[0],
         manifest,
         [],
-        cells=results.cells,
+        cells=cells,
+        expected=len(config.get("cells", [])) * int(config.get("seeds", 0) or 0),
+        complete=int((cells["status"] != "failed").sum()) if len(cells) else 0,
     )
+    sec.expected = max(sec.expected, sec.complete)
+    sec.measured = _measured(sec, results)
     if not figures_only:
-        try:
-            sec.verdicts = list(study.verdicts(results))
-        except Exception as err:  # a broken verdict must not hide the others
-            sec.error = f"verdicts failed: {type(err).__name__}: {err}"
-            traceback.print_exc()
+        if sec.complete == 0:
+            reason = f"no complete cells stored in {run} (0 of {sec.expected})"
+            sec.error = reason
+        else:
+            try:
+                sec.verdicts = list(study.verdicts(results))
+                reason = "no verdict from stored results"
+            except Exception as err:  # a broken verdict must not hide the others
+                sec.error = f"verdicts failed: {type(err).__name__}: {err}"
+                reason = f"verdict function failed ({type(err).__name__}: {err})"
+                traceback.print_exc()
+        if sec.partial:
+            reason += f"; partial run: {sec.complete} of {sec.expected} cells"
         done = {v.claim for v in sec.verdicts}
-        sec.verdicts += [
-            not_run(c, "no verdict from stored results") for c in study.claims if c not in done
-        ]
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    for name, fn in study.figures.items():
+        sec.verdicts += [not_run(c, reason) for c in study.claims if c not in done]
+    note = f"partial results: {sec.complete} of {sec.expected} cells" if sec.partial else ""
+    for fig_name, fn in study.figures.items():
         try:
             fig = fn(results)
         except Exception as err:
-            fig = missing_figure(name, [f"{type(err).__name__}: {err}"])
-        stem = f"{run.name}-{name}"
-        # No date metadata and a fixed SVG id salt: unchanged figures regenerate byte-identical.
-        fig.savefig(
-            png := out / "figures" / f"{stem}.png",
-            dpi=110,
-            bbox_inches="tight",
-            metadata={"Software": None},
-        )
-        fig.savefig(
-            png.with_suffix(".svg"), bbox_inches="tight", metadata={"Date": None, "Creator": None}
-        )
-        plt.close(fig)
-        sec.figures.append(stem)
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    results.cells.to_csv(out / "results" / f"{run.name}-cells.csv", index=False)
+            fig = missing_figure(fig_name, [f"{type(err).__name__}: {err}"])
+        _save_figure(fig, f"{run.name}-{fig_name}", out, sec, note)
+    cells.to_csv(out / "results" / f"{run.name}-cells.csv", index=False)
     return sec
 
 
-def _verdict_rows(sections: list[Section]) -> list[dict]:
-    rows = []
-    for sec in sections:
-        for v in sec.verdicts:
-            claim = CLAIMS.get(v.claim)
-            rows.append(
-                {
-                    "claim": v.claim,
-                    "source": claim.source if claim else "?",
-                    "statement": claim.statement if claim else "",
-                    "verdict": v.verdict,
-                    "statistic": v.statistic,
-                    "estimate": f"{_fmt(v.estimate)} [{_fmt(v.ci_low)}, {_fmt(v.ci_high)}]",
-                    "seeds": v.n_seeds,
-                    "profile": sec.manifest.get("profile", "?"),
-                    "run": sec.run.name,
-                    "figure": sec.figures[0] if sec.figures else "",
-                    "detail": v.detail,
-                }
-            )
-    return rows
-
-
-def _meta(sec: Section) -> dict:
-    m, cells = sec.manifest, sec.cells
-    wall = (
-        float(cells["wall_time"].fillna(0).sum())
-        if cells is not None and "wall_time" in cells
-        else math.nan
+def _exact_section(run: Path, manifest: dict, out: Path) -> Section:
+    verdicts = verify.load_results(run)
+    sec = Section(
+        run,
+        "verify",
+        "Exact checks: the identities, both sides computed",
+        "`normtheory verify` checks every exact claim on a small seeded float64 problem: both "
+        "sides of the identity from the library's measurement functions (autograd for the "
+        "left-hand side, the paper's closed form for the right), in seconds on a CPU.",
+        manifest,
+        verdicts,
     )
-    counts = cells["status"].value_counts().to_dict() if cells is not None and len(cells) else {}
-    return {
-        "commit": m.get("git_commit", "?"),
-        "torch": m.get("versions", {}).get("torch", "?"),
-        "device": m.get("device", "?"),
-        "profile": m.get("profile", "?"),
-        "cells": ", ".join(f"{v} {k}" for k, v in counts.items()) or "none",
-        "training wall time": f"{wall:.1f} s",
-        "started": m.get("started_at", "?"),
-        "finished": m.get("finished_at", "not finished"),
-    }
+    sec.measured = (
+        f"Measured: {len(verdicts)} identities, one seeded problem each; the error is relative "
+        "(|lhs − rhs| over the larger side) except for IC-CORR and IC-MI, which hold in "
+        "expectation over dropout masks and are compared with 4 standard errors of the ratio."
+    )
+    table = pd.DataFrame([v.to_dict() for v in verdicts])
+    _save_figure(exact_checks_figure(table), f"{run.name}-exact", out, sec, "")
+    return sec
+
+
+def _section(run: Path, out: Path, figures_only: bool) -> Section:
+    manifest = RunDir(run).manifest()
+    if manifest.get("kind") == verify.KIND:
+        return _exact_section(run, manifest, out)
+    return _study_section(run, manifest, out, figures_only)
 
 
 def build_report(
@@ -153,7 +178,13 @@ def build_report(
     command: str = "",
     figures_only: bool = False,
 ) -> Path:
-    """Writes the report for `run_dirs` into `out`; returns the path of index.html."""
+    """Writes the report for `run_dirs` into `out`; returns the path of index.html.
+
+    Files: ``index.html`` and ``README.md`` (provenance line first), ``figures/<run>-<name>``
+    ``.png``/``.svg``, ``results/<run>-<name>.csv`` (the data behind each figure),
+    ``results/<run>-cells.csv``, ``results/claims.csv`` and ``PROVENANCE.txt`` in both folders.
+    With `figures_only` only the figures and their data are written.
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ResultsError(f"report output {out} is a file, not a folder")
@@ -166,111 +197,21 @@ def build_report(
     provenance = (
         f"Generated by `{command or 'normtheory report'}` at commit {git_commit()} on {now()}."
     )
+    for sub in ("figures", "results"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
     sections = [_section(run, out, figures_only) for run in runs]
+    sections.sort(key=lambda s: s.manifest.get("kind") != verify.KIND)  # exact checks first
+    written = sorted(p.name for p in (out / "results").glob("*.csv"))
+    (out / "figures" / "PROVENANCE.txt").write_text(provenance + "\n")
     if figures_only:
         return out / "index.html"
-    rows = _verdict_rows(sections)
-    (out / "index.html").write_text(_html(sections, rows, provenance))
-    (out / "README.md").write_text(_markdown(sections, rows, provenance))
+    rows = verdict_rows(sections, testers())
     pd.DataFrame(rows).to_csv(out / "results" / "claims.csv", index=False)
+    (out / "results" / "PROVENANCE.txt").write_text(
+        f"{provenance}\nEvery CSV in this folder was written by that command: "
+        + ", ".join(sorted({*written, "claims.csv"}))
+        + "\n"
+    )
+    (out / "index.html").write_text(html_page(sections, rows, provenance))
+    (out / "README.md").write_text(markdown_page(sections, rows, provenance))
     return out / "index.html"
-
-
-def _html(sections: list[Section], rows: list[dict], provenance: str) -> str:
-    e = html.escape
-    head = [
-        "claim",
-        "source",
-        "statement",
-        "verdict",
-        "statistic",
-        "estimate [95% CI]",
-        "seeds",
-        "profile",
-        "figure",
-    ]
-    body = []
-    for r in rows:
-        cls = r["verdict"].replace(" ", "")
-        fig = f'<a href="#{e(r["run"])}">{e(r["figure"])}</a>' if r["figure"] else ""
-        cells = [
-            r["claim"],
-            r["source"],
-            r["statement"],
-            r["verdict"],
-            r["statistic"],
-            r["estimate"],
-            str(r["seeds"]),
-            r["profile"],
-        ]
-        body.append(
-            "<tr>"
-            + "".join(
-                f'<td class="{cls}">{e(c)}</td>' if i == 3 else f"<td>{e(c)}</td>"
-                for i, c in enumerate(cells)
-            )
-            + f"<td>{fig}</td></tr>"
-        )
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>normtheory report</title><style>{_CSS}</style></head><body>",
-        f"<p class='prov'>{e(provenance)}</p><h1>normtheory report</h1><h2>Claims</h2>",
-        "<table><tr>"
-        + "".join(f"<th>{e(h)}</th>" for h in head)
-        + "</tr>"
-        + "".join(body)
-        + "</table>",
-    ]
-    for sec in sections:
-        parts.append(
-            f"<h2 id='{e(sec.run.name)}'>{e(sec.study_name)}: {e(sec.title)}</h2><p>{e(sec.description)}</p>"
-        )
-        if sec.error:
-            parts.append(f"<p class='refuted'>{e(sec.error)}</p>")
-        for v in sec.verdicts:
-            if v.detail:
-                parts.append(f"<p><b>{e(v.claim)}</b> ({e(v.verdict)}): {e(v.detail)}</p>")
-        parts += [
-            f"<figure><img src='figures/{e(f)}.png' alt='{e(f)}'><figcaption>{e(f)}</figcaption></figure>"
-            for f in sec.figures
-        ]
-        parts.append(
-            "<table>"
-            + "".join(
-                f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in _meta(sec).items()
-            )
-            + "</table>"
-        )
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-def _markdown(sections: list[Section], rows: list[dict], provenance: str) -> str:
-    lines = [
-        f"<!-- {provenance} -->",
-        f"_{provenance}_",
-        "",
-        "# normtheory report",
-        "",
-        "## Claims",
-        "",
-        "| claim | source | statement | verdict | statistic | estimate [95% CI] | seeds | profile |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['claim']} | {r['source']} | {r['statement']} | **{r['verdict']}** | {r['statistic']} | {r['estimate']} | {r['seeds']} | {r['profile']} |"
-        for r in rows
-    ]
-    for sec in sections:
-        lines += ["", f"## {sec.study_name}: {sec.title}", "", sec.description, ""]
-        if sec.error:
-            lines += [f"> {sec.error}", ""]
-        lines += [f"- **{v.claim}** ({v.verdict}): {v.detail}" for v in sec.verdicts if v.detail]
-        lines += [
-            "",
-            *[f"![{f}](figures/{f}.png)" for f in sec.figures],
-            "",
-            "| run metadata | |",
-            "|---|---|",
-        ]
-        lines += [f"| {k} | {v} |" for k, v in _meta(sec).items()]
-    return "\n".join(lines) + "\n"

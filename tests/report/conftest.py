@@ -1,0 +1,56 @@
+"""Tiny run folders for the report tests: a user study of a few training steps (with a figure
+drawn by the shared helpers and a verdict), a copy with missing cells, a study whose verdict
+function raises, and the exact checks of ``normtheory verify``."""
+
+import shutil
+
+import pytest
+
+from normtheory.cli import main
+
+STUDY = '''
+"""A tiny study for the report tests: BN vs no norm on a Gaussian mixture."""
+from normtheory.experiment import TrainCell
+from normtheory.report.figures import metric_panels
+from normtheory.stats import mean_ci, verdict
+from normtheory.study import Grid, Profile, Study
+
+BASE = TrainCell(dataset="gaussian_mixture", arch="mlp", width=8, depth=1, steps=10, batch_size=16)
+
+
+def verdicts(results):
+    {body}
+    return [verdict("GN-BATCH", "final test acc", mean_ci(results.cells.final_test_acc), "greater")]
+
+
+STUDY = Study(
+    name="{name}", title="tiny {name}", claims=("GN-BATCH", "BN-LR"),
+    profiles={{"quick": Profile(Grid(BASE, {{"norm": ("batch", "none")}}), seeds=2)}},
+    verdicts=verdicts,
+    figures={{"loss": lambda r: metric_panels(r.records, {{"outcome.train_loss": "train loss"}},
+                                              title="BN-LR: loss")}},
+)
+'''
+
+
+@pytest.fixture(scope="session")
+def report_runs(tmp_path_factory):
+    """{name: run folder}: ``tiny``, ``partial`` (2 of 4 cells removed), ``broken`` (verdicts
+    raise) and ``verify`` (exact checks)."""
+    root = tmp_path_factory.mktemp("report_runs")
+    runs = {}
+    for name, body in (("tiny", "pass"), ("broken", "raise RuntimeError('boom')")):
+        path = root / f"{name}.py"
+        path.write_text(STUDY.format(name=name, body=body))
+        out = root / "runs" / name
+        assert main(["run", str(path), "--device", "cpu", "--out", str(out)]) == 0
+        runs[name] = out
+    partial = root / "runs" / "partial"
+    shutil.copytree(runs["tiny"], partial)
+    for record in sorted((partial / "cells").glob("*.json"))[:2]:
+        record.unlink()
+    runs["partial"] = partial
+    from normtheory import verify
+
+    runs["verify"] = verify.write_results(verify.exact_checks(), root / "runs" / "verify")
+    return runs
