@@ -165,9 +165,11 @@ def _exact_section(run: Path, manifest: dict, out: Path) -> Section:
 
 
 def _section(run: Path, out: Path, figures_only: bool) -> Section:
-    manifest = RunDir(run).manifest()
+    run_dir = RunDir(run)
+    manifest = run_dir.manifest()
     if manifest.get("kind") == verify.KIND:
         return _exact_section(run, manifest, out)
+    run_dir.check()  # a corrupt or foreign file is an error naming it, not a silent row
     return _study_section(run, manifest, out, figures_only)
 
 

@@ -37,7 +37,7 @@ def test_ghost_batch(tmp_path):
     out, claims = _run("ghost_batch", tmp_path, "batch_size=16", "examples=96", "width=4")
     assert list(claims["claim"]) == ["GHOST-REG", "GHOST-REG"]
     assert set(claims["verdict"]) <= ALLOWED
-    assert all(f"{t}:" in claims["detail"][0] for t in GHOST_ORDER)
+    assert all(f"{t}:" in claims["detail"].iloc[0] for t in GHOST_ORDER)
     _figures(tmp_path, ["accuracy"])
     table = outcomes(Results.load(out))
     assert len(table) == len(GHOST_ORDER) * 2 and set(table["tag"]) == set(GHOST_ORDER)
