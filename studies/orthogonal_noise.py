@@ -241,6 +241,16 @@ def _panels(table: pd.DataFrame, height: float = 3.6):
     return fig, dict(zip(setups, axes[0]))
 
 
+# SGD, SGD+momentum and Adam all sit at 1: distinct markers and dashes keep each visible.
+_LINE = {
+    "SGD": {"marker": "o", "ms": 7, "mfc": "none", "lw": 2.5},
+    "SGD+momentum": {"marker": "x", "ms": 5, "lw": 1.5, "ls": "--"},
+    "SGD+WD": {"marker": "o", "ms": 3},
+    "SGD+WRS": {"marker": "o", "ms": 3},
+    "Adam": {"marker": "s", "ms": 2.5, "lw": 1, "ls": ":"},
+}
+
+
 def orthogonal_component(results: Results):
     """‖W_tP⊥‖/‖W_0P⊥‖ per optimizer and setup, with the theory lines 1 and (1 − ηλ)^t."""
     table = orth_table(results).dropna(subset=["ratio"]) if len(results.records) else pd.DataFrame()
@@ -253,7 +263,7 @@ def orthogonal_component(results: Results):
             rows = sub[sub["tag"] == tag]
             if len(rows):
                 s = summarize_ci(rows, ["updates"], "ratio", log=True)
-                ax.plot(s["updates"], s["mean"], color=COLORS[tag], label=tag, marker="o", ms=3)
+                ax.plot(s["updates"], s["mean"], color=COLORS[tag], label=tag, **_LINE[tag])
                 ax.fill_between(
                     s["updates"], s["low"], s["high"], color=COLORS[tag], alpha=0.2, lw=0
                 )
@@ -290,7 +300,7 @@ def drift(results: Results):
             rows = sub[sub["tag"] == tag]
             if len(rows):
                 s = summarize_ci(rows, ["updates"], "drift", log=True)
-                ax.plot(s["updates"], s["mean"], color=COLORS[tag], label=tag, marker="o", ms=3)
+                ax.plot(s["updates"], s["mean"], color=COLORS[tag], label=tag, **_LINE[tag])
         ax.axhline(TOL, color="crimson", ls="--", lw=1, label=f"tolerance {TOL:g} (float32)")
         ax.set(
             yscale="log",

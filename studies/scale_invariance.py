@@ -144,7 +144,7 @@ def growth(results: Results):
     ax1.set(
         xlabel="step",
         ylabel="‖w‖ of conv2",
-        title="Weight norm (SGD: grows; +WD: shrinks toward equilibrium)",
+        title="Weight norm (SGD grows it; WD shrinks it)",
     )
     _curves(ax2, eff[eff["key"] == "conv2.weight"], log=True)
     ax2.set(
