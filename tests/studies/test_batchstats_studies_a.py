@@ -3,10 +3,8 @@ on tiny grids: the claims get verdicts, the figures are drawn, and the stored nu
 what they must equal (w = 0 is the standard evaluation; the decay arms differ only in γ/β)."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from normtheory.cli import main
 from normtheory.study import Results
 from studies.example_weighing import MULTIPLES, weighing_table
 from studies.gamma_beta_decay import ORDER as DECAY_ORDER
@@ -18,38 +16,23 @@ ALLOWED = {"supported", "refuted", "inconclusive", "not run"}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _run(study, tmp_path, *overrides, seeds="2"):
-    out = tmp_path / "run"
-    argv = ["run", study, "--seeds", seeds, "--device", "cpu", "--out", str(out), *overrides]
-    assert main(argv) == 0
-    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
-    claims = pd.read_csv(tmp_path / "rep" / "results" / "claims.csv")
-    return out, claims[claims["run"] == "run"]  # the table also lists the claims no run tested
-
-
-def _figures(tmp_path, names):
-    for name in names:
-        png = tmp_path / "rep" / "figures" / f"run-{name}.png"
-        assert png.exists() and png.stat().st_size > 10_000, name
-
-
-def test_ghost_batch(tmp_path):
-    out, claims = _run("ghost_batch", tmp_path, "batch_size=16", "examples=96", "width=4")
+def test_ghost_batch(study_cli):
+    out, claims = study_cli.run("ghost_batch", "batch_size=16", "examples=96", "width=4")
     assert list(claims["claim"]) == ["GHOST-REG", "GHOST-REG"]
     assert set(claims["verdict"]) <= ALLOWED
     assert all(f"{t}:" in claims["detail"].iloc[0] for t in GHOST_ORDER)
-    _figures(tmp_path, ["accuracy"])
+    study_cli.figures(["accuracy"])
     table = outcomes(Results.load(out))
     assert len(table) == len(GHOST_ORDER) * 2 and set(table["tag"]) == set(GHOST_ORDER)
     assert np.isfinite(table[["gap", "train_set_loss"]]).all().all()
     assert table["train_set_acc"].between(0, 1).all()
 
 
-def test_example_weighing(tmp_path):
-    out, claims = _run("example_weighing", tmp_path, "batch_size=4,8", "examples=96", "width=4")
+def test_example_weighing(study_cli):
+    out, claims = study_cli.run("example_weighing", "batch_size=4,8", "examples=96", "width=4")
     assert list(claims["claim"]) == ["EX-WEIGH"] * 3
     assert set(claims["verdict"]) <= ALLOWED
-    _figures(tmp_path, ["weighing"])
+    study_cli.figures(["weighing"])
     results = Results.load(out)
     table = weighing_table(results)
     assert len(table) == 2 * 2 * len(MULTIPLES) * 4  # batch × seed × w × metric
@@ -64,12 +47,12 @@ def test_example_weighing(tmp_path):
     assert (gaps >= 0).all() and np.isfinite(gaps).all()
 
 
-def test_gamma_beta_decay(tmp_path):
-    out, claims = _run("gamma_beta_decay", tmp_path, "batch_size=8,16", "examples=64", "width=4")
+def test_gamma_beta_decay(study_cli):
+    out, claims = study_cli.run("gamma_beta_decay", "batch_size=8,16", "examples=64", "width=4")
     assert list(claims["claim"]) == ["GAMMA-WD", "GAMMA-WD"]
     assert [s.split(":")[0] for s in claims["statistic"]] == ["B = 8", "B = 16"]
     assert set(claims["verdict"]) <= ALLOWED
-    _figures(tmp_path, ["accuracy"])
+    study_cli.figures(["accuracy"])
     cells = Results.load(out).cells
     assert set(cells["tag"]) == set(DECAY_ORDER) and len(cells) == 4 * 2 * 2
     # The arms share seed and data, so they differ only through γ/β decay, which acts once γ, β

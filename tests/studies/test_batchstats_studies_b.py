@@ -5,7 +5,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from normtheory.cli import main
 from normtheory.study import Results
 from studies.batch_group import error_table
 from studies.batch_group import verdicts as bgn_verdicts
@@ -16,29 +15,14 @@ ALLOWED = {"supported", "refuted", "inconclusive", "not run"}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _run(study, tmp_path, *overrides, seeds="2"):
-    out = tmp_path / "run"
-    argv = ["run", study, "--seeds", seeds, "--device", "cpu", "--out", str(out), *overrides]
-    assert main(argv) == 0
-    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
-    claims = pd.read_csv(tmp_path / "rep" / "results" / "claims.csv")
-    return out, claims[claims["run"] == "run"]  # the table also lists the claims no run tested
-
-
-def _figures(tmp_path, names):
-    for name in names:
-        png = tmp_path / "rep" / "figures" / f"run-{name}.png"
-        assert png.exists() and png.stat().st_size > 10_000, name
-
-
-def test_batch_group(tmp_path):
-    out, claims = _run(
-        "batch_group", tmp_path, "batch_size=1,2", "examples=16", "width=4", "groups=2"
+def test_batch_group(study_cli):
+    out, claims = study_cli.run(
+        "batch_group", "batch_size=1,2", "examples=16", "width=4", "groups=2"
     )
     assert list(claims["claim"]) == ["BGN-TINY", "BGN-TINY"]
     assert set(claims["verdict"]) <= ALLOWED
     assert all("B=1" in d and "B=2" in d for d in claims["detail"])
-    _figures(tmp_path, ["error_vs_batch"])
+    study_cli.figures(["error_vs_batch"])
     cells = error_table(Results.load(out))
     assert len(cells) == 3 * 2 * 2 and set(cells["status"]) == {"completed"}
     assert (cells["steps_done"] == 16 // cells["batch_size"]).all()  # equal examples seen
@@ -73,10 +57,9 @@ def test_batch_group_verdicts_on_known_errors():
     )
 
 
-def test_singularities(tmp_path):
-    out, claims = _run(
+def test_singularities(study_cli):
+    out, claims = study_cli.run(
         "singularities",
-        tmp_path,
         "steps=8",
         "batch_size=16",
         "width=4",
@@ -89,7 +72,7 @@ def test_singularities(tmp_path):
     estimates = claims["estimate"].str.split().str[0].astype(float)  # "0.1 [0.05, 0.2]"
     assert np.isfinite(estimates).all()
     assert claims["detail"].str.contains("Spearman").all()
-    _figures(tmp_path, ["drift", "accuracy_relation"])
+    study_cli.figures(["drift", "accuracy_relation"])
     results = Results.load(out)
     singular = results.records[results.records["metric"].str.startswith("singular.")]
     assert set(singular["key"]) == {"norm1", "norm2"}
