@@ -54,25 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = CUDA when present"
     )
     run.add_argument("--out", default=None, help="run folder (default runs/<study>-<profile>)")
-    run.add_argument(
-        "--executor",
-        default="local",
-        choices=list(EXECUTORS),
-        help="local: in-process, one cell at a time (default); process: a pool of --workers "
-        "processes; ray: a Ray cluster (--ray-address) or a local Ray instance",
-    )
-    run.add_argument(
-        "--workers", type=int, default=None, help="processes for --executor process (default 2)"
-    )
-    run.add_argument(
-        "--ray-address", default=None, help="auto or HOST:PORT of a Ray cluster (default: local)"
-    )
-    run.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads per cell (default 1, so numbers do not depend on the executor)",
-    )
+    _add_executor_options(run)
     rep = sub.add_parser("report", help="build the report from stored run folders")
     rep.add_argument("runs", nargs="*", help="run folders (default: every run under runs/)")
     rep.add_argument("--out", default="reports", help="output folder (default reports/)")
@@ -92,13 +74,43 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--out", default="reports", help="report folder (default reports/)")
     ver.add_argument("--runs", default="runs", help="root of the run folders (default runs/)")
     ver.add_argument("--seed", type=int, default=0, help="seed of the exact checks' problems")
-    ver.add_argument(
-        "--executor", default="local", choices=list(EXECUTORS), help="as for run (default local)"
+    _add_executor_options(ver)
+    return parser
+
+
+def _add_executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--executor",
+        default="local",
+        choices=list(EXECUTORS),
+        help="local: in-process, one cell at a time (default); process: a pool of --workers "
+        "processes; ray: a Ray cluster (--ray-address) or a local Ray instance",
     )
-    ver.add_argument(
+    parser.add_argument(
         "--workers", type=int, default=None, help="processes for --executor process (default 2)"
     )
-    return parser
+    parser.add_argument(
+        "--ray-address", default=None, help="auto or HOST:PORT of a Ray cluster (default: local)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per cell (default 1, so numbers do not depend on the executor)",
+    )
+
+
+def _executor_kwargs(args) -> dict:
+    """The sweep's executor arguments; --workers only means something for a pool."""
+    if args.workers is not None and args.executor == "local":
+        raise ValueError(f"--workers {args.workers} needs --executor process or ray, not local")
+    workers = args.workers if args.workers is not None else (1 if args.executor == "local" else 2)
+    return {
+        "executor": args.executor,
+        "workers": workers,
+        "threads": args.threads,
+        "ray_address": args.ray_address,
+    }
 
 
 def _progress():
@@ -143,9 +155,7 @@ def _cmd_run(args, command: str) -> int:
 
     study = load_study(args.study)
     overrides = _overrides(args.overrides)
-    if args.workers is not None and args.executor == "local":
-        raise ValueError(f"--workers {args.workers} needs --executor process or ray, not local")
-    workers = args.workers if args.workers is not None else (1 if args.executor == "local" else 2)
+    executor = _executor_kwargs(args)
     with _progress() as progress:
         summary = run_study(
             study,
@@ -154,10 +164,7 @@ def _cmd_run(args, command: str) -> int:
             device=args.device,
             out=args.out,
             overrides=overrides,
-            executor=args.executor,
-            workers=workers,
-            threads=args.threads,
-            ray_address=args.ray_address,
+            **executor,
             progress=progress,
             command=command,
         )
@@ -206,9 +213,7 @@ def _cmd_verify(args, command: str) -> int:
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown study {unknown[0]!r}; known studies: {', '.join(known)}")
-    if args.workers is not None and args.executor == "local":
-        raise ValueError(f"--workers {args.workers} needs --executor process or ray, not local")
-    workers = args.workers if args.workers is not None else (1 if args.executor == "local" else 2)
+    executor = _executor_kwargs(args)
     runs = Path(args.runs)
     start, started_at = time.perf_counter(), now()
     verdicts = verify.exact_checks(args.seed)
@@ -235,8 +240,7 @@ def _cmd_verify(args, command: str) -> int:
                         profile="quick",
                         device=args.device,
                         out=runs / f"{name}-quick",
-                        executor=args.executor,
-                        workers=workers,
+                        **executor,
                         progress=progress,
                         command=command,
                     )

@@ -93,13 +93,13 @@ def _measured(sec: Section, results: Results) -> str:
 
 
 def _study_section(run: Path, manifest: dict, out: Path, figures_only: bool) -> Section:
+    results = Results.load(run)  # first: a corrupt or foreign file is an error naming it
     name = manifest.get("study", "?")
     try:
         study = load_study(manifest.get("study_path") or name)
     except Exception as err:
         reason = f"study {name!r} cannot be loaded: {type(err).__name__}: {err}"
         return Section(run, name, "(study not found)", "", manifest, [], error=reason)
-    results = Results.load(run)
     config = manifest.get("config", {})
     cells = results.cells
     sec = Section(
@@ -165,11 +165,9 @@ def _exact_section(run: Path, manifest: dict, out: Path) -> Section:
 
 
 def _section(run: Path, out: Path, figures_only: bool) -> Section:
-    run_dir = RunDir(run)
-    manifest = run_dir.manifest()
+    manifest = RunDir(run).manifest()
     if manifest.get("kind") == verify.KIND:
         return _exact_section(run, manifest, out)
-    run_dir.check()  # a corrupt or foreign file is an error naming it, not a silent row
     return _study_section(run, manifest, out, figures_only)
 
 
