@@ -111,24 +111,26 @@ def verdicts(results: Results):
         index=["batch_size", "seed"], columns=["metric", "multiple"], values="value"
     )
     acc, gap, out = wide["test_acc"], wide["loss_gap"].abs(), wide["output_gap"]
-    per = table[table["metric"] == "test_acc"].groupby(["batch_size", "multiple"])["value"].mean()
+    means = wide.groupby(level="batch_size").mean()  # rows B; columns (metric, multiple)
+    sizes = list(means.index)
     detail = (
         "test accuracy (mean over seeds) at w = 0 / ¼B⁻¹ / ½B⁻¹ / B⁻¹ / 2B⁻¹ / 4B⁻¹ — "
         + "; ".join(
-            f"B={b}: " + " / ".join(f"{per[b][m]:.3f}" for m in MULTIPLES if m in per[b])
-            for b in sorted(per.index.get_level_values(0).unique())
+            f"B={b}: " + " / ".join(f"{means.loc[b, ('test_acc', m)]:.3f}" for m in MULTIPLES)
+            for b in sizes
         )
     )
-    gaps = table[table["metric"] == "loss_gap"].groupby(["batch_size", "multiple"])["value"].mean()
-    outs = table[table["metric"] == "output_gap"].groupby(["batch_size", "multiple"])["value"]
-    outs = outs.mean()
-    sizes = sorted(gaps.index.get_level_values(0).unique())
-    gap_detail = "eval − train loss (signed) on training batches at w = 0 → 1/B — " + "; ".join(
-        f"B={b}: {gaps[b][0.0]:+.3f} → {gaps[b][1.0]:+.3f}" for b in sizes
+
+    def change(metric: str, fmt: str) -> str:
+        return "; ".join(
+            f"B={b}: {means.loc[b, (metric, 0.0)]:{fmt}} → {means.loc[b, (metric, 1.0)]:{fmt}}"
+            for b in sizes
+        )
+
+    gap_detail = "eval − train loss (signed) on training batches at w = 0 → 1/B — " + change(
+        "loss_gap", "+.3f"
     )
-    out_detail = "‖f_train − f_eval‖ / ‖f_eval‖ at w = 0 → 1/B — " + "; ".join(
-        f"B={b}: {outs[b][0.0]:.3f} → {outs[b][1.0]:.3f}" for b in sizes
-    )
+    out_detail = "‖f_train − f_eval‖ / ‖f_eval‖ at w = 0 → 1/B — " + change("output_gap", ".3f")
     return [
         verdict(
             "EX-WEIGH",

@@ -104,11 +104,11 @@ def accuracy(results: Results):
     sizes = sorted(table["batch_size"].unique())
     pos = {b: i for i, b in enumerate(sizes)}
     offsets = dict(zip(ORDER, np.linspace(-0.24, 0.24, len(ORDER))))
-    for tag in ORDER:
-        s = summarize_ci(table[table["tag"] == tag], ["batch_size"], "final_test_acc")
-        x = s["batch_size"].map(pos) + offsets[tag]
-        ax1.errorbar(
-            x,
+
+    def points(ax, frame: pd.DataFrame, column: str, tag: str) -> None:
+        s = summarize_ci(frame[frame["tag"] == tag], ["batch_size"], column)
+        ax.errorbar(
+            s["batch_size"].map(pos) + offsets[tag],
             s["mean"],
             yerr=[s["mean"] - s["low"], s["high"] - s["mean"]],
             fmt="o",
@@ -117,23 +117,12 @@ def accuracy(results: Results):
             ms=5,
             capsize=2,
         )
+
     changes = paired_changes(results)
-    for tag in ORDER[1:]:
-        sub = changes[changes["tag"] == tag]
-        if sub.empty:
-            continue
-        s = summarize_ci(sub, ["batch_size"], "change")
-        x = s["batch_size"].map(pos) + offsets[tag]
-        ax2.errorbar(
-            x,
-            s["mean"],
-            yerr=[s["mean"] - s["low"], s["high"] - s["mean"]],
-            fmt="o",
-            color=COLORS[tag],
-            label=tag,
-            ms=5,
-            capsize=2,
-        )
+    for tag in ORDER:
+        points(ax1, table, "final_test_acc", tag)
+        if tag in set(changes["tag"]):
+            points(ax2, changes, "change", tag)
     ax2.axhline(0, color="gray", ls="--", lw=1)
     for ax in (ax1, ax2):
         ax.set_xticks(range(len(sizes)), [str(b) for b in sizes])
