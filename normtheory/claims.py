@@ -1,148 +1,162 @@
-"""The catalogue of claims normtheory tests (mirrors ``shared/CLAIMS.md``; ids are stable).
+"""The claims registry: every claim normtheory tests and its pre-registered test.
 
-Each claim is either *exact* (an identity checked to floating-point precision) or *empirical*
-(a study measures it over seeds and `normtheory.stats` gives it a verdict).
+The data lives in ``claims.toml`` next to this module (``CLAIMS.md`` at the repository root is the
+human text). Per claim it fixes *before* any result is judged: the statistics a study must
+report (by name), each one's direction and smallest effect size of interest (SESOI), which are
+primary, the rule that combines the primary rows into one claim-level verdict, the manipulation
+checks that decide whether the claim is testable at the scale run, and the minimum number of
+independent seeds. Studies compute the named statistics; `normtheory.verdicts` applies the test.
+
+A test is identified by `Test.digest`, a hash of its content; `test_history` finds the commit at
+which it last changed, so a run made under an older test is flagged in the report.
 """
 
-from dataclasses import dataclass
+import hashlib
+import json
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+REGISTRY = Path(__file__).with_name("claims.toml")
+DIRECTIONS = ("greater", "less", "two-sided", "equivalent", "exact")
+OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+       "<": lambda a, b: a < b}  # fmt: skip
+RULES = ("all", "any")
+KINDS = ("exact", "empirical")
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """A registered statistic of a claim.
+
+    Attributes:
+        name: what the study reports it as (unique within the claim).
+        text: what it is, in words.
+        direction: ``greater`` / ``less`` (the claim predicts statistic > null / < null),
+            ``two-sided`` (an effect either way), ``equivalent`` (statistic = null within
+            ± sesoi) or ``exact`` (an identity: |value| ≤ sesoi, the tolerance).
+        sesoi: smallest effect size of interest, in the statistic's units.
+        null: the value under "no effect" (a non-inferiority margin moves it off 0).
+        primary: whether the row enters the claim-level rule (others are shown, not counted).
+        per: a condition the study reports one row for each value of (e.g. ``batch_size``).
+    """
+
+    name: str
+    text: str
+    direction: str
+    sesoi: float
+    null: float = 0.0
+    primary: bool = True
+    per: str = ""
+
+    def __post_init__(self):
+        if self.direction not in DIRECTIONS:
+            raise ValueError(
+                f"statistic {self.name!r}: unknown direction {self.direction!r}; "
+                f"valid: {', '.join(DIRECTIONS)}"
+            )
+        if self.sesoi < 0:
+            raise ValueError(f"statistic {self.name!r}: sesoi must be ≥ 0, got {self.sesoi}")
+
+
+@dataclass(frozen=True)
+class Check:
+    """A manipulation check: the study reports `value`; the check passes when
+    ``value <op> threshold``. A failed check makes the claim "not testable at this scale"."""
+
+    name: str
+    text: str
+    op: str
+    threshold: float
+
+    def __post_init__(self):
+        if self.op not in OPS:
+            raise ValueError(
+                f"check {self.name!r}: unknown op {self.op!r}; valid: {', '.join(OPS)}"
+            )
+
+    def passes(self, value: float) -> bool:
+        return value == value and OPS[self.op](value, self.threshold)  # NaN fails
+
+
+@dataclass(frozen=True)
+class Test:
+    """A claim's pre-registered test (see the module docstring)."""
+
+    statistics: tuple[Statistic, ...]
+    checks: tuple[Check, ...] = ()
+    rule: str = "all"
+    min_seeds: int = 5
+    alpha: float = 0.05
+
+    def __post_init__(self):
+        if self.rule not in RULES:
+            raise ValueError(f"unknown rule {self.rule!r}; valid: {', '.join(RULES)}")
+        names = [s.name for s in self.statistics]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate statistic names in {names}")
+
+    def statistic(self, name: str) -> Statistic:
+        for s in self.statistics:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def primary(self) -> tuple[Statistic, ...]:
+        return tuple(s for s in self.statistics if s.primary)
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim: stable id, the paper it comes from, one line of what it says, its kind."""
+    """One claim: stable id, its source and setting, one line of what it says, its test."""
 
     id: str
     source: str
     statement: str
-    kind: str  # "exact" | "empirical" | "mechanism"
+    kind: str
+    setting: str = ""
+    paper: str = ""
+    paper_effect: float | None = None
+    study: str = ""
+    scale_needed: str = ""
+    test: Test = field(default_factory=lambda: Test(()))
+
+    @property
+    def digest(self) -> str:
+        """12 hex digits of the SHA-256 of the claim's registry entry (its test and wording)."""
+        return _digest(self)
 
 
-_CHEN = "Chen et al. 2019, Rethinking the usage of BN and Dropout (IC layer)"
-_SANTURKAR = "Santurkar et al. 2018, How does BN help optimization?"
-_QIAO = "Qiao et al. 2019, Weight Standardization"
-_LIU = "Liu et al. 2021, Implicit biases of SGD on BN-DNNs / weight rescaling"
-_SUMMERS = "Summers & Dinneen 2019, Four things everyone should know to improve BN"
+def _digest(claim: Claim) -> str:
+    text = json.dumps(asdict(claim), sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
-_CLAIMS = (
-    Claim(
-        "IC-CORR",
-        _CHEN,
-        "Dropout with keep prob q scales the correlation of zero-mean units by q",
-        "exact",
-    ),
-    Claim(
-        "IC-MI", _CHEN, "Dropout with keep prob q scales pairwise mutual information by q²", "exact"
-    ),
-    Claim(
-        "IC-ORDER",
-        _CHEN,
-        "W→ReLU→BN→Dropout→W trains faster and more stably than W→BN→ReLU",
-        "empirical",
-    ),
-    Claim(
-        "IC-SIGN",
-        _CHEN,
-        "After plain ReLU every per-sample weight-gradient row has one sign",
-        "mechanism",
-    ),
-    Claim(
-        "BN-SMOOTH",
-        _SANTURKAR,
-        "BN narrows the loss range and lowers effective β-smoothness along the gradient",
-        "empirical",
-    ),
-    Claim("BN-GRAD", _SANTURKAR, "Thm 4.1 (1/m form): BN's gradient-norm identity", "exact"),
-    Claim(
-        "BN-HESS", _SANTURKAR, "Thm 4.2: BN's quadratic-form identity along the gradient", "exact"
-    ),
-    Claim("WS-GRAD", _QIAO, "WS's gradient-norm identity for one output channel", "exact"),
-    Claim(
-        "WS-SMOOTH",
-        _QIAO,
-        "GN+WS has smaller effective β-smoothness and top Hessian eigenvalue than GN",
-        "empirical",
-    ),
-    Claim(
-        "BN-DEPTH-HESS",
-        "Yao et al. 2020, PyHessian",
-        "Removing BN raises the top eigenvalue and trace for deep residual nets",
-        "empirical",
-    ),
-    Claim(
-        "BN-LR",
-        "Bjorck et al. 2018, Understanding BN",
-        "The largest stable learning rate with BN is far larger than without",
-        "empirical",
-    ),
-    Claim(
-        "SI-ORTH", _LIU, "A scale-invariant weight has ⟨w, ∇L⟩ = 0 and ∇L(cw) = ∇L(w)/c", "exact"
-    ),
-    Claim(
-        "SI-GROWTH",
-        _LIU,
-        "SGD: ‖w_{t+1}‖² = (1−ηλ)²‖w_t‖² + η²‖g_t‖² for scale-invariant w",
-        "exact",
-    ),
-    Claim(
-        "SPAN-ORTH",
-        _LIU,
-        "SGD never changes W·P⊥ (orthogonal to the input span); WD shrinks it as (1−ηλ)^t",
-        "exact",
-    ),
-    Claim(
-        "WRS",
-        _LIU,
-        "Per-channel weight rescaling removes orthogonal noise and trains as well as WD",
-        "empirical",
-    ),
-    Claim(
-        "GN-BATCH",
-        "Wu & He 2018, Group Normalization",
-        "BN's error rises sharply as the batch shrinks while GN stays flat",
-        "empirical",
-    ),
-    Claim(
-        "WS-MICRO", _QIAO, "GN+WS at batch 1–2 matches or beats BN at a large batch", "empirical"
-    ),
-    Claim(
-        "FRN-BATCH",
-        "Singh & Krishnan 2019, Filter Response Normalization",
-        "FRN+TLU is batch-independent and beats GN at small batches",
-        "empirical",
-    ),
-    Claim(
-        "GHOST-REG",
-        _SUMMERS,
-        "Ghost BN regularizes and improves test accuracy at small and medium batches",
-        "empirical",
-    ),
-    Claim(
-        "EX-WEIGH",
-        _SUMMERS,
-        "Inference example weighing (w ≈ 1/B) improves test accuracy",
-        "empirical",
-    ),
-    Claim(
-        "GAMMA-WD",
-        _SUMMERS,
-        "Weight decay on γ (toward 1) and β (toward 0) changes accuracy",
-        "empirical",
-    ),
-    Claim(
-        "BGN-TINY",
-        "Zhou et al. 2020, Batch Group Normalization",
-        "Batch-Group Norm beats both BN and GN at very small batch sizes",
-        "empirical",
-    ),
-    Claim(
-        "WS-SINGULAR",
-        _QIAO,
-        "Without batch statistics nets drift toward elimination singularities; WS avoids them",
-        "empirical",
-    ),
-)
 
-CLAIMS: dict[str, Claim] = {c.id: c for c in _CLAIMS}
+def parse_registry(text: str) -> dict[str, Claim]:
+    """Claims from the TOML text of a registry (see ``claims.toml`` for the fields)."""
+    data = tomllib.loads(text)
+    out = {}
+    for cid, entry in data.items():
+        entry = dict(entry)
+        stats = tuple(Statistic(**s) for s in entry.pop("statistics", ()))
+        checks = tuple(Check(**c) for c in entry.pop("checks", ()))
+        test_kw = {k: entry.pop(k) for k in ("rule", "min_seeds", "alpha") if k in entry}
+        claim = Claim(id=cid, test=Test(stats, checks, **test_kw), **entry)
+        if claim.kind not in KINDS:
+            raise ValueError(f"claim {cid}: unknown kind {claim.kind!r}; valid: {', '.join(KINDS)}")
+        out[cid] = claim
+    return out
+
+
+CLAIMS: dict[str, Claim] = parse_registry(REGISTRY.read_text(encoding="utf-8"))
 
 
 def get_claim(claim_id: str) -> Claim:
@@ -151,3 +165,53 @@ def get_claim(claim_id: str) -> Claim:
         return CLAIMS[claim_id]
     except KeyError:
         raise ValueError(f"unknown claim {claim_id!r}; known claims: {', '.join(CLAIMS)}") from None
+
+
+def digests(claim_ids=None) -> dict[str, str]:
+    """claim id -> `Claim.digest` (all claims, or those named)."""
+    ids = CLAIMS if claim_ids is None else claim_ids
+    return {c: CLAIMS[c].digest for c in ids if c in CLAIMS}
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=REGISTRY.parent, capture_output=True, text=True, timeout=20
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+@cache
+def test_history() -> dict[str, str]:
+    """claim id -> the short commit at which its registry entry last changed: the newest commit
+    touching ``claims.toml`` whose version of the entry has the current digest while its parent's
+    differs. ``"uncommitted"`` when the working copy differs from every commit; ``""`` outside
+    a git checkout."""
+    rel = REGISTRY.name
+    commits = _git("log", "--format=%h", "--", rel).split()
+    if not commits:
+        return {}
+    current = digests()
+    out: dict[str, str] = {}
+    newer = None  # (commit, digests) of the newer commit in the walk
+    for commit in commits:
+        try:
+            old = {
+                c: v.digest for c, v in parse_registry(_git("show", f"{commit}:./{rel}")).items()
+            }
+        except Exception:  # an unreadable old version ends the walk
+            old = {}
+        for cid, digest in current.items():
+            if cid in out:
+                continue
+            if newer is None and old.get(cid) != digest:
+                out[cid] = "uncommitted"
+            elif newer is not None and old.get(cid) != digest:
+                out[cid] = newer[0]
+        newer = (commit, old)
+        if len(out) == len(current):
+            break
+    for cid in current:
+        out.setdefault(cid, commits[-1])  # unchanged since the registry's first commit
+    return out

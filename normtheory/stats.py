@@ -1,9 +1,13 @@
-"""Verdict statistics shared by every study.
+"""Verdict statistics: intervals, p-values, equivalence, multiplicity and power.
 
-The rule: a claim predicts the sign of a statistic (``direction="greater"``: > 0, ``"less"``:
-< 0). The statistic is estimated over seeds with a confidence interval; the claim is
-*supported* if the CI excludes 0 in the claimed direction, *refuted* if it excludes 0 the other
-way, otherwise *inconclusive*. With fewer than two seeds there is no interval: inconclusive.
+Every estimate carries its standard error and degrees of freedom, so a registered test
+(`normtheory.claims`) can be applied to it: one-sided t-tests for directional claims, two one-sided
+tests (TOST) for equivalence, Holm's correction across a claim's rows, and the minimum detectable
+effect at 80 % power for an inconclusive row. `normtheory.verdicts` does the deciding.
+
+No interval of width zero decides anything: when every sample is equal (e.g. a quantity read off
+a grid) `mean_ci` widens the standard error to the grid's resolution (`resolution`, the
+quantization error's sd r/√12), or returns no interval at all.
 """
 
 import math
@@ -12,36 +16,51 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestPower
 
-DIRECTIONS = ("greater", "less")
-VERDICTS = ("supported", "refuted", "inconclusive")
 EXACT = ("exact-holds", "exact-fails")
+NOT_TESTABLE = "not testable at this scale"
+NOT_RUN = "not run"
+VERDICTS = ("supported", "refuted", "inconclusive", NOT_TESTABLE, *EXACT, NOT_RUN)
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """A point estimate with a confidence interval and the number of samples behind it."""
+    """A point estimate with a CI, its standard error, degrees of freedom and sample size.
+
+    `low`/`high` are NaN when there is no interval (fewer than 2 samples, or zero spread and no
+    resolution given); `se`/`df` are NaN likewise."""
 
     value: float
     low: float
     high: float
     n: int
     method: str
+    se: float = math.nan
+    df: float = math.nan
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """A claim's verdict with its statistic.
+    """One row of a claim's test: a statistic, its estimate and the decision on it.
 
     Attributes:
         claim: claim id (see `normtheory.claims`).
-        verdict: supported / refuted / inconclusive.
-        statistic: what was estimated, in words (e.g. "BN error rise − GN error rise, 2→32").
-        estimate, ci_low, ci_high: the statistic and its CI.
+        verdict: one of `VERDICTS`.
+        statistic: what was estimated, in words.
+        estimate, ci_low, ci_high: the statistic and its (two-sided, `level`) CI.
         level: the CI's confidence level.
-        n_seeds: samples behind the CI.
-        method: ``t`` or ``bootstrap`` or ``slope``.
-        detail: extra context for the report (preconditions, scale caveats, sub-statistics).
+        n_seeds: independent seeds behind the estimate.
+        method: ``t``, ``slope``, ``max`` (exact) or ``-``.
+        detail: extra context (per-condition means, caveats).
+        name: the registered statistic's name ("" for rows made outside the registry).
+        condition: the sub-condition of a per-condition row (e.g. ``batch_size=4``).
+        primary: whether the row enters the claim-level rule.
+        p_value, p_adjusted: one-sided p of the claimed effect; Holm-adjusted across the claim's
+            primary rows.
+        power: for an inconclusive row, what it rules out and its minimum detectable effect.
+        note: a qualifier of the verdict (``underpowered``, ``below SESOI``, ``reversal``).
     """
 
     claim: str
@@ -54,9 +73,21 @@ class Verdict:
     n_seeds: int
     method: str
     detail: str = ""
+    name: str = ""
+    condition: str = ""
+    primary: bool = True
+    p_value: float = math.nan
+    p_adjusted: float = math.nan
+    power: str = ""
+    note: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def label(self) -> str:
+        """The verdict with its qualifier, e.g. ``inconclusive (underpowered)``."""
+        return f"{self.verdict} ({self.note})" if self.note else self.verdict
 
 
 def _clean(values: Sequence[float]) -> np.ndarray:
@@ -68,42 +99,37 @@ def mean_ci(
     values: Sequence[float],
     *,
     level: float = 0.95,
-    method: str = "t",
-    n_boot: int = 9999,
-    seed: int = 0,
+    resolution: float = 0.0,
 ) -> Estimate:
-    """Mean of `values` with a t or percentile-bootstrap CI (non-finite values are dropped).
+    """Mean of `values` (one per independent seed) with a Student-t CI; non-finite values are
+    dropped.
 
     Args:
         values: one number per seed (or per paired seed difference).
         level: confidence level in (0, 1).
-        method: ``t`` (Student t interval) or ``bootstrap`` (scipy's BCa bootstrap).
+        resolution: the grid step the values are quantized to (0: continuous). The sample sd is
+            floored at resolution/√12, the sd of a uniform quantization error, so equal values
+            read off a grid give an interval as wide as the grid allows, never [x, x]. With no
+            resolution, zero spread gives no interval (method ``zero-spread``).
     """
-    if method not in ("t", "bootstrap"):
-        raise ValueError(f"unknown CI method {method!r}; valid: t, bootstrap")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
+    if resolution < 0:
+        raise ValueError(f"resolution must be ≥ 0, got {resolution}")
     arr = _clean(values)
     n = len(arr)
     if n == 0:
-        return Estimate(math.nan, math.nan, math.nan, 0, method)
+        return Estimate(math.nan, math.nan, math.nan, 0, "t")
     mean = float(arr.mean())
     if n < 2:
-        return Estimate(mean, math.nan, math.nan, n, method)
-    if np.ptp(arr) == 0:
-        return Estimate(mean, mean, mean, n, method)
-    if method == "t":
-        low, high = stats.t.interval(level, n - 1, loc=mean, scale=stats.sem(arr))
-    else:
-        res = stats.bootstrap(
-            (arr,),
-            np.mean,
-            confidence_level=level,
-            n_resamples=n_boot,
-            rng=np.random.default_rng(seed),
-        )
-        low, high = res.confidence_interval
-    return Estimate(mean, float(low), float(high), n, method)
+        return Estimate(mean, math.nan, math.nan, n, "t")
+    sd = float(arr.std(ddof=1))
+    sd = max(sd, resolution / math.sqrt(12))
+    if sd == 0:
+        return Estimate(mean, math.nan, math.nan, n, "zero-spread")
+    se, df = sd / math.sqrt(n), n - 1
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    return Estimate(mean, mean - half, mean + half, n, "t", se, df)
 
 
 def paired_diff_ci(a: Sequence[float], b: Sequence[float], **kw) -> Estimate:
@@ -124,81 +150,74 @@ def slope_ci(x: Sequence[float], y: Sequence[float], *, level: float = 0.95) -> 
         slope = float(stats.linregress(x, y).slope) if n >= 2 and np.ptp(x) > 0 else math.nan
         return Estimate(slope, math.nan, math.nan, n, "slope")
     fit = stats.linregress(x, y)
+    if fit.stderr == 0:
+        return Estimate(float(fit.slope), math.nan, math.nan, n, "zero-spread")
     half = stats.t.ppf(0.5 + level / 2, n - 2) * fit.stderr
-    return Estimate(float(fit.slope), float(fit.slope - half), float(fit.slope + half), n, "slope")
-
-
-def decide(low: float, high: float, direction: str) -> str:
-    """Supported / refuted / inconclusive from a CI and the claimed sign of the statistic."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return "inconclusive"
-    if low > 0:
-        return "supported" if direction == "greater" else "refuted"
-    if high < 0:
-        return "supported" if direction == "less" else "refuted"
-    return "inconclusive"
-
-
-def verdict(
-    claim: str,
-    statistic: str,
-    estimate: Estimate,
-    direction: str,
-    *,
-    level: float = 0.95,
-    detail: str = "",
-) -> Verdict:
-    """Packs an `Estimate` and the claimed direction into a `Verdict`."""
-    return Verdict(
-        claim=claim,
-        verdict=decide(estimate.low, estimate.high, direction),
-        statistic=statistic,
-        estimate=estimate.value,
-        ci_low=estimate.low,
-        ci_high=estimate.high,
-        level=level,
-        n_seeds=estimate.n,
-        method=estimate.method,
-        detail=detail,
+    return Estimate(
+        float(fit.slope),
+        float(fit.slope - half),
+        float(fit.slope + half),
+        n,
+        "slope",
+        float(fit.stderr),
+        n - 2,
     )
 
 
-def equivalence(
-    claim: str,
-    statistic: str,
-    estimate: Estimate,
-    target: float,
-    margin: float,
-    *,
-    level: float = 0.95,
-    detail: str = "",
-) -> Verdict:
-    """The verdict of a claim that a statistic equals `target` (e.g. a fitted slope of 1):
-    *supported* when the whole CI lies within target ± margin (equivalence, as two one-sided
-    tests), *refuted* when the whole CI lies outside it, else *inconclusive*."""
-    low, high = estimate.low, estimate.high
-    if not (math.isfinite(low) and math.isfinite(high)):
-        decision = "inconclusive"
-    elif target - margin <= low and high <= target + margin:
-        decision = "supported"
-    elif high < target - margin or low > target + margin:
-        decision = "refuted"
-    else:
-        decision = "inconclusive"
-    return Verdict(
-        claim=claim,
-        verdict=decision,
-        statistic=f"{statistic} (claim: {target:g} ± {margin:g})",
-        estimate=estimate.value,
-        ci_low=low,
-        ci_high=high,
-        level=level,
-        n_seeds=estimate.n,
-        method=estimate.method,
-        detail=detail,
+def _t(est: Estimate, null: float) -> float:
+    return (est.value - null) / est.se
+
+
+def p_greater(est: Estimate, null: float = 0.0) -> float:
+    """One-sided p-value of H0: μ ≤ null against μ > null (NaN without a standard error)."""
+    if not (est.se > 0 and est.df > 0):
+        return math.nan
+    return float(stats.t.sf(_t(est, null), est.df))
+
+
+def p_less(est: Estimate, null: float = 0.0) -> float:
+    """One-sided p-value of H0: μ ≥ null against μ < null."""
+    if not (est.se > 0 and est.df > 0):
+        return math.nan
+    return float(stats.t.cdf(_t(est, null), est.df))
+
+
+def p_two_sided(est: Estimate, null: float = 0.0) -> float:
+    """Two-sided p-value of H0: μ = null."""
+    if not (est.se > 0 and est.df > 0):
+        return math.nan
+    return float(2 * stats.t.sf(abs(_t(est, null)), est.df))
+
+
+def p_tost(est: Estimate, low: float, high: float) -> float:
+    """Two one-sided tests: p-value of H0: μ ≤ low or μ ≥ high against low < μ < high
+    (the larger of the two one-sided p-values)."""
+    return max(p_greater(est, low), p_less(est, high))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (statsmodels); NaN entries stay NaN and do not count."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, math.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="holm")[1]
+    return out.tolist()
+
+
+def mde(
+    sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8, alternative: str = "larger"
+) -> float:
+    """Minimum detectable effect of a one-sample (or paired) t-test: the smallest true mean
+    shift that a test at level `alpha` detects with probability `power` given `n` samples of
+    standard deviation `sd` (statsmodels' noncentral-t power solver, times sd).
+    `alternative`: ``larger`` (one-sided) or ``two-sided``. NaN when n < 2 or sd is not > 0."""
+    if n < 2 or not (sd > 0):
+        return math.nan
+    d = TTestPower().solve_power(
+        effect_size=None, nobs=n, alpha=alpha, power=power, alternative=alternative
     )
+    return float(d) * sd
 
 
 def exact(
@@ -209,6 +228,7 @@ def exact(
     *,
     n: int,
     detail: str = "",
+    name: str = "",
 ) -> Verdict:
     """The verdict of an exact claim: ``exact-holds`` when the worst deviation `value`
     (e.g. the largest relative residual over all steps and seeds) is at most `tolerance`
@@ -226,9 +246,10 @@ def exact(
         n_seeds=n,
         method="max",
         detail=detail,
+        name=name,
     )
 
 
 def not_run(claim: str, reason: str) -> Verdict:
     """A placeholder verdict for a claim whose data is missing (shown as 'not run')."""
-    return Verdict(claim, "not run", reason, math.nan, math.nan, math.nan, math.nan, 0, "-", reason)
+    return Verdict(claim, NOT_RUN, reason, math.nan, math.nan, math.nan, math.nan, 0, "-", reason)

@@ -27,7 +27,7 @@ import pandas as pd
 from normtheory.experiment import run_train_cell
 from normtheory.hooks import Hook, LossAccuracy
 from normtheory.results import RunDir, load, load_cells
-from normtheory.stats import Verdict
+from normtheory.claims import get_claim
 from normtheory.sweep import RunSummary, run_sweep
 
 
@@ -171,7 +171,9 @@ class Study:
         profiles: at least ``quick`` and ``full``.
         hooks: ``cell -> [Hook]``, the measurements of each cell.
         run_cell: ``(cell, seed, *, device, hooks, progress) -> TrainResult``.
-        verdicts: ``Results -> [Verdict]``.
+        statistics: ``Results -> [Sample | Exact | CheckValue]``: the values of the claims'
+            registered statistics and manipulation checks (`normtheory.verdicts`); the registry
+            decides the verdicts (`normtheory.verdicts.judge_study`).
         figures: name -> ``Results -> matplotlib Figure``.
         description: what the study measures (defaults to the module docstring).
         source: the .py file a user study was loaded from ("" for the ``studies`` package).
@@ -183,10 +185,14 @@ class Study:
     profiles: dict[str, Profile]
     hooks: Callable[[Any], list[Hook]] = _default_hooks
     run_cell: Callable[..., Any] = run_train_cell
-    verdicts: Callable[[Results], list[Verdict]] = lambda results: []
+    statistics: Callable[[Results], list] = lambda results: []
     figures: dict[str, Callable[[Results], Any]] = field(default_factory=dict)
     description: str = ""
     source: str = ""
+
+    def __post_init__(self):
+        for claim in self.claims:
+            get_claim(claim)  # an unknown id raises, naming the known ones
 
     def profile(self, name: str) -> Profile:
         if name not in self.profiles:

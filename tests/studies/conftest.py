@@ -1,5 +1,5 @@
 """The smoke-run helper of the study tests: run a study through the CLI on a tiny grid, build its
-report, and read back its claims and figures."""
+report, and read back its statistic rows, its claim-level verdicts and its figures."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from normtheory.cli import main
+from normtheory.study import load_study
 
 
 @dataclass
@@ -16,13 +17,26 @@ class StudyCLI:
 
     def run(self, study: str, *overrides: str, seeds: str = "2") -> tuple[Path, pd.DataFrame]:
         """`normtheory run STUDY` into root/run, then `normtheory report` into root/rep; returns
-        the run folder and the claims rows of this run (the table also lists untested claims)."""
+        the run folder and the statistic rows of this run (``results/rows.csv``: claim, name,
+        condition, primary, verdict, note, statistic, estimate, ci_low, ci_high, n_seeds, ...).
+
+        Fails when the study's statistics raise or leave one of its own claims "not run": a
+        smoke run must exercise every claim the study declares."""
         out = self.root / "run"
         argv = ["run", study, "--seeds", seeds, "--device", "cpu", "--out", str(out), *overrides]
         assert main(argv) == 0
         assert main(["report", str(out), "--out", str(self.root / "rep")]) == 0
-        claims = pd.read_csv(self.root / "rep" / "results" / "claims.csv")
-        return out, claims[claims["run"] == "run"]
+        claims = self.claims()
+        own = claims[claims["claim"].isin(load_study(study).claims)]
+        broken = own[own["verdict"] == "not run"]
+        assert broken.empty, f"claims left not run by their own smoke run:\n{broken[['claim', 'reason']]}"
+        rows = pd.read_csv(self.root / "rep" / "results" / "rows.csv", keep_default_na=False,
+                           na_values=["nan", "NaN", ""])  # fmt: skip
+        return out, rows[rows["run"] == "run"]
+
+    def claims(self) -> pd.DataFrame:
+        """The report's claim-level table (``results/claims.csv``, one row per claim)."""
+        return pd.read_csv(self.root / "rep" / "results" / "claims.csv", keep_default_na=False)
 
     def figures(self, names) -> None:
         """Each named figure of the run was drawn (a PNG of real content, not a stub)."""
