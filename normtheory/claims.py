@@ -7,7 +7,7 @@ primary, the rule that combines the primary rows into one claim-level verdict, t
 checks that decide whether the claim is testable at the scale run, and the minimum number of
 independent seeds. Studies compute the named statistics; `normtheory.verdicts` applies the test.
 
-A test is identified by `Test.digest`, a hash of its content; `test_history` finds the commit at
+A test is identified by `Test.digest`, a hash of its content; `registered_at` finds the commit at
 which it last changed, so a run made under an older test is flagged in the report.
 """
 
@@ -183,7 +183,7 @@ def _git(*args: str) -> str:
 
 
 @cache
-def test_history() -> dict[str, str]:
+def registered_at() -> dict[str, str]:
     """claim id -> the short commit at which its registry entry last changed: the newest commit
     touching ``claims.toml`` whose version of the entry has the current digest while its parent's
     differs. ``"uncommitted"`` when the working copy differs from every commit; ``""`` outside
