@@ -7,7 +7,7 @@ primary, the rule that combines the primary rows into one claim-level verdict, t
 checks that decide whether the claim is testable at the scale run, and the minimum number of
 independent seeds. Studies compute the named statistics; `normtheory.verdicts` applies the test.
 
-A test is identified by `Test.digest`, a hash of its content; `registered_at` finds the commit at
+A test is identified by `Claim.digest`, a hash of its content; `registered_at` finds the commit at
 which it last changed, so a run made under an older test is flagged in the report.
 """
 

@@ -54,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = CUDA when present"
     )
     run.add_argument("--out", default=None, help="run folder (default runs/<study>-<profile>)")
+    run.add_argument(
+        "--until-decided",
+        action="store_true",
+        help="after the profile's seeds, add --seed-step seeds at a time (reusing every stored "
+        "cell) until each claim is decided or --max-seeds is reached; tests are Bonferroni-"
+        "corrected for the planned looks",
+    )
+    run.add_argument("--max-seeds", type=int, default=20, help="cap for --until-decided (20)")
+    run.add_argument("--seed-step", type=int, default=2, help="seeds added per look (2)")
     _add_executor_options(run)
     rep = sub.add_parser("report", help="build the report from stored run folders")
     rep.add_argument("runs", nargs="*", help="run folders (default: every run under runs/)")
@@ -156,18 +165,30 @@ def _cmd_run(args, command: str) -> int:
     study = load_study(args.study)
     overrides = _overrides(args.overrides)
     executor = _executor_kwargs(args)
+    kw = dict(
+        profile=args.profile,
+        seeds=args.seeds,
+        device=args.device,
+        out=args.out,
+        overrides=overrides,
+        **executor,
+        command=command,
+    )
     with _progress() as progress:
-        summary = run_study(
-            study,
-            profile=args.profile,
-            seeds=args.seeds,
-            device=args.device,
-            out=args.out,
-            overrides=overrides,
-            **executor,
-            progress=progress,
-            command=command,
-        )
+        if args.until_decided:
+            from normtheory.sequential import run_until_decided
+
+            state = run_until_decided(
+                study,
+                max_seeds=args.max_seeds,
+                step=args.seed_step,
+                on_look=lambda s: print(s.line(), flush=True),
+                progress=progress,
+                **kw,
+            )
+            summary = state.summary
+        else:
+            summary = run_study(study, progress=progress, **kw)
     print(summary.line(study.name))
     if summary.failed:
         for error in summary.errors[:5]:
@@ -256,7 +277,7 @@ def _cmd_verify(args, command: str) -> int:
                 failed_studies.append(name)
     index = build_report(find_runs(runs), args.out, command=command)
     claims = index.parent / "results" / "claims.csv"
-    Console(width=None if sys.stdout.isatty() else 170).print(claims_table(claims))
+    Console(width=None if sys.stdout.isatty() else 120).print(claims_table(claims))
     import pandas as pd
 
     table = pd.read_csv(claims, keep_default_na=False)

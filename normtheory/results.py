@@ -167,17 +167,21 @@ class RunDir:
         if path.exists():
             self.check()
             old = _read_json(path)
-            if old.get("config") != manifest["config"]:
+            old_config, new_config = old.get("config", {}), manifest["config"]
+            if _without_seeds(old_config) != _without_seeds(new_config):
                 keys = sorted(
                     k
-                    for k in set(old.get("config", {})) | set(manifest["config"])
-                    if old.get("config", {}).get(k) != manifest["config"].get(k)
+                    for k in set(old_config) | set(new_config)
+                    if k != "seeds" and old_config.get(k) != new_config.get(k)
                 )
                 raise ResultsError(
                     f"{self.path} holds a run with a different config (differs in: {', '.join(keys)}); "
                     "choose another --out folder or delete that one"
                 )
-            manifest = {**old, "resumed_at": now()}
+            # More seeds extend the same run (cells of the first seeds are reused, never a
+            # different config); fewer seeds leave the stored ones in place.
+            seeds = max(int(old_config.get("seeds", 0) or 0), int(new_config.get("seeds", 0) or 0))
+            manifest = {**old, "config": {**old_config, "seeds": seeds}, "resumed_at": now()}
         elif self.path.is_dir() and any(self.path.iterdir()):
             first = sorted(p.name for p in self.path.iterdir())[0]
             raise ResultsError(
@@ -319,3 +323,7 @@ def load_cells(path: str | os.PathLike) -> pd.DataFrame:
         for s in run.cell_summaries()
     ]
     return pd.DataFrame(rows)
+
+
+def _without_seeds(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "seeds"}

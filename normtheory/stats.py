@@ -124,6 +124,8 @@ def mean_ci(
     if n < 2:
         return Estimate(mean, math.nan, math.nan, n, "t")
     sd = float(arr.std(ddof=1))
+    if np.ptp(arr) <= 1e-12 * max(1.0, abs(mean)):  # equal up to rounding: no spread
+        sd = 0.0
     sd = max(sd, resolution / math.sqrt(12))
     if sd == 0:
         return Estimate(mean, math.nan, math.nan, n, "zero-spread")

@@ -24,10 +24,10 @@ from typing import Any
 
 import pandas as pd
 
+from normtheory.claims import get_claim
 from normtheory.experiment import run_train_cell
 from normtheory.hooks import Hook, LossAccuracy
 from normtheory.results import RunDir, load, load_cells
-from normtheory.claims import get_claim
 from normtheory.sweep import RunSummary, run_sweep
 
 

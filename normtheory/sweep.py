@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from normtheory.claims import digests
 from normtheory.executors import EXECUTORS, Job, Outcome, check_executor, execute
 from normtheory.results import RunDir, git_commit, now, versions
 from normtheory.train import resolve_device
@@ -115,6 +116,7 @@ def run_sweep(
             "started_at": now(),
             "command": command,
             "study_path": study.source,
+            "tests": digests(study.claims),  # the registered tests in force at the first start
         }
     )
     run.update_manifest(

@@ -256,7 +256,7 @@ def train(
         if task is not None:
             progress.update(task, advance=1, description=f"loss {last_loss:.3g}")
     steps_done = step + 1 if status == "completed" else step
-    final = {"train_loss": last_loss}
+    final = {"train_loss": last_loss, "n_params": float(sum(p.numel() for p in model.parameters()))}
     if status == "completed":
         final.update(run_eval(steps_done))
     ctx.step, ctx.extras = steps_done, {**ctx.extras, "status": status}

@@ -203,8 +203,10 @@ def _row(claim: Claim, stat: Statistic, item: Sample) -> tuple:
     return row, est, p_sup, p_ref, p_rev
 
 
-def _decide(row: Verdict, est: Estimate, stat: Statistic, p_sup, p_ref, p_rev, claim) -> Verdict:
-    alpha, test = claim.test.alpha, claim.test
+def _decide(
+    row: Verdict, est: Estimate, stat: Statistic, p_sup, p_ref, p_rev, claim, looks
+) -> Verdict:
+    alpha, test = claim.test.alpha / looks, claim.test
     if row.n_seeds < test.min_seeds:
         note = f"underpowered: {row.n_seeds} < {test.min_seeds} seeds"
         return _replace(row, "inconclusive", note=note, p_adjusted=p_sup)
@@ -225,8 +227,10 @@ def _replace(row: Verdict, verdict: str, **kw) -> Verdict:
     return replace(row, verdict=verdict, **kw)
 
 
-def judge_claim(claim_id: str, evidence: Iterable[Evidence]) -> ClaimVerdict:
+def judge_claim(claim_id: str, evidence: Iterable[Evidence], *, looks: int = 1) -> ClaimVerdict:
     """The claim-level verdict of `claim_id` from the evidence given for it (see module doc).
+    `looks`: the planned number of sequential looks at the data (`normtheory.sequential`);
+    every test is then at α/looks.
 
     Raises ValueError for a statistic or check the registry does not hold for the claim, or a
     per-condition statistic reported without its condition."""
@@ -285,13 +289,18 @@ def judge_claim(claim_id: str, evidence: Iterable[Evidence]) -> ClaimVerdict:
         if i in prim:
             k = prim.index(i)
             p_sup, p_ref = adj_sup[k], adj_ref[k]
-        decided = _decide(row, est, stat, p_sup, p_ref, p_rev, claim)
+        decided = _decide(row, est, stat, p_sup, p_ref, p_rev, claim, looks)
         rows.append(_replace(decided, decided.verdict, p_value=row.p_value))
     rows = exact_rows + passed_rows + rows
     rows.sort(key=lambda r: not r.primary)
     checks = [(c, check_values.get(c.name, math.nan), c.passes(check_values.get(c.name, math.nan)))
               for c in test.checks]  # fmt: skip
-    return _combine(claim, rows, checks, check_values)
+    out = _combine(claim, rows, checks, check_values)
+    if looks > 1 and claim.kind != "exact":
+        out.reason += (
+            f" (sequential: each test at α = {claim.test.alpha:g}/{looks}, {looks} planned looks)"
+        )
+    return out
 
 
 def _combine(claim: Claim, rows, checks, check_values) -> ClaimVerdict:
@@ -367,14 +376,16 @@ def _combine(claim: Claim, rows, checks, check_values) -> ClaimVerdict:
 
 
 def judge(
-    evidence: Iterable[Evidence], claim_ids: Iterable[str] | None = None
+    evidence: Iterable[Evidence], claim_ids: Iterable[str] | None = None, *, looks: int = 1
 ) -> dict[str, ClaimVerdict]:
     """claim id -> `ClaimVerdict` for `claim_ids` (default: every claim the evidence names)."""
     evidence = list(evidence)
     ids = list(dict.fromkeys(claim_ids if claim_ids is not None else (e.claim for e in evidence)))
-    return {c: judge_claim(c, evidence) for c in ids}
+    return {c: judge_claim(c, evidence, looks=looks) for c in ids}
 
 
 def judge_study(study, results) -> dict[str, ClaimVerdict]:
-    """The verdict of every claim `study` declares, from `study.statistics(results)`."""
-    return judge(study.statistics(results), study.claims)
+    """The verdict of every claim `study` declares, from `study.statistics(results)`, at the
+    α of the run's planned sequential looks (1 unless it ran with ``--until-decided``)."""
+    looks = int(results.manifest.get("sequential", {}).get("looks_planned", 1) or 1)
+    return judge(study.statistics(results), study.claims, looks=looks)

@@ -2,12 +2,16 @@
 equal examples seen, on a small convnet on the 8×8 digits: the verdict is about the direction and
 size of the effect at this scale, not about the paper's ImageNet numbers.
 
-Claim (``shared/CLAIMS.md``; Zhou et al. 2020, "Batch Group Normalization"):
+Claim (``CLAIMS.md``; its registered test is in ``normtheory/claims.toml``; Zhou et al. 2020,
+"Batch Group Normalization"):
 - BGN-TINY (empirical): BGN, which pools its statistics over a block of examples × a group of
   channels × all positions (BN, Ghost BN and GN are special cases), beats both BN and GN at very
-  small batch sizes. Two statistics, paired by seed and each claimed > 0: the test error of BN
-  minus that of BGN, and of GN minus BGN, averaged over the batch sizes ≤ 8 of the grid (the
-  detail gives the per-batch-size means). A diverged cell counts as error 1.
+  small batch sizes. Statistics, paired by seed and each claimed > 0, one row per batch size
+  ≤ 8 of the grid (so a reversal at one batch size cannot be averaged away): ``vs_bn`` = err_BN
+  − err_BGN and ``vs_gn`` = err_GN − err_BGN; secondary ``vs_bn_pooled``, ``vs_bn`` averaged
+  over those batch sizes within each seed. Check ``bn_trained``: BN's test accuracy at the
+  largest batch size of the grid (8 in ``quick``, 16 in ``full``). A diverged cell counts as
+  error 1, a failed one as missing.
 
 BGN's shape: blocks of 2 examples (``examples_per_group=2``; ``0`` pools the whole batch, the
 same thing at batch ≤ 2) × 4 channel groups — the same groups as GN.
@@ -23,11 +27,10 @@ Protocol: a 3-layer convnet (width 16) on sklearn's 8×8 digits, SGD with moment
 learning rate scaled linearly with batch size from η = 0.1 at batch 8 (Goyal et al. 2017, as in
 the GN paper) and decayed by a cosine to 0 (so the final iterate is not dominated by the noise of
 batch-1 steps), and the same number of training examples for every batch size (batch 8 takes
-1/8 of the steps of batch 1). ``quick``: batch sizes 1, 2, 4, 8, 1600 examples, 3 seeds;
-``full``: batch sizes 1–16, 4000 examples, 6 seeds. CIs are Student t over seeds. At equal examples
-a larger batch takes fewer steps, so a norm that needs more steps than another loses ground
-as the batch grows for that reason too: read the gap per batch size, not only the
-pooled one.
+1/8 of the steps of batch 1). ``quick``: batch sizes 1, 2, 4, 8, 1600 examples, 6 seeds;
+``full``: batch sizes 1–16, 4000 examples, 8 seeds. At equal examples a larger batch takes fewer
+steps, so a norm that needs more steps than another loses ground as the batch grows for that
+reason too: read the gap per batch size, not only the pooled one.
 """
 
 from dataclasses import replace
@@ -45,11 +48,13 @@ from normtheory.report.figures import (
     require_columns,
     summarize_ci,
 )
-from normtheory.stats import mean_ci, verdict
 from normtheory.study import Grid, Profile, Results, Study
+from normtheory.verdicts import CheckValue, sample
 
+CLAIM = "BGN-TINY"
 NORMS = ("batch", "group", "batch_group")
 BGN, RIVALS = "batch_group", {"batch": "BN", "group": "GN"}
+LABELS = {**RIVALS, BGN: "Batch-Group Norm"}
 SMALL = 8  # the claim's "very small" batch sizes: B <= SMALL
 BASE = TrainCell(
     dataset="digits",
@@ -95,37 +100,28 @@ def _gaps(results: Results) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True).dropna(subset=["gap"])
 
 
-def _fmt(est) -> str:
-    return f"{est.value:+.3f} [{est.low:+.3f}, {est.high:+.3f}]"
-
-
-def verdicts(results: Results):
-    errors = error_table(results)
+def statistics(results: Results):
+    errors = error_table(results).dropna(subset=["test_error"])
     means = errors.groupby(["norm", "batch_size"])["test_error"].mean()
     gaps = _gaps(results)
     gaps = gaps[gaps["batch_size"] <= SMALL]
     out = []
     for norm, short in RIVALS.items():
-        sub = gaps[gaps["norm"] == norm]
-        if sub.empty:
-            continue
-        sizes = sorted(sub["batch_size"].unique())
+        for b, sub in gaps[gaps["norm"] == norm].groupby("batch_size"):
+            detail = f"mean test error {short} {means[norm, b]:.3f}, BGN {means[BGN, b]:.3f}"
+            gap = sub.set_index("seed")["gap"]
+            out.append(sample(CLAIM, f"vs_{short.lower()}", gap, condition=str(b), detail=detail))
+    bn = gaps[gaps["norm"] == "batch"]
+    if len(bn):
         # Pool over batch sizes within a seed first: the seeds are the independent samples.
-        per_seed = sub.groupby("seed")["gap"].mean()
-        per_size = "; ".join(
-            f"B={b}: err {short} {means.get((norm, b), np.nan):.3f} vs BGN "
-            f"{means.get((BGN, b), np.nan):.3f}, gap {_fmt(mean_ci(sub[sub.batch_size == b].gap))}"
-            for b in sizes
-        )
-        out.append(
-            verdict(
-                "BGN-TINY",
-                f"err {short} − err BGN, mean over batch sizes {', '.join(map(str, sizes))}",
-                mean_ci(per_seed),
-                "greater",
-                detail=f"mean test error and paired gap [95% CI] per batch size — {per_size}",
-            )
-        )
+        sizes = ", ".join(map(str, sorted(bn["batch_size"].unique())))
+        pooled = bn.groupby("seed")["gap"].mean()
+        out.append(sample(CLAIM, "vs_bn_pooled", pooled, detail=f"batch sizes {sizes}"))
+    bn_err = errors[errors["norm"] == "batch"]
+    if len(bn_err):  # BN at the grid's largest batch: the baseline the claim needs trained
+        top = bn_err["batch_size"].max()
+        acc = 1 - bn_err.loc[bn_err["batch_size"] == top, "test_error"].mean()
+        out.append(CheckValue(CLAIM, "bn_trained", acc, f"BN at batch {top}"))
     return out
 
 
@@ -149,7 +145,7 @@ def error_vs_batch(results: Results):
             summary[summary["norm"] == norm],
             "batch_size",
             color=palette[norm],
-            label=norm,
+            label=LABELS[norm],
             clip=(0, 1),
         )
     ax1.set(ylabel="test error (fraction)", title="test error (mean, 95% t-CI over seeds)")
@@ -188,6 +184,6 @@ STUDY = Study(
             description="batch sizes 1–16, 4000 examples each, 8 seeds",
         ),
     },
-    verdicts=verdicts,
+    statistics=statistics,
     figures={"error_vs_batch": error_vs_batch},
 )

@@ -1,12 +1,15 @@
 """Does inference example weighing (w ≈ 1/B) close BN's train/inference gap and help accuracy?
 
-Claim EX-WEIGH (``shared/CLAIMS.md``; Summers & Dinneen 2019): at inference, normalizing each
-example with μ = (1 − w) μ_pop + w μ_i (and the matching mixture variance), w ≈ 1/B, reduces the
-train/inference discrepancy and improves test accuracy. Statistics, paired by seed and training
-batch size: test accuracy at w = 1/B − at w = 0 (> 0), and two measures of the train/inference
-discrepancy on training batches of size B, each at w = 0 minus at w = 1/B (> 0: weighing reduces
-it): the size of the loss gap |eval-mode loss − train-mode loss|, and the relative output gap
-‖f_train − f_eval‖ / ‖f_eval‖ (mean over the batch's examples).
+Claim EX-WEIGH (``CLAIMS.md``; Summers & Dinneen 2019): at inference, normalizing each example
+with μ = (1 − w) μ_pop + w μ_i (and the matching mixture variance), w ≈ 1/B, reduces the
+train/inference discrepancy and improves test accuracy. Registered statistics
+(``normtheory/claims.toml``), each paired within a net (w = 1/B vs w = 0) and averaged over the
+training batch sizes within a seed: ``acc_gain``, test accuracy at w = 1/B − at w = 0 (> 0); and
+three measures of the train/inference discrepancy on training batches of size B, each at w = 0
+minus at w = 1/B (> 0: weighing reduces it): ``output_gap_reduction``, of the relative output gap
+‖f_train − f_eval‖_F / ‖f_eval‖_F over the batch; ``abs_loss_gap_reduction``, of the size of the
+loss gap |eval-mode loss − train-mode loss|; ``signed_loss_gap_change``, of the signed loss gap
+(two-sided). Check ``bn_trained``: the test accuracy at w = 0 (the standard evaluation).
 
 Protocol: a BN convnet (width 16, depth 3) is trained on the digits at batch sizes 8 and 32 (9600
 examples seen at each, learning rate scaled with √B); then, without retraining, the same model is
@@ -26,9 +29,9 @@ from normtheory.experiment import TrainCell, build_cell_model, cell_data
 from normtheory.hooks import LossAccuracy
 from normtheory.measure.outcomes import evaluate, example_weighing, train_eval_discrepancy
 from normtheory.report.figures import missing_figure, summarize_ci
-from normtheory.stats import paired_diff_ci, verdict
 from normtheory.study import Grid, Profile, Results, Study
 from normtheory.train import train
+from normtheory.verdicts import CheckValue, sample
 
 BASE = TrainCell(
     dataset="digits",
@@ -103,23 +106,23 @@ def weighing_table(results: Results) -> pd.DataFrame:
     return table
 
 
-def verdicts(results: Results):
+def statistics(results: Results):
+    """EX-WEIGH: per seed, averaged over the training batch sizes, the change from w = 0 to
+    w = 1/B of the test accuracy (``acc_gain``) and the reduction of the output gap, of the size
+    of the loss gap and of the signed loss gap; the check ``bn_trained`` is the test accuracy at
+    w = 0 (mean over batch sizes and seeds)."""
     table = weighing_table(results)
     if table.empty:
         return []
     wide = table.pivot_table(
         index=["batch_size", "seed"], columns=["metric", "multiple"], values="value"
     )
-    acc, gap, out = wide["test_acc"], wide["loss_gap"].abs(), wide["output_gap"]
+    acc, gap, out = wide["test_acc"], wide["loss_gap"], wide["output_gap"]
     means = wide.groupby(level="batch_size").mean()  # rows B; columns (metric, multiple)
     sizes = list(means.index)
-    detail = (
-        "test accuracy (mean over seeds) at w = 0 / ¼B⁻¹ / ½B⁻¹ / B⁻¹ / 2B⁻¹ / 4B⁻¹ — "
-        + "; ".join(
-            f"B={b}: " + " / ".join(f"{means.loc[b, ('test_acc', m)]:.3f}" for m in MULTIPLES)
-            for b in sizes
-        )
-    )
+
+    def per_seed(values: pd.Series) -> pd.Series:
+        return values.groupby(level="seed").mean()  # mean over batch sizes within a seed
 
     def change(metric: str, fmt: str) -> str:
         return "; ".join(
@@ -127,31 +130,40 @@ def verdicts(results: Results):
             for b in sizes
         )
 
+    acc_detail = (
+        "test accuracy (mean over seeds) at w = 0 / ¼B⁻¹ / ½B⁻¹ / B⁻¹ / 2B⁻¹ / 4B⁻¹ — "
+        + "; ".join(
+            f"B={b}: " + " / ".join(f"{means.loc[b, ('test_acc', m)]:.3f}" for m in MULTIPLES)
+            for b in sizes
+        )
+    )
     gap_detail = "eval − train loss (signed) on training batches at w = 0 → 1/B — " + change(
         "loss_gap", "+.3f"
     )
     out_detail = "‖f_train − f_eval‖ / ‖f_eval‖ at w = 0 → 1/B — " + change("output_gap", ".3f")
     return [
-        verdict(
-            "EX-WEIGH",
-            "test accuracy at w = 1/B − at w = 0 (paired by seed and batch size)",
-            paired_diff_ci(acc[1.0], acc[0.0]),
-            "greater",
-            detail=detail,
+        sample("EX-WEIGH", "acc_gain", per_seed(acc[1.0] - acc[0.0]), detail=acc_detail),
+        sample(
+            "EX-WEIGH", "output_gap_reduction", per_seed(out[0.0] - out[1.0]), detail=out_detail
         ),
-        verdict(
+        sample(
             "EX-WEIGH",
-            "|train/inference loss gap| at w = 0 − at w = 1/B",
-            paired_diff_ci(gap[0.0], gap[1.0]),
-            "greater",
+            "abs_loss_gap_reduction",
+            per_seed(gap[0.0].abs() - gap[1.0].abs()),
             detail=gap_detail,
         ),
-        verdict(
+        sample(
             "EX-WEIGH",
-            "train/inference output gap at w = 0 − at w = 1/B",
-            paired_diff_ci(out[0.0], out[1.0]),
-            "greater",
-            detail=out_detail,
+            "signed_loss_gap_change",
+            per_seed(gap[0.0] - gap[1.0]),
+            detail=gap_detail,
+        ),
+        CheckValue(
+            "EX-WEIGH",
+            "bn_trained",
+            float(acc[0.0].mean()),
+            detail="test accuracy at w = 0 by batch size — "
+            + ", ".join(f"B={b}: {means.loc[b, ('test_acc', 0.0)]:.3f}" for b in sizes),
         ),
     ]
 
@@ -162,9 +174,9 @@ def weighing(results: Results):
     if table.empty:
         return missing_figure("example weighing", ["exw.* records"])
     panels = (
-        ("acc_change", "test accuracy − at w = 0 (same net)"),
-        ("loss_gap", "eval − train loss, training batches"),
-        ("output_gap", "‖f_train − f_eval‖ / ‖f_eval‖"),
+        ("acc_change", "test accuracy − at w = 0 (same net)", "Test accuracy gain"),
+        ("loss_gap", "eval − train loss, training batches", "Train/inference loss gap"),
+        ("output_gap", "‖f_train − f_eval‖ / ‖f_eval‖", "Train/inference output gap"),
     )
     acc = table[table["metric"] == "test_acc"].set_index(["batch_size", "seed", "multiple"])
     at0 = acc.xs(0.0, level="multiple")["value"]
@@ -172,19 +184,20 @@ def weighing(results: Results):
     change = change.reset_index().assign(metric="acc_change")
     table = pd.concat([table, change], ignore_index=True)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, (metric, label) in zip(axes, panels):
+    for ax, (metric, label, title) in zip(axes, panels):
         if metric != "output_gap":
             ax.axhline(0, color="gray", ls="--", lw=1)
         for b, sub in table[table["metric"] == metric].groupby("batch_size"):
             s = summarize_ci(sub, ["multiple"], "value")
             x = s["multiple"].replace(0.0, 0.1)  # w = 0 drawn at the left edge of the log axis
             ax.plot(x, s["mean"], "o-", color=COLORS.get(b), label=f"trained at B = {b}", ms=4)
-            ax.fill_between(x, s["low"], s["high"], color=COLORS.get(b), alpha=0.2, lw=0)
+            low = s["low"].clip(lower=0) if metric == "output_gap" else s["low"]  # a norm ratio
+            ax.fill_between(x, low, s["high"], color=COLORS.get(b), alpha=0.2, lw=0)
         ax.set_xscale("log")
         ax.set_xticks([0.1, 0.25, 0.5, 1, 2, 4], ["0", "¼", "½", "1", "2", "4"])
         ax.minorticks_off()
         ax.axvline(1, color="gray", ls=":", lw=1)
-        ax.set(xlabel="example weight w × B (w = 0 at the left)", ylabel=label)
+        ax.set(xlabel="example weight w × B (w = 0 at the left)", ylabel=label, title=title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("Inference example weighing of one trained BN net (mean, 95% CI over seeds)")
@@ -210,6 +223,6 @@ STUDY = Study(
     },
     hooks=hooks,
     run_cell=run_cell,
-    verdicts=verdicts,
+    statistics=statistics,
     figures={"weighing": weighing},
 )

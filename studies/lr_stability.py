@@ -1,10 +1,14 @@
 """How large a learning rate can each normalization scheme take?
 
-Claim BN-LR (Bjorck et al. 2018, ``shared/CLAIMS.md``): the largest stable learning rate with BN
-is far larger than without (paper: the no-BN one-step loss explodes past LR ≈ 1e-3, BN is fine up
-to ≈ 0.1). Statistic: log10(max stable LR with BN / max stable LR without), per seed; > 0.
-A run is *stable* when it does not diverge (the loop records NaN/inf loss as ``diverged``) and its
-final test loss is below the chance level ln(10). The report gives the ratio, not absolute values.
+Claim BN-LR (Bjorck et al. 2018; ``CLAIMS.md``, registered test in ``normtheory/claims.toml``):
+the largest stable learning rate with BN is far larger than without (paper: the no-BN one-step
+loss explodes past LR ≈ 1e-3, BN is fine up to ≈ 0.1). Statistic ``log10_lr_ratio``:
+log10(max stable LR with BN / max stable LR without), one value per seed, > 0; it is read off
+the LR grid, so its interval is never narrower than the grid step allows. A run is *stable* when
+it does not diverge (the loop records NaN/inf loss as ``diverged``) and its final test loss is
+below the chance level ln(10). Check ``none_unstable``: the fraction of the no-BN net's seeds
+that are unstable somewhere on the grid (all of them must be, else the grid never finds the
+no-BN limit). The report gives the ratio, not absolute values.
 
 Also Bjorck's one-step test at initialization: the relative loss change (L(w − ηg) − L(w))/L(w)
 after a single gradient step of size η on a fixed batch, per norm and η.
@@ -16,13 +20,14 @@ rates, short runs; GN as a batch-independent contrast.
 import math
 
 import numpy as np
+import pandas as pd
 from matplotlib import pyplot as plt
 
 from normtheory.experiment import TrainCell, probe_batch
 from normtheory.hooks import LossAccuracy, OneStepLoss
 from normtheory.report.figures import ci_line, norm_order, norm_palette, summarize_ci
-from normtheory.stats import mean_ci, verdict
 from normtheory.study import Grid, Profile, Results, Study
+from normtheory.verdicts import CheckValue, sample
 
 BASE = TrainCell(
     dataset="digits",
@@ -38,6 +43,7 @@ BASE = TrainCell(
 )
 LRS = tuple(float(f"{x:.3g}") for x in np.geomspace(1e-3, 30.0, 10))
 CHANCE = math.log(10)
+NAMES = {"batch": "BN", "group": "GN", "group+ws": "GN + WS", "layer": "LN", "none": "no norm"}
 
 
 def hooks(cell: TrainCell):
@@ -57,21 +63,38 @@ def max_stable_lr(cells):
     )
 
 
-def verdicts(results: Results):
-    lr_max = max_stable_lr(results.cells)
+def lr_resolution(cells) -> float:
+    """The LR grid's step in log10 units (the largest, if uneven): each seed's ratio is read off
+    the grid, so it is resolved only to this."""
+    lrs = np.log10(np.sort(cells["lr"].unique()))
+    return float(np.diff(lrs).max()) if len(lrs) > 1 else 0.0
+
+
+def unstable_somewhere(cells) -> pd.Series:
+    """Per (norm, seed): whether some LR of the grid is unstable."""
+    return (~_stable(cells)).groupby([cells["norm"], cells["seed"]]).any()
+
+
+def statistics(results: Results):
+    cells = results.cells
+    lr_max = max_stable_lr(cells)
     if "batch" not in lr_max or "none" not in lr_max:
         return []
     log_ratio = np.log10(lr_max["batch"] / lr_max["none"])
-    est = mean_ci(log_ratio)
-    parts = [f"{n}: {lr_max[n].median():.3g}" for n in lr_max.columns]
+    step = lr_resolution(cells)
+    parts = [f"{NAMES.get(n, n)} {lr_max[n].median():.3g}" for n in lr_max.columns]
     detail = (
-        f"max stable LR (median over seeds) — {', '.join(parts)}; BN/none ratio ×{10**est.value:.3g} "
-        f"(LR grid spacing ×{LRS[1] / LRS[0]:.3g}: each seed's ratio is resolved only to that factor)"
+        f"max stable LR (median over seeds): {', '.join(parts)}; BN/none ratio "
+        f"×{10 ** log_ratio.mean():.3g} (LR grid step ×{10**step:.3g})"
+    )
+    unstable = unstable_somewhere(cells)["none"]
+    check = (
+        f"{int(unstable.sum())} of {len(unstable)} no-norm seeds unstable somewhere on the grid "
+        f"(LR {cells['lr'].min():g} … {cells['lr'].max():g})"
     )
     return [
-        verdict(
-            "BN-LR", "log10(max stable LR BN / max stable LR none)", est, "greater", detail=detail
-        )
+        sample("BN-LR", "log10_lr_ratio", log_ratio, resolution=step, detail=detail),
+        CheckValue("BN-LR", "none_unstable", float(unstable.mean()), detail=check),
     ]
 
 
@@ -89,19 +112,25 @@ def stability(results: Results):
             sub.dropna(subset=["final_test_loss"]), ["lr"], "final_test_loss", log=True
         )
         if len(summary):
-            ci_line(ax1, summary, "lr", color=palette[norm], label=norm)
+            ci_line(ax1, summary, "lr", color=palette[norm], label=NAMES.get(norm, norm))
         div = sub[sub["status"] == "diverged"]["lr"].unique()
         ax1.scatter(div, [CHANCE * 1.5] * len(div), marker="x", color=palette[norm], s=50)
         one = rec[rec["norm"] == norm]
         if len(one):
-            ci_line(ax2, summarize_ci(one, ["lr"], "value"), "lr", color=palette[norm], label=norm)
+            ci_line(
+                ax2,
+                summarize_ci(one, ["lr"], "value"),
+                "lr",
+                color=palette[norm],
+                label=NAMES.get(norm, norm),
+            )
     ax1.axhline(CHANCE, color="gray", ls="--", lw=1, label="chance ln 10")
     ax1.set(
         xscale="log",
         yscale="log",
         xlabel="learning rate (log)",
         ylabel="final test loss (log)",
-        title="Final test loss after 150 SGD steps (× = diverged)",
+        title=f"Final test loss after {cells['steps'].max()} SGD steps (× = diverged)",
     )
     ax2.set(
         xscale="log",
@@ -125,8 +154,8 @@ STUDY = Study(
     profiles={
         "quick": Profile(
             Grid(BASE, {"norm": ("batch", "group", "none"), "lr": LRS}),
-            seeds=3,
-            description="10 LRs × 3 norms, 3 seeds",
+            seeds=5,
+            description="10 LRs × 3 norms, 5 seeds",
         ),
         "full": Profile(
             Grid(BASE, {"norm": ("batch", "group", "group+ws", "layer", "none"), "lr": LRS}),
@@ -135,6 +164,6 @@ STUDY = Study(
         ),
     },
     hooks=hooks,
-    verdicts=verdicts,
+    statistics=statistics,
     figures={"stability": stability},
 )

@@ -3,7 +3,7 @@ does weight standardization keep them away? Dead-channel fraction and StatDiff o
 a 6-layer convnet on the 8×8 digits: small nets on offline data cannot reproduce the paper's
 ImageNet numbers, so the verdict is about the direction and size of the effect at this scale.
 
-Claim (``shared/CLAIMS.md``; Qiao et al. 2019, "Micro-Batch Training with Batch-Channel
+Claim (``CLAIMS.md``; Qiao et al. 2019, "Micro-Batch Training with Batch-Channel
 Normalization and Weight Standardization", Sec. 3):
 - WS-SINGULAR (empirical): with GN or LN (statistics per example, not per channel) a channel's
   statistics over the data are free to drift from zero mean / unit variance, toward elimination
@@ -11,10 +11,13 @@ Normalization and Weight Standardization", Sec. 3):
   standardization (zero-mean, unit-norm filters) keeps them near (0, 1), as BN does by design.
   Measured per norm layer on a fixed probe batch (`Singularities`): StatDiff = mean over
   channels of √(μ_c² + (σ_c − 1)²) of the norm's output over examples and positions, and the
-  dead-channel fraction. Four statistics, paired by seed, each claimed > 0: "keeps them away",
-  the StatDiff of GN minus GN+WS and of LN minus LN+WS, averaged over layers and over the probes
-  of training (step 0 excluded); "drift", the change of StatDiff from step 0 to the end, GN minus
-  GN+WS and LN minus LN+WS (a gap that is already there at initialization is not a drift).
+  dead-channel fraction. Registered statistics (``normtheory/claims.toml``), paired by seed, each
+  claimed > 0: "keeps them away", ``statdiff_gn`` / ``statdiff_ln``, the StatDiff of GN minus
+  GN+WS and of LN minus LN+WS, averaged over layers and over the probes of training (step 0
+  excluded); "drift", ``drift_gn`` / ``drift_ln``, the change of StatDiff from step 0 to the end,
+  GN minus GN+WS and LN minus LN+WS (a gap that is already there at initialization is not a
+  drift). Check ``dead_channels``: the largest final dead-channel fraction of a plain GN or LN
+  run must be > 0 (the singularity WS is claimed to prevent occurs at this scale).
   The detail gives StatDiff at the start and end, the final dead and off fractions and test
   accuracy per norm, and the relation to final accuracy: Spearman's ρ, across every cell ×
   seed, between the final StatDiff (and the final off fraction) and the test accuracy.
@@ -29,7 +32,7 @@ Protocol: a 6-layer convnet (width 16, W → N → ReLU) on the 8×8 digits, GN 
 of 4 channels, SGD with momentum 0.9, η = 0.05, batch 32, constant learning rate; norms GN,
 GN+WS, LN, LN+WS and BN. `Singularities` probes 256 fixed training examples in train mode
 (batch statistics for BN) 17 times over training; `LossAccuracy` records the loss every 10 steps
-and the test set every 50. ``quick``: 400 steps, 3 seeds; ``full``: 1500 steps, 6 seeds.
+and the test set every 50. ``quick``: 400 steps, 5 seeds; ``full``: 1500 steps, 8 seeds.
 """
 
 from dataclasses import replace
@@ -48,12 +51,12 @@ from normtheory.report.figures import (
     norm_palette,
     summarize_ci,
 )
-from normtheory.stats import paired_diff_ci, verdict
 from normtheory.study import Grid, Profile, Results, Study
+from normtheory.verdicts import CheckValue, sample
 
 NORMS = ("group", "group+ws", "layer", "layer+ws", "batch")
 PAIRS = (("group", "group+ws"), ("layer", "layer+ws"))
-SHORT = {"group": "GN", "group+ws": "GN+WS", "layer": "LN", "layer+ws": "LN+WS", "batch": "BN"}
+SHORT = {"group": "GN", "group+ws": "GN + WS", "layer": "LN", "layer+ws": "LN + WS", "batch": "BN"}
 PROBES = 16  # probes after step 0
 BASE = TrainCell(
     dataset="digits",
@@ -125,7 +128,11 @@ def _rho(runs: pd.DataFrame, x: str) -> str:
     return f"ρ = {rho:+.2f} (p = {p:.2g}, n = {len(sub)})"
 
 
-def verdicts(results: Results):
+def statistics(results: Results):
+    """WS-SINGULAR, per seed: ``statdiff_gn`` / ``statdiff_ln``, the StatDiff averaged over
+    layers and training of GN − GN+WS / LN − LN+WS; ``drift_gn`` / ``drift_ln``, the same for the
+    drift (end − step 0); check ``dead_channels``, the largest final dead-channel fraction among
+    the plain GN and LN runs."""
     runs = per_run(results)
     if runs.empty:
         return []
@@ -147,23 +154,31 @@ def verdicts(results: Results):
     for plain, ws in PAIRS:
         if plain not in means.index or ws not in means.index:
             continue
-        a, b = SHORT[plain], SHORT[ws]
-        out.append(
-            verdict(
+        tag = {"group": "gn", "layer": "ln"}[plain]
+        out += [
+            sample(
                 "WS-SINGULAR",
-                f"StatDiff {a} − {b}, mean over layers and training (WS keeps channels away)",
-                paired_diff_ci(wide["stat_diff_mean"][plain], wide["stat_diff_mean"][ws]),
-                "greater",
+                f"statdiff_{tag}",
+                wide["stat_diff_mean"][plain] - wide["stat_diff_mean"][ws],
                 detail=detail,
-            )
-        )
-        out.append(
-            verdict(
+            ),
+            sample(
                 "WS-SINGULAR",
-                f"StatDiff drift (end − step 0) {a} − {b} (drift toward singularities)",
-                paired_diff_ci(wide["drift"][plain], wide["drift"][ws]),
-                "greater",
+                f"drift_{tag}",
+                wide["drift"][plain] - wide["drift"][ws],
                 detail=detail,
+            ),
+        ]
+    plain = runs[runs["norm"].isin([p for p, _ in PAIRS])].dropna(subset=["dead_final"])
+    if len(plain):
+        worst = plain.loc[plain["dead_final"].idxmax()]
+        out.append(
+            CheckValue(
+                "WS-SINGULAR",
+                "dead_channels",
+                float(worst["dead_final"]),
+                detail=f"largest final dead-channel fraction (mean over layers) of {len(plain)} "
+                f"plain GN/LN runs: {SHORT[worst['norm']]}, seed {worst['seed']}",
             )
         )
     return out
@@ -175,20 +190,20 @@ def drift(results: Results):
     if table.empty:
         return missing_figure("drift toward elimination singularities", ["singular.* records"])
     panels = {
-        "stat_diff": "StatDiff  √(μ² + (σ − 1)²)",
-        "off": "off fraction (examples a ReLU zeroes)",
-        "dead": "dead-channel fraction",
+        "stat_diff": ("StatDiff  √(μ² + (σ − 1)²)", "Distance of channel statistics from (0, 1)"),
+        "off": ("off fraction (examples a ReLU zeroes)", "Channels switched off per example"),
+        "dead": ("dead-channel fraction", "Dead channels (off for every example)"),
     }
     order = norm_order(table["norm"].unique())
     palette = norm_palette(order)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, (metric, label) in zip(axes, panels.items()):
+    for ax, (metric, (label, title)) in zip(axes, panels.items()):
         for norm in order:
             s = summarize_ci(table[table["norm"] == norm], ["step"], metric)
             if len(s):
                 color, name = palette[norm], SHORT.get(norm, norm)
                 ci_line(ax, s, "step", color=color, label=name, ms=3, clip=(0, None))
-        ax.set(xlabel="step", ylabel=label)
+        ax.set(xlabel="step", ylabel=label, title=title)
         ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 0.01))
         ax.grid(alpha=0.3)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1, 0.5))
@@ -209,14 +224,14 @@ def accuracy_relation(results: Results):
     order = norm_order(runs["norm"].unique())
     palette = norm_palette(order)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, x, label in (
-        (axes[0], "stat_diff_final", "final StatDiff"),
-        (axes[1], "off_final", "final off fraction"),
+    for ax, x, label, title in (
+        (axes[0], "stat_diff_final", "final StatDiff", "Channel statistics vs accuracy"),
+        (axes[1], "off_final", "final off fraction", "Switched-off channels vs accuracy"),
     ):
         for norm in order:
             sub = runs[runs["norm"] == norm]
             ax.scatter(sub[x], sub["test_acc"], color=palette[norm], label=SHORT.get(norm, norm))
-        ax.set(xlabel=label, title=f"Spearman {_rho(runs, x)}")
+        ax.set(xlabel=label, title=f"{title}\nSpearman {_rho(runs, x)}")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("final test accuracy")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1, 0.5))
@@ -242,6 +257,6 @@ STUDY = Study(
         ),
     },
     hooks=hooks,
-    verdicts=verdicts,
+    statistics=statistics,
     figures={"drift": drift, "accuracy_relation": accuracy_relation},
 )

@@ -1,27 +1,36 @@
 """Does normalization make the loss landscape smoother along the gradient?
 
-Claims (``shared/CLAIMS.md``):
+Claims (``CLAIMS.md``; registered tests in ``normtheory/claims.toml``):
 - BN-SMOOTH (Santurkar et al. 2018): along w(η) = w − η·g, η ∈ [½, 4] × the training LR, BN gives
   a narrower loss range, smaller gradient predictiveness ‖∇L(w) − ∇L(w(η))‖ and smaller effective
   β-smoothness max_η ‖∇L(w) − ∇L(w(η))‖ / ‖η·g‖ than the same net without BN.
-  Statistic: mean over measured steps of log β(none) − log β(BN), per seed; > 0.
+  Statistics, one value per seed, each a mean over the measured steps of a log gap no-BN − BN:
+  ``log_beta_gap`` (primary), ``log_loss_range_gap`` and ``log_grad_pred_gap``; all > 0.
 - WS-SMOOTH (Qiao et al. 2019): GN+WS has smaller effective β-smoothness and top Hessian
-  eigenvalue than GN alone at the same point in training. Two statistics, each per seed:
-  mean over steps of log β(GN) − log β(GN+WS) > 0 and log λ_max(GN) − log λ_max(GN+WS) > 0.
+  eigenvalue than GN alone at the same point in training. Per seed, mean over steps of
+  ``log_beta_gap`` = log β(GN) − log β(GN+WS) > 0 and ``log_eig_gap`` = log λ_max(GN) −
+  log λ_max(GN+WS) > 0.
+Check ``both_trained`` (each claim): the smaller of the two compared nets' mean final test
+accuracy over seeds (a run that diverged counts as accuracy 0): a landscape of a net that did not
+train says nothing.
 
 Protocol (the paper used VGG on CIFAR-10, SGD, LR 0.1, batch 128, no augmentation): a VGG-style
 stack of 3×3 convolutions on the 8×8 digits, plain SGD at the same learning rate for every norm,
 train-mode measurements on a fixed probe batch every few steps (the same batch and the same
-dropout masks at every point of a measurement). CIs are Student t over seeds.
+dropout masks at every point of a measurement). With several learning rates (``full``), a seed's
+value is the mean of its per-LR gaps.
 """
 
 import numpy as np
+import pandas as pd
+from matplotlib import pyplot as plt
 
 from normtheory.experiment import TrainCell
 from normtheory.hooks import HessianSpectrum, LossAccuracy, Smoothness
-from normtheory.report.figures import metric_panels
-from normtheory.stats import mean_ci, verdict
+from normtheory.report.data import attach_data
+from normtheory.report.figures import ci_line, norm_order, norm_palette, summarize_ci
 from normtheory.study import Grid, Profile, Results, Study
+from normtheory.verdicts import CheckValue, sample
 
 BASE = TrainCell(
     dataset="digits",
@@ -35,6 +44,24 @@ BASE = TrainCell(
     batch_size=64,
     steps=300,
 )
+NAMES = {"none": "no norm", "batch": "BN", "group": "GN", "group+ws": "GN + WS"}
+# claim -> (worse, better, {registered statistic: (metric, key)})
+TESTS = {
+    "BN-SMOOTH": (
+        "none",
+        "batch",
+        {
+            "log_beta_gap": ("smoothness.beta", ""),
+            "log_loss_range_gap": ("smoothness.loss_range", ""),
+            "log_grad_pred_gap": ("smoothness.grad_pred_max", ""),
+        },
+    ),
+    "WS-SMOOTH": (
+        "group",
+        "group+ws",
+        {"log_beta_gap": ("smoothness.beta", ""), "log_eig_gap": ("hessian.eig", "1")},
+    ),
+}
 
 
 def hooks(cell: TrainCell):
@@ -46,75 +73,104 @@ def hooks(cell: TrainCell):
     ]
 
 
-def _per_seed_log_gap(records, metric: str, worse: str, better: str, key: str | None = None):
-    """Per seed: mean over the shared measured steps of log(metric[worse]) − log(metric[better])."""
-    rows = records[(records["metric"] == metric) & records["norm"].isin([worse, better])]
-    if key is not None:
-        rows = rows[rows["key"] == key]
-    table = rows.pivot_table(index=["seed", "step"], columns="norm", values="value").dropna()
+def per_seed_log_gap(records, metric: str, key: str, worse: str, better: str) -> pd.Series:
+    """Per seed: mean over (learning rate, measured step) of log metric[worse] − log
+    metric[better]."""
+    rows = records[
+        (records["metric"] == metric)
+        & (records["key"] == key)
+        & records["norm"].isin([worse, better])
+    ]
+    table = rows.pivot_table(index=["seed", "lr", "step"], columns="norm", values="value").dropna()
     if worse not in table or better not in table:
-        return None
-    gap = np.log(table[worse].clip(lower=1e-300)) - np.log(table[better].clip(lower=1e-300))
+        return pd.Series(dtype=float)
+    gap = np.log(table[worse].where(table[worse] > 0)) - np.log(
+        table[better].where(table[better] > 0)
+    )
     return gap.groupby(level="seed").mean()
 
 
-def verdicts(results: Results):
-    rec, out = results.records, []
-    beta = _per_seed_log_gap(rec, "smoothness.beta", "none", "batch")
-    if beta is not None:
-        rng = _per_seed_log_gap(rec, "smoothness.loss_range", "none", "batch")
-        pred = _per_seed_log_gap(rec, "smoothness.grad_pred_max", "none", "batch")
-        detail = (
-            f"ratios none/BN (geometric mean over steps and seeds): β-smoothness ×{np.exp(beta.mean()):.3g}, "
-            f"loss range ×{np.exp(rng.mean()):.3g}, max gradient predictiveness ×{np.exp(pred.mean()):.3g}"
-        )
-        out.append(
-            verdict(
-                "BN-SMOOTH",
-                "log β(none) − log β(BN), mean over steps",
-                mean_ci(beta),
-                "greater",
-                detail=detail,
+def mean_accuracy(cells: pd.DataFrame) -> pd.Series:
+    """Mean final test accuracy over seeds, per norm; a run that did not complete counts as 0."""
+    acc = cells.get("final_test_acc", pd.Series(np.nan, cells.index))
+    acc = acc.where(cells["status"] == "completed").fillna(0.0)
+    return acc.groupby(cells["norm"]).mean()
+
+
+def statistics(results: Results):
+    out, acc = [], mean_accuracy(results.cells)
+    for claim, (worse, better, stats) in TESTS.items():
+        pair = f"{NAMES[worse]}/{NAMES[better]}"
+        for name, (metric, key) in stats.items():
+            gap = per_seed_log_gap(results.records, metric, key, worse, better)
+            if gap.empty:
+                continue
+            what = PANELS[metric][0][0].lower() + PANELS[metric][0][1:]
+            ratio = np.exp(gap.mean())
+            detail = f"{what}: ratio {pair} ×{ratio:.3g} (geometric mean over steps and seeds)"
+            out.append(sample(claim, name, gap, detail=detail))
+        if worse in acc and better in acc:
+            detail = "mean final test accuracy " + ", ".join(
+                f"{NAMES[n]} {acc[n]:.3f}" for n in (worse, better)
             )
-        )
-    ws_beta = _per_seed_log_gap(rec, "smoothness.beta", "group", "group+ws")
-    if ws_beta is not None:
-        out.append(
-            verdict(
-                "WS-SMOOTH",
-                "log β(GN) − log β(GN+WS), mean over steps",
-                mean_ci(ws_beta),
-                "greater",
-                detail=f"β ratio GN/GN+WS ×{np.exp(ws_beta.mean()):.3g}",
-            )
-        )
-    ws_eig = _per_seed_log_gap(rec, "hessian.eig", "group", "group+ws", key="1")
-    if ws_eig is not None:
-        out.append(
-            verdict(
-                "WS-SMOOTH",
-                "log λ_max(GN) − log λ_max(GN+WS), mean over steps",
-                mean_ci(ws_eig),
-                "greater",
-                detail=f"top-eigenvalue ratio GN/GN+WS ×{np.exp(ws_eig.mean()):.3g}",
-            )
-        )
+            out.append(CheckValue(claim, "both_trained", min(acc[worse], acc[better]), detail))
     return out
 
 
+PANELS = {
+    "smoothness.loss_range": ("Loss range along −g", "max L − min L"),
+    "smoothness.grad_pred_max": ("Gradient predictiveness", "max ‖∇L(w) − ∇L(w − ηg)‖"),
+    "smoothness.beta": ("Effective β-smoothness", "β (max over η)"),
+    "hessian.eig": ("Top Hessian eigenvalue", "λ_max"),
+}
+
+
 def landscape(results: Results):
-    panels = {
-        "smoothness.loss_range": "loss range along −g",
-        "smoothness.grad_pred_max": "max ‖∇L(w) − ∇L(w − ηg)‖",
-        "smoothness.beta": "effective β-smoothness",
-        "hessian.eig": "top Hessian eigenvalue λ_max",
-    }
-    n = results.records["seed"].nunique()
-    return metric_panels(
-        results.records,
-        panels,
-        title=f"Loss landscape along the gradient, η ∈ [0.5, 4]×LR (train mode; geometric mean, 95% t-CI over {n} seeds)",
+    """2×2 panels, one per measure: geometric mean over seeds (95 % t-CI, log space) vs step."""
+    rec = results.records
+    norms = norm_order(rec["norm"].dropna().unique())
+    palette = norm_palette(norms)
+    fig, axes = plt.subplots(2, 2, figsize=(9.5, 7.2))
+    drawn = []
+    for ax, (metric, (title, ylabel)) in zip(axes.flat, PANELS.items()):
+        rows = rec[(rec["metric"] == metric) & rec["key"].isin(["", "1"])]
+        ax.set(title=title, xlabel="training step", ylabel=f"{ylabel} (log)")
+        if rows.empty:
+            ax.text(
+                0.5, 0.5, f"missing: {metric}", ha="center", color="crimson", transform=ax.transAxes
+            )
+            continue
+        for norm in norms:
+            sub = rows[rows["norm"] == norm]
+            if len(sub):
+                per_seed = sub.groupby(["step", "seed"], as_index=False)["value"].mean()
+                summary = summarize_ci(per_seed, ["step"], "value", log=True)
+                ci_line(
+                    ax,
+                    summary,
+                    "step",
+                    color=palette[norm],
+                    label=NAMES.get(norm, norm),
+                    markersize=3,
+                )
+                drawn.append(summary.assign(metric=metric, norm=norm))
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    legend = {lab: h for ax in axes.flat for h, lab in zip(*ax.get_legend_handles_labels())}
+    fig.legend(
+        legend.values(),
+        legend.keys(),
+        title="normalization",
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
     )
+    n = rec["seed"].nunique()
+    fig.suptitle(
+        "Loss landscape along the gradient, η ∈ [0.5, 4]×LR, train mode\n"
+        f"(geometric mean, 95% t-CI over {n} seeds)"
+    )
+    fig.tight_layout()
+    return attach_data(fig, pd.concat(drawn, ignore_index=True)) if drawn else fig
 
 
 STUDY = Study(
@@ -124,8 +180,8 @@ STUDY = Study(
     profiles={
         "quick": Profile(
             Grid(BASE, {"norm": ("none", "batch", "group", "group+ws")}),
-            seeds=3,
-            description="300 steps, 3 seeds",
+            seeds=5,
+            description="300 steps, 5 seeds",
         ),
         "full": Profile(
             Grid(
@@ -137,6 +193,6 @@ STUDY = Study(
         ),
     },
     hooks=hooks,
-    verdicts=verdicts,
+    statistics=statistics,
     figures={"landscape": landscape},
 )

@@ -155,11 +155,12 @@ def test_cli_verify_runs_the_named_studies_and_reuses_complete_cells(tmp_path, m
     capsys.readouterr()
     assert main(argv) == 0
     assert "0 completed" in capsys.readouterr().out
+    rows = pd.read_csv(tmp_path / "rep" / "results" / "rows.csv", keep_default_na=False)
+    assert set(rows[rows["run"] == "scale_invariance-quick"]["claim"]) == {"SI-ORTH", "SI-GROWTH"}
     claims = pd.read_csv(tmp_path / "rep" / "results" / "claims.csv", keep_default_na=False)
-    assert set(claims[claims["run"] == "scale_invariance-quick"]["claim"]) == {
-        "SI-ORTH",
-        "SI-GROWTH",
-    }
+    exact = claims.set_index("claim").loc[["SI-ORTH", "SI-GROWTH"]]
+    assert (exact["verdict"] == "exact-holds").all()
+    assert exact["reason"].str.contains("scale_invariance-quick").all()  # both runs' checks
 
 
 def test_cli_verify_unknown_study_is_bad_input(tmp_path, capsys):

@@ -6,7 +6,7 @@ import html
 import re
 from collections import Counter
 
-from normtheory.report.tables import LEGEND, NOT_RUN, Section, meta
+from normtheory.report.tables import LEGEND, NOT_RUN, Section, estimate_text, fmt, meta
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1320px;margin:2em auto;
@@ -27,9 +27,28 @@ figure{margin:1.2em 0}img{max-width:100%;border:1px solid #ddd}
 figcaption{color:#555;font-size:.85em}code{background:#f5f5f5;padding:1px 3px}
 dl.legend{display:grid;grid-template-columns:max-content auto;gap:.25em 1em;font-size:.9em}
 dl.legend dt{padding:0 .4em;font-weight:600}dl.legend dd{margin:0}
+table.stats{font-size:.84em}table.stats td.num{white-space:nowrap}
+.nottestableatthisscale{background:#e3e3f7}.power{color:#555;font-size:.9em}
+.reason{color:#444;font-size:.9em}.test{color:#777;font-size:.82em}
 """
 
-HEAD = ["id", "source", "claim", "verdict", "statistic", "estimate [95% CI]", "seeds", "profile"]
+HEAD = ["id", "claim", "source's setting and number", "this run's scale", "verdict",
+        "primary statistic [95% CI]", "effect: paper vs here", "figure"]  # fmt: skip
+STAT_HEAD = [
+    "claim",
+    "statistic",
+    "estimate [95% CI]",
+    "n",
+    "p (Holm)",
+    "verdict",
+    "power / detail",
+]
+INTRO = (
+    "Which claims of the normalization literature hold at this scale: one row per claim of "
+    "`CLAIMS.md`, with the verdict of its pre-registered test (`normtheory/claims.toml`), the "
+    "statistic it turned on, the source's setting and number next to this run's scale. Each "
+    "run's section below has every statistic row, the manipulation checks and the figures."
+)
 
 
 def _e(text) -> str:
@@ -42,34 +61,80 @@ def _cls(verdict: str) -> str:
 
 
 def summary_line(rows: list[dict]) -> str:
-    """E.g. ``23 claims: 10 supported, 2 refuted, ...`` (a claim counted by its rows' words)."""
+    """E.g. ``23 claims: 10 supported, 2 refuted, ...`` (one verdict per claim)."""
     counts = Counter(r["verdict"] for r in rows)
-    claims = len({r["claim"] for r in rows})
     words = ", ".join(f"{counts[w]} {w}" for w in LEGEND if counts[w])
-    return f"{claims} claims, {len(rows)} verdict rows: {words}."
+    return f"{len(rows)} claims: {words}."
+
+
+def _commits(sections: list[Section]) -> str:
+    """Which commits the runs were made at; warns when they differ or one is dirty."""
+    commits = sorted({str(s.manifest.get("git_commit", "?")) for s in sections})
+    dirty = [c for c in commits if c.endswith("+dirty")]
+    text = f"Runs made at commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}."
+    if len(commits) > 1 or dirty:
+        text += " Not a clean reference: the runs come from more than one commit or a dirty tree."
+    return text
+
+
+def _fig_link(r: dict) -> str:
+    if not r["figure"]:
+        return ""
+    name = r["figure"].removeprefix(f"{r['run']}-")
+    return f'<a href="#fig-{html.escape(r["figure"])}">{html.escape(name)}</a>'
+
+
+def _claim_row_html(r: dict) -> str:
+    e = html.escape
+    verdict = e(r["label"])
+    stat = (
+        f"{_e(r['statistic'])}<br><b>{e(r['estimate'])}</b>"
+        + (f"<div class='power'>{e(r['power'])}</div>" if r["power"] else "")
+        if r["statistic"]
+        else ""
+    )
+    return (
+        f'<tr class="{"notrun" if r["verdict"] == NOT_RUN else ""}" data-claim="{e(r["claim"])}">'
+        f"<td>{e(r['claim'])}</td>"
+        f"<td>{e(r['statement'])}<div class='test' title='{e(r['source'])}'>"
+        f"{e(r['source'].split(',')[0])}</div></td>"
+        f"<td>{e(r['setting'])}<div class='reason'>{e(r['paper'])}</div></td>"
+        f"<td>{e(r['scale'])}<div class='test'>{e(r['profile'])} · {e(r['run'])}</div></td>"
+        f'<td class="verdict {_cls(r["verdict"])}">{verdict}'
+        f"<div class='reason'>{_e(r['reason'])}</div><div class='test'>{e(r['test'])}</div></td>"
+        f"<td>{stat}</td><td class='num'>{e(r['effect'])}</td><td>{_fig_link(r)}</td></tr>"
+    )
+
+
+def _stat_rows_html(sec: Section) -> str:
+    e = html.escape
+    body = []
+    for cv in sec.claim_verdicts.values():
+        for v in cv.rows:
+            role = "" if v.primary else " (secondary)"
+            extra = v.power or v.detail
+            p = fmt(v.p_adjusted) if v.primary else fmt(v.p_value)
+            body.append(
+                f"<tr><td>{e(v.claim)}</td><td>{e(v.statistic)}{e(role)}</td>"
+                f"<td class='num'>{e(estimate_text(v))}</td><td>{v.n_seeds}</td><td>{e(p)}</td>"
+                f'<td class="verdict {_cls(v.verdict)}">{e(v.label)}</td>'
+                f"<td class='power'>{e(extra)}</td></tr>"
+            )
+        for check, value, ok in cv.checks:
+            body.append(
+                f"<tr><td>{e(cv.claim)}</td><td>check: {e(check.text)}</td>"
+                f"<td class='num'>{e(fmt(value))} (needs {e(check.op)} {check.threshold:g})</td>"
+                f"<td></td><td></td><td class='verdict {'supported' if ok else 'refuted'}'>"
+                f"{'passes' if ok else 'fails'}</td><td></td></tr>"
+            )
+    if not body:
+        return ""
+    head = "".join(f"<th>{e(h)}</th>" for h in STAT_HEAD)
+    return f"<table class='stats'><tr>{head}</tr>{''.join(body)}</table>"
 
 
 def html_page(sections: list[Section], rows: list[dict], provenance: str) -> str:
     e = html.escape
-    body = []
-    for r in rows:
-        cls = _cls(r["verdict"])
-        name = r["figure"].removeprefix(f"{r['run']}-")  # the run is in the title
-        fig = (
-            f'<a href="#fig-{e(r["figure"])}" title="{e(r["figure"])}">{e(name)}</a>'
-            if r["figure"]
-            else ""
-        )
-        source = r["source"].split(",")[0]  # authors and year; the title on hover
-        title = f' title="{e(r["detail"])}"' if r["detail"] else ""
-        body.append(
-            f'<tr class="{"notrun" if r["verdict"] == NOT_RUN else ""}" data-claim="{e(r["claim"])}">'
-            f'<td>{e(r["claim"])}</td><td title="{e(r["source"])}">{e(source)}</td>'
-            f"<td>{e(r['statement'])}</td>"
-            f'<td class="verdict {cls}"{title}>{e(r["verdict"])}</td>'
-            f"<td>{_e(r['statistic'])}</td><td class='num'>{e(r['estimate'])}</td>"
-            f"<td>{r['seeds']}</td><td>{e(r['profile'])}</td><td>{fig}</td></tr>"
-        )
     legend = "".join(
         f'<dt class="{_cls(w)}">{e(w)}</dt><dd>{e(text)}</dd>' for w, text in LEGEND.items()
     )
@@ -82,15 +147,12 @@ def html_page(sections: list[Section], rows: list[dict], provenance: str) -> str
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>normtheory report</title><style>{_CSS}</style></head><body>",
-        f"<p class='prov'>{_e(provenance)}</p><h1>normtheory report</h1>",
-        "<p>Which claims of the normalization literature hold at this scale: every claim of "
-        "<code>shared/CLAIMS.md</code>, its verdict and the statistic behind it (hover a verdict "
-        "for details, a source for the paper's title; each run's section below has the "
-        f"figures). {e(summary_line(rows))}</p>",
+        f"<p class='prov'>{_e(provenance)} {e(_commits(sections))}</p><h1>normtheory report</h1>",
+        f"<p>{_e(INTRO)} {e(summary_line(rows))}</p>",
         "<h2 id='claims'>Claims</h2><table class='claims'><tr>"
-        + "".join(f"<th>{e(h)}</th>" for h in [*HEAD, "figure"])
+        + "".join(f"<th>{e(h)}</th>" for h in HEAD)
         + "</tr>"
-        + "".join(body)
+        + "".join(_claim_row_html(r) for r in rows)
         + "</table>",
         f"<h3>Verdicts</h3><dl class='legend'>{legend}</dl>",
         f"<h3>Runs</h3><ul>{toc}</ul>",
@@ -103,14 +165,16 @@ def html_page(sections: list[Section], rows: list[dict], provenance: str) -> str
         )
         if sec.error:
             parts.append(f"<p class='error'>{e(sec.error)}</p>")
-        details = [
-            f"<li><b>{e(v.claim)}</b> (<span class='{_cls(v.verdict)}'>{e(v.verdict)}</span>): "
-            f"{e(v.detail)}</li>"
-            for v in sec.verdicts
-            if v.detail
-        ]
-        if details:
-            parts.append(f"<ul>{''.join(details)}</ul>")
+        parts.append(
+            "<ul class='reason'>"
+            + "".join(
+                f"<li><b>{e(c)}</b> from this run: <span class='{_cls(cv.verdict)}'>"
+                f"{e(cv.label)}</span> — {_e(cv.reason)}</li>"
+                for c, cv in sec.claim_verdicts.items()
+            )
+            + "</ul>"
+            + _stat_rows_html(sec)
+        )
         for f in sec.figures:
             data = f" · <a href='results/{e(f)}.csv'>data (CSV)</a>" if f in sec.figure_data else ""
             parts.append(
@@ -135,22 +199,34 @@ def _md(text) -> str:
 def markdown_page(sections: list[Section], rows: list[dict], provenance: str) -> str:
     lines = [
         f"<!-- {provenance} -->",
-        f"_{provenance}_",
+        f"_{provenance} {_commits(sections)}_",
         "",
         "# normtheory report",
         "",
-        "Which claims of the normalization literature hold at this scale: every claim of "
-        f"`shared/CLAIMS.md`, its verdict and the statistic behind it. {summary_line(rows)}",
+        f"{INTRO} {summary_line(rows)}",
         "",
         "## Claims",
         "",
-        "| " + " | ".join([*HEAD, "figure"]) + " |",
-        "|" + "---|" * (len(HEAD) + 1),
+        "| " + " | ".join(HEAD) + " |",
+        "|" + "---|" * len(HEAD),
     ]
     for r in rows:
-        fig = f"[{r['figure']}](figures/{r['figure']}.png)" if r["figure"] else ""
-        cells = [r["claim"], r["source"], r["statement"], f"**{r['verdict']}**", r["statistic"]]
-        cells += [r["estimate"], r["seeds"], r["profile"], fig]
+        fig = (
+            f"[{r['figure'].removeprefix(r['run'] + '-')}](figures/{r['figure']}.png)"
+            if r["figure"]
+            else ""
+        )
+        stat = f"{r['statistic']}: **{r['estimate']}**" + (f" ({r['power']})" if r["power"] else "")
+        cells = [
+            r["claim"],
+            f"{r['statement']} ({r['source'].split(',')[0]})",
+            f"{r['setting']}; {r['paper']}",
+            f"{r['scale']} ({r['profile']})",
+            f"**{r['label']}**: {r['reason']} ({r['test']})",
+            stat if r["statistic"] else "",
+            r["effect"],
+            fig,
+        ]
         lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
     lines += ["", "Verdicts:", ""]
     lines += [f"- **{w}**: {text}" for w, text in LEGEND.items()]
@@ -158,8 +234,26 @@ def markdown_page(sections: list[Section], rows: list[dict], provenance: str) ->
         lines += ["", f"## {sec.study_name}: {sec.title}", "", sec.description, "", sec.measured]
         if sec.error:
             lines += ["", f"> **{sec.error}**"]
-        details = [f"- **{v.claim}** ({v.verdict}): {v.detail}" for v in sec.verdicts if v.detail]
-        lines += ["", *details] if details else []
+        lines += [""] + [
+            f"- **{c}** from this run: **{cv.label}** — {cv.reason}"
+            for c, cv in sec.claim_verdicts.items()
+        ]
+        stat_lines = []
+        for cv in sec.claim_verdicts.values():
+            for v in cv.rows:
+                role = "" if v.primary else " (secondary)"
+                stat_lines.append(
+                    f"| {_md(v.claim)} | {_md(v.statistic + role)} | {_md(estimate_text(v))} | "
+                    f"{v.n_seeds} | **{_md(v.label)}** | {_md(v.power or v.detail)} |"
+                )
+            for check, value, ok in cv.checks:
+                stat_lines.append(
+                    f"| {_md(cv.claim)} | check: {_md(check.text)} | {fmt(value)} "
+                    f"(needs {check.op} {check.threshold:g}) | | **{'passes' if ok else 'fails'}** | |"
+                )
+        if stat_lines:
+            lines += ["", "| claim | statistic | estimate [95% CI] | n | verdict | power / detail |",
+                      "|---|---|---|---|---|---|", *stat_lines]  # fmt: skip
         for f in sec.figures:
             data = f" · [data](results/{f}.csv)" if f in sec.figure_data else ""
             lines += ["", f"![{f}](figures/{f}.png)", "", f"_{f}_ — [SVG](figures/{f}.svg){data}"]

@@ -18,10 +18,11 @@ from normtheory import verify
 from normtheory.report.data import figure_data
 from normtheory.report.figures import exact_checks_figure, missing_figure
 from normtheory.report.markup import html_page, markdown_page
-from normtheory.report.tables import Section, verdict_rows
+from normtheory.report.tables import ROW_COLUMNS, Section, claim_rows, statistic_rows
 from normtheory.results import MANIFEST, ResultsError, RunDir, git_commit, now
-from normtheory.stats import not_run
+from normtheory.stats import NOT_RUN
 from normtheory.study import Results, list_studies, load_study
+from normtheory.verdicts import ClaimVerdict, judge, judge_study
 
 
 def find_runs(root: str | Path = "runs") -> list[Path]:
@@ -99,7 +100,7 @@ def _study_section(run: Path, manifest: dict, out: Path, figures_only: bool) -> 
         study = load_study(manifest.get("study_path") or name)
     except Exception as err:
         reason = f"study {name!r} cannot be loaded: {type(err).__name__}: {err}"
-        return Section(run, name, "(study not found)", "", manifest, [], error=reason)
+        return Section(run, name, "(study not found)", "", manifest, error=reason)
     config = manifest.get("config", {})
     cells = results.cells
     sec = Section(
@@ -108,7 +109,6 @@ def _study_section(run: Path, manifest: dict, out: Path, figures_only: bool) -> 
         study.title,
         study.description.split("\n\n")[0],
         manifest,
-        [],
         cells=cells,
         expected=len(config.get("cells", [])) * int(config.get("seeds", 0) or 0),
         complete=int((cells["status"] != "failed").sum()) if len(cells) else 0,
@@ -116,21 +116,22 @@ def _study_section(run: Path, manifest: dict, out: Path, figures_only: bool) -> 
     sec.expected = max(sec.expected, sec.complete)
     sec.measured = _measured(sec, results)
     if not figures_only:
+        reason = ""
         if sec.complete == 0:
-            reason = f"no complete cells stored in {run} (0 of {sec.expected})"
-            sec.error = reason
+            reason = sec.error = f"no complete cells stored in {run} (0 of {sec.expected})"
         else:
             try:
-                sec.verdicts = list(study.verdicts(results))
-                reason = "no verdict from stored results"
-            except Exception as err:  # a broken verdict must not hide the others
-                sec.error = f"verdicts failed: {type(err).__name__}: {err}"
-                reason = f"verdict function failed ({type(err).__name__}: {err})"
+                sec.claim_verdicts = judge_study(study, results)
+            except Exception as err:  # a broken study must not hide the others
+                sec.error = f"statistics failed: {type(err).__name__}: {err}"
+                reason = f"the study's statistics failed ({type(err).__name__}: {err})"
                 traceback.print_exc()
         if sec.partial:
-            reason += f"; partial run: {sec.complete} of {sec.expected} cells"
-        done = {v.claim for v in sec.verdicts}
-        sec.verdicts += [not_run(c, reason) for c in study.claims if c not in done]
+            reason += f"{'; ' if reason else ''}partial run: {sec.complete} of {sec.expected} cells"
+            for cv in sec.claim_verdicts.values():
+                cv.reason += f" ({reason})"
+        for c in study.claims:
+            sec.claim_verdicts.setdefault(c, ClaimVerdict(c, NOT_RUN, reason=reason))
     note = f"partial results: {sec.complete} of {sec.expected} cells" if sec.partial else ""
     for fig_name, fn in study.figures.items():
         try:
@@ -152,7 +153,7 @@ def _exact_section(run: Path, manifest: dict, out: Path) -> Section:
         "sides of the identity from the library's measurement functions (autograd for the "
         "left-hand side, the paper's closed form for the right), in seconds on a CPU.",
         manifest,
-        verdicts,
+        judge(verdicts),
     )
     sec.measured = (
         f"Measured: {len(verdicts)} identities, one seeded problem each; the error is relative "
@@ -205,11 +206,13 @@ def build_report(
     (out / "figures" / "PROVENANCE.txt").write_text(provenance + "\n")
     if figures_only:
         return out / "index.html"
-    rows = verdict_rows(sections, testers())
+    rows = claim_rows(sections, testers())
     pd.DataFrame(rows).to_csv(out / "results" / "claims.csv", index=False)
+    table = pd.DataFrame(statistic_rows(sections), columns=ROW_COLUMNS)
+    table.to_csv(out / "results" / "rows.csv", index=False)
     (out / "results" / "PROVENANCE.txt").write_text(
         f"{provenance}\nEvery CSV in this folder was written by that command: "
-        + ", ".join(sorted({*written, "claims.csv"}))
+        + ", ".join(sorted({*written, "claims.csv", "rows.csv"}))
         + "\n"
     )
     (out / "index.html").write_text(html_page(sections, rows, provenance))

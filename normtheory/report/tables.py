@@ -1,5 +1,6 @@
-"""The report's tables: one row per claim verdict (every claim of the catalogue, "not run" where
-no stored run tested it), the legend of the verdict words, and each run's metadata."""
+"""The report's tables: one row per claim (the claim-level verdict of the registry's test, every
+claim of the registry, "not run" where no stored run tested it), one row per statistic (each
+study's section), the legend of the verdict words, and each run's metadata."""
 
 import math
 from dataclasses import dataclass, field
@@ -7,29 +8,35 @@ from pathlib import Path
 
 import pandas as pd
 
-from normtheory.claims import CLAIMS
-from normtheory.stats import EXACT, Verdict
+from normtheory.claims import CLAIMS, Claim, registered_at
+from normtheory.stats import EXACT, NOT_RUN, NOT_TESTABLE, Verdict
+from normtheory.verdicts import ClaimVerdict
 
-NOT_RUN = "not run"
 LEGEND = {
-    "supported": "the statistic's 95% CI over seeds lies on the side the claim predicts (or, for "
-    "a claimed value, within the claimed value ± its margin)",
-    "refuted": "the CI lies entirely on the other side (or entirely outside the margin)",
-    "inconclusive": "the CI includes 0 (or straddles the margin); more seeds or a larger scale "
-    "may decide it",
+    "supported": "every primary statistic shows the claimed effect: its one-sided test (or TOST, "
+    "for a claim of equivalence) is significant at 5 % after Holm's correction across the claim's "
+    "rows",
+    "refuted": "a primary statistic rules out the claimed effect: significantly the other way "
+    "(reversal), or its CI excludes every effect as large as the smallest effect of interest",
+    "inconclusive": "neither; the row states what effect sizes its CI rules out and the minimum "
+    "detectable effect at 80 % power. (underpowered): fewer independent seeds than registered",
+    NOT_TESTABLE: "a registered manipulation check failed (the nets did not train, or the cause "
+    "of the phenomenon is absent at this scale); the row names the check and the scale needed",
     "exact-holds": "an identity, checked to floating-point precision (or, for IC-CORR/IC-MI, to "
     "4 standard errors of its sampled estimate): the measured error is within the tolerance",
     "exact-fails": "the identity's measured error exceeds the tolerance",
     NOT_RUN: "no stored result tests the claim (the row names the command that would), or the "
-    "run's results were missing or its verdict function failed",
+    "run's results were missing or its statistics failed",
 }
+TIERS = {"paper": 3, "standard": 2, "full": 1, "quick": 0}
 
 
 @dataclass
 class Section:
-    """One run in the report: its study, verdicts, figures and metadata.
+    """One run in the report: its study, claim verdicts, figures and metadata.
 
     Attributes:
+        claim_verdicts: claim -> `ClaimVerdict` judged from this run alone.
         figures: figure stems (``<run>-<name>``), drawn as ``figures/<stem>.png``.
         figure_texts: stem -> the figure's titles, to link a claim to the figure naming it.
         figure_data: stems whose data table was written to ``results/<stem>.csv``.
@@ -42,7 +49,7 @@ class Section:
     title: str
     description: str
     manifest: dict
-    verdicts: list[Verdict]
+    claim_verdicts: dict[str, ClaimVerdict] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
     figure_texts: dict[str, str] = field(default_factory=dict)
     figure_data: set[str] = field(default_factory=set)
@@ -60,16 +67,25 @@ class Section:
     def anchor(self) -> str:
         return f"run-{self.run.name}"
 
+    @property
+    def verdicts(self) -> list[Verdict]:
+        """Every statistic row of every claim of this run."""
+        return [r for cv in self.claim_verdicts.values() for r in cv.rows]
+
+    @property
+    def tier(self) -> int:
+        return TIERS.get(self.manifest.get("profile", ""), -1)
+
 
 def fmt(x, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
     return f"{x:.{digits}g}"
 
 
-def estimate_text(v: Verdict) -> str:
+def estimate_text(v: Verdict | None) -> str:
     """``est [low, high]``; exact verdicts and rows without an interval show the value only."""
-    if v.verdict == NOT_RUN:
+    if v is None or v.verdict == NOT_RUN:
         return "–"
     if v.verdict in EXACT or not (math.isfinite(v.ci_low) and math.isfinite(v.ci_high)):
         return fmt(v.estimate)
@@ -81,58 +97,171 @@ def _figure_for(claim: str, sec: Section) -> str:
     return (named or sec.figures or [""])[0]
 
 
-def verdict_rows(sections: list[Section], testers: dict[str, list[str]]) -> list[dict]:
-    """One row per verdict of every section, plus a "not run" row for every claim of the
-    catalogue that no section has a row for, naming what would test it (`testers`: claim ->
-    commands). Rows follow the catalogue's order (claims of a topic together)."""
-    rows = []
-    for sec in sections:
-        note = f" (partial: {sec.complete} of {sec.expected} cells)" if sec.partial else ""
-        for v in sec.verdicts:
-            claim = CLAIMS.get(v.claim)
-            rows.append(
-                {
-                    "claim": v.claim,
-                    "source": claim.source if claim else "?",
-                    "statement": claim.statement if claim else "",
-                    "verdict": v.verdict,
-                    "statistic": v.statistic + (note if v.verdict != NOT_RUN else ""),
-                    "estimate": estimate_text(v),
-                    "value": v.estimate,
-                    "ci_low": v.ci_low,
-                    "ci_high": v.ci_high,
-                    "seeds": v.n_seeds,
-                    "profile": sec.manifest.get("profile", "?"),
-                    "run": sec.run.name,
-                    "figure": _figure_for(v.claim, sec),
-                    "detail": v.detail,
-                }
-            )
-    covered = {r["claim"] for r in rows}
+def _scale(sec: Section) -> str:
+    """This run's scale: dataset, model parameters, steps, independent seeds."""
+    cells = sec.cells
+    if cells is None or not len(cells):
+        return "exact checks: small float64 problems" if sec.study_name == "verify" else "–"
+    parts = []
+    if "dataset" in cells:
+        parts.append("/".join(sorted(map(str, cells["dataset"].dropna().unique()))))
+    if "final_n_params" in cells:
+        n = pd.to_numeric(cells["final_n_params"], errors="coerce").dropna()
+        if len(n):
+            lo, hi = int(n.min()), int(n.max())
+            parts.append(f"{lo:,}" + (f"–{hi:,}" if hi != lo else "") + " params")
+    if "steps_done" in cells:
+        s = pd.to_numeric(cells["steps_done"], errors="coerce").dropna()
+        if len(s):
+            lo, hi = int(s.min()), int(s.max())
+            parts.append(f"{lo}" + (f"–{hi}" if hi != lo else "") + " steps")
+    parts.append(f"{cells['seed'].nunique()} seeds")
+    return ", ".join(parts)
+
+
+def _effects(claim: Claim, head: Verdict | None) -> str:
+    """The paper's effect next to ours, in the headline statistic's units."""
+    if head is None or head.verdict in EXACT or not math.isfinite(head.estimate):
+        return ""
+    here = f"here {head.estimate:+.3g}"
+    if claim.paper_effect is None:
+        return here
+    return f"paper {claim.paper_effect:+.3g}, {here}"
+
+
+def _test_status(claim: Claim, sec: Section | None) -> str:
+    """The test's hash and the commit it was last changed at; flags a run made under an older
+    test (or before the registry existed)."""
+    changed = registered_at().get(claim.id, "")
+    text = f"test {claim.digest}" + (f" (registered at {changed})" if changed else "")
+    if sec is None or sec.study_name == "verify":
+        return text
+    ran = sec.manifest.get("tests", {}).get(claim.id)
+    if ran is None:
+        return text + f"; test registered after this run ({sec.run.name}): rerun to confirm"
+    if ran != claim.digest:
+        return text + f"; test changed at {changed or 'a later commit'} after this run: rerun"
+    return text
+
+
+def _decider(claim: Claim, sections: list[Section]) -> tuple[Section | None, ClaimVerdict | None]:
+    """The section whose verdict stands for the claim: among its registered study's runs (else
+    any run that judged it), one that reached a verdict, complete, of the highest tier, latest."""
+    having = [s for s in sections if claim.id in s.claim_verdicts]
+    own = [s for s in having if s.study_name == claim.study] or having
+    if not own:
+        return None, None
+    best = max(
+        own,
+        key=lambda s: (
+            s.claim_verdicts[claim.id].verdict != NOT_RUN,  # a run that judged it
+            not s.partial,
+            s.tier,
+            s.manifest.get("finished_at") or "",
+        ),
+    )
+    return best, best.claim_verdicts[claim.id]
+
+
+def _exact_verdict(claim: Claim, sections: list[Section]) -> tuple[Section | None, ClaimVerdict]:
+    """An exact claim holds when every exact row of every run holds."""
+    having = [s for s in sections if claim.id in s.claim_verdicts]
+    rows = [(s, r) for s in having for r in s.claim_verdicts[claim.id].rows if r.verdict in EXACT]
+    if not rows:
+        return _decider(claim, sections)
+    failed = [(s, r) for s, r in rows if r.verdict == EXACT[1]]
+    sec, head = (failed or sorted(rows, key=lambda x: x[0].study_name != "verify"))[0]
+    runs = sorted({s.run.name for s, _ in rows})
+    out = ClaimVerdict(claim.id, EXACT[1] if failed else EXACT[0], headline=head)
+    out.reason = (
+        f"fails: {'; '.join(r.statistic for _, r in failed)}"
+        if failed
+        else f"{len(rows)} exact check(s) within tolerance in {', '.join(runs)}"
+    )
+    out.n_seeds = max(r.n_seeds for _, r in rows)
+    return sec, out
+
+
+def claim_rows(sections: list[Section], testers: dict[str, list[str]]) -> list[dict]:
+    """One row per claim of the registry, in its order: the claim-level verdict, the headline
+    statistic with its CI, the paper's effect next to ours, this run's scale and the test's
+    status (`testers`: claim -> commands that would test it, for "not run" rows)."""
+    out = []
     for cid, claim in CLAIMS.items():
-        if cid in covered:
-            continue
+        if claim.kind == "exact":
+            sec, cv = _exact_verdict(claim, sections)
+        else:
+            sec, cv = _decider(claim, sections)
         how = " or ".join(f"`{c}`" for c in testers.get(cid, [])) or "no study tests it yet"
-        rows.append(
+        if cv is None:
+            cv = ClaimVerdict(cid, NOT_RUN, reason=f"not run: {how}")
+        elif cv.verdict == NOT_RUN:
+            cv.reason = f"{cv.reason}; run {how}" if cv.reason else f"not run: {how}"
+        head = cv.headline
+        out.append(
             {
                 "claim": cid,
-                "source": claim.source,
                 "statement": claim.statement,
-                "verdict": NOT_RUN,
-                "statistic": f"not run: {how}",
-                "estimate": "–",
-                "value": math.nan,
-                "ci_low": math.nan,
-                "ci_high": math.nan,
-                "seeds": 0,
-                "profile": "–",
-                "run": "",
-                "figure": "",
-                "detail": "",
+                "source": claim.source,
+                "setting": claim.setting,
+                "paper": claim.paper,
+                "verdict": cv.verdict,
+                "note": cv.note,
+                "label": cv.label,
+                "reason": cv.reason,
+                "statistic": head.statistic if head is not None else "",
+                "estimate": estimate_text(head),
+                "value": head.estimate if head is not None else math.nan,
+                "ci_low": head.ci_low if head is not None else math.nan,
+                "ci_high": head.ci_high if head is not None else math.nan,
+                "power": head.power if head is not None else "",
+                "effect": _effects(claim, head),
+                "seeds": cv.n_seeds,
+                "scale": _scale(sec) if sec is not None else "–",
+                "profile": sec.manifest.get("profile", "?") if sec is not None else "–",
+                "run": sec.run.name if sec is not None else "",
+                "test": _test_status(claim, sec),
+                "figure": _figure_for(cid, sec) if sec is not None else "",
             }
         )
-    order = {cid: i for i, cid in enumerate(CLAIMS)}
-    return sorted(rows, key=lambda r: order.get(r["claim"], len(order)))  # stable
+    return out
+
+
+ROW_COLUMNS = ["claim", "run", "profile", "name", "condition", "primary", "verdict", "note",
+               "label", "statistic", "estimate_text", "estimate", "ci_low", "ci_high", "n_seeds",
+               "p_value", "p_adjusted", "power", "detail"]  # fmt: skip
+
+
+def statistic_rows(sections: list[Section]) -> list[dict]:
+    """One row per statistic of every section (the per-study tables and ``rows.csv``)."""
+    rows = []
+    for sec in sections:
+        for cv in sec.claim_verdicts.values():
+            for v in cv.rows:
+                rows.append(
+                    {
+                        "claim": v.claim,
+                        "run": sec.run.name,
+                        "profile": sec.manifest.get("profile", "?"),
+                        "name": v.name,
+                        "condition": v.condition,
+                        "primary": v.primary,
+                        "verdict": v.verdict,
+                        "note": v.note,
+                        "label": v.label,
+                        "statistic": v.statistic,
+                        "estimate_text": estimate_text(v),
+                        "estimate": v.estimate,
+                        "ci_low": v.ci_low,
+                        "ci_high": v.ci_high,
+                        "n_seeds": v.n_seeds,
+                        "p_value": v.p_value,
+                        "p_adjusted": v.p_adjusted,
+                        "power": v.power,
+                        "detail": v.detail,
+                    }
+                )
+    return rows
 
 
 def meta(sec: Section) -> dict:
@@ -152,8 +281,11 @@ def meta(sec: Section) -> dict:
         "profile": m.get("profile", "?"),
     }
     if cells is not None:
-        out["cells × seeds"] = f"{sec.complete} of {sec.expected} complete" + (
-            f" ({', '.join(f'{v} {k}' for k, v in counts.items())})" if counts else ""
+        n_seeds = int(m.get("config", {}).get("seeds", 0) or 0)
+        n_cells = len(m.get("config", {}).get("cells", []))
+        out["runs"] = (
+            f"{sec.complete} of {sec.expected} complete ({n_cells} cells × {n_seeds} seeds)"
+            + (f": {', '.join(f'{v} {k}' for k, v in counts.items())}" if counts else "")
         )
     out["wall time"] = f"{wall:.1f} s" + (" (training)" if cells is not None else "")
     out["started"] = m.get("started_at", "–")

@@ -1,6 +1,7 @@
 """Tiny run folders for the report tests: a user study of a few training steps (with a figure
-drawn by the shared helpers and a verdict), a copy with missing cells, a study whose verdict
-function raises, and the exact checks of ``normtheory verify``."""
+drawn by the shared helpers and stand-in values of GN-BATCH's registered statistics and checks),
+a copy with missing cells, a study whose statistics function raises, and the exact checks of
+``normtheory verify``."""
 
 import shutil
 
@@ -12,21 +13,29 @@ STUDY = '''
 """A tiny study for the report tests: BN vs no norm on a Gaussian mixture."""
 from normtheory.experiment import TrainCell
 from normtheory.report.figures import metric_panels
-from normtheory.stats import mean_ci, verdict
 from normtheory.study import Grid, Profile, Study
+from normtheory.verdicts import CheckValue, sample
 
 BASE = TrainCell(dataset="gaussian_mixture", arch="mlp", width=8, depth=1, steps=10, batch_size=16)
 
 
-def verdicts(results):
+def statistics(results):
     {body}
-    return [verdict("GN-BATCH", "final test acc", mean_ci(results.cells.final_test_acc), "greater")]
+    # Stand-ins under GN-BATCH's registered names, one value per seed (the run's test error);
+    # check values that pass, so that the claim gets a decided row ("inconclusive", 2 seeds).
+    err = 1 - results.cells.groupby("seed")["final_test_acc"].mean()
+    return [
+        sample("GN-BATCH", "bn_rise", err),
+        sample("GN-BATCH", "gn_rise", err - 0.5),
+        CheckValue("GN-BATCH", "bn_trained", 0.9),
+        CheckValue("GN-BATCH", "bn_penalty", err.mean()),
+    ]
 
 
 STUDY = Study(
     name="{name}", title="tiny {name}", claims=("GN-BATCH", "BN-LR"),
     profiles={{"quick": Profile(Grid(BASE, {{"norm": ("batch", "none")}}), seeds=2)}},
-    verdicts=verdicts,
+    statistics=statistics,
     figures={{"loss": lambda r: metric_panels(r.records, {{"outcome.train_loss": "train loss"}},
                                               title="BN-LR: loss")}},
 )
@@ -35,7 +44,7 @@ STUDY = Study(
 
 @pytest.fixture(scope="session")
 def report_runs(tmp_path_factory):
-    """{name: run folder}: ``tiny``, ``partial`` (2 of 4 cells removed), ``broken`` (verdicts
+    """{name: run folder}: ``tiny``, ``partial`` (2 of 4 cells removed), ``broken`` (statistics
     raise) and ``verify`` (exact checks)."""
     root = tmp_path_factory.mktemp("report_runs")
     runs = {}

@@ -1,8 +1,10 @@
-"""The report from stored runs: every claim has a row, missing or partial results and broken
-verdict functions give visible rows (never a crash), each figure's data and the provenance are
+"""The report from stored runs: one row per claim, missing or partial results and broken
+statistics functions give visible rows (never a crash), a test changed after a run is flagged, each figure's data and the provenance are
 written, and the page fetches nothing from outside."""
 
+import json
 import re
+import shutil
 
 import pandas as pd
 import pytest
@@ -20,36 +22,78 @@ def report(report_runs, tmp_path_factory):
     return out
 
 
-def test_every_claim_has_a_row_and_exact_checks_hold(report):
-    claims = pd.read_csv(report / "results" / "claims.csv", keep_default_na=False)
-    assert set(claims["claim"]) == set(CLAIMS)
-    exact = claims[claims["run"] == "verify"]
-    assert list(exact["claim"]) == [c for c in CLAIMS if c in EXACT_CLAIMS]
-    assert set(exact["verdict"]) == {"exact-holds"}
+def _claims(report) -> pd.DataFrame:
+    return pd.read_csv(report / "results" / "claims.csv", keep_default_na=False)
+
+
+def _rows(report) -> pd.DataFrame:
+    return pd.read_csv(report / "results" / "rows.csv", keep_default_na=False)
+
+
+def test_one_row_per_claim_and_exact_checks_hold(report):
+    """Audit regression: 45 verdict rows for 23 claims and no one verdict per claim. The top
+    table has exactly one row per registered claim, in the registry's order, with the columns a
+    reader needs at a glance."""
+    claims = _claims(report)
+    assert list(claims["claim"]) == list(CLAIMS)
+    for col in ("statement", "setting", "paper", "scale", "label", "statistic", "estimate",
+                "effect", "test", "reason"):  # fmt: skip
+        assert col in claims, col
+    exact = claims[claims["claim"].isin(EXACT_CLAIMS)]
+    assert set(exact["verdict"]) == {"exact-holds"} and set(exact["run"]) == {"verify"}
     html, md = (report / "index.html").read_text(), (report / "README.md").read_text()
     for claim in CLAIMS:
-        assert f'data-claim="{claim}"' in html and f"| {claim} |" in md
+        assert html.count(f'data-claim="{claim}"') == 1 and f"| {claim} |" in md
+    assert "23 claims:" in html
+    assert all(t.startswith("test ") for t in claims["test"])
 
 
 def test_unrun_partial_and_broken_runs_are_visible_rows(report):
-    claims = pd.read_csv(report / "results" / "claims.csv", keep_default_na=False)
-    by_run = {run: rows for run, rows in claims.groupby("run")}
+    claims = _claims(report).set_index("claim")
     # a claim no run tested names the command that would test it
-    unrun = claims[claims["claim"] == "WS-SINGULAR"].iloc[0]
-    assert unrun["verdict"] == "not run" and "normtheory run singularities" in unrun["statistic"]
-    assert (claims[claims["claim"] == "BN-SMOOTH"]["verdict"] == "not run").all()
-    # the tiny study gives GN-BATCH a verdict and BN-LR (declared, no verdict) a not-run row
-    tiny = by_run["tiny"].set_index("claim")
-    assert tiny.loc["GN-BATCH", "verdict"] in {"supported", "refuted", "inconclusive"}
-    assert tiny.loc["BN-LR", "verdict"] == "not run"
-    partial = by_run["partial"].set_index("claim")
-    assert "partial: 2 of 4 cells" in partial.loc["GN-BATCH", "statistic"]
-    assert "partial run: 2 of 4 cells" in partial.loc["BN-LR", "statistic"]
-    broken = by_run["broken"]
-    assert set(broken["verdict"]) == {"not run"}
-    assert broken["statistic"].str.contains("verdict function failed .RuntimeError: boom").all()
+    assert claims.loc["WS-SINGULAR", "verdict"] == "not run"
+    assert "normtheory run singularities" in claims.loc["WS-SINGULAR", "reason"]
+    assert claims.loc["BN-SMOOTH", "verdict"] == "not run"
+    rows = _rows(report)
+    by_run = {run: r for run, r in rows.groupby("run")}
+    # the tiny study gives GN-BATCH decided rows (2 seeds: underpowered)
+    tiny = by_run["tiny"]
+    assert set(tiny["claim"]) == {"GN-BATCH"} and set(tiny["name"]) == {"bn_rise", "gn_rise"}
+    assert set(tiny["label"]) == {"inconclusive (underpowered: 2 < 5 seeds)"}
+    assert "broken" not in by_run  # its statistics raised: no rows
     html = (report / "index.html").read_text()
-    assert "verdicts failed: RuntimeError: boom" in html and "(PARTIAL)" in html
+    assert "statistics failed: RuntimeError: boom" in html and "(PARTIAL)" in html
+    assert "partial run: 2 of 4 cells" in html
+
+
+def test_statistic_rows_list_checks_and_power(report):
+    html = (report / "index.html").read_text()
+    assert "check: BN at the largest batch reaches ≥ 85 % test accuracy" in html
+    assert "p (Holm)" in html
+
+
+def _report_of(run, tmp_path) -> pd.DataFrame:
+    assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 0
+    return _claims(tmp_path / "rep").set_index("claim")
+
+
+def test_a_test_changed_after_the_run_is_flagged(report_runs, tmp_path):
+    """Audit regression: EX-WEIGH's statistic changed after its results were in and nothing
+    recorded it. A run stores the registered tests' hashes at its start; the report flags a
+    claim whose test changed since, and one whose run predates the registry."""
+    changed = tmp_path / "changed"
+    shutil.copytree(report_runs["tiny"], changed)
+    manifest = json.loads((changed / "manifest.json").read_text())
+    assert manifest["tests"]["GN-BATCH"] == CLAIMS["GN-BATCH"].digest
+    assert "changed" not in _report_of(report_runs["tiny"], tmp_path / "a").loc["GN-BATCH", "test"]
+    manifest["tests"]["GN-BATCH"] = "0" * 12
+    (changed / "manifest.json").write_text(json.dumps(manifest))
+    test = _report_of(changed, tmp_path / "b").loc["GN-BATCH", "test"]
+    assert "test changed at" in test and "after this run: rerun" in test
+    del manifest["tests"]
+    (changed / "manifest.json").write_text(json.dumps(manifest))
+    test = _report_of(changed, tmp_path / "c").loc["GN-BATCH", "test"]
+    assert "registered after this run" in test
 
 
 def test_figures_and_the_data_behind_them(report, report_runs):
@@ -101,14 +145,11 @@ def test_figures_only_rerenders_figures(report_runs, tmp_path):
 
 
 def test_a_run_with_no_cells_is_a_visible_not_run_row(report_runs, tmp_path):
-    import shutil
-
     empty = tmp_path / "empty"
     shutil.copytree(report_runs["tiny"], empty)
     shutil.rmtree(empty / "cells")
     assert main(["report", str(empty), "--out", str(tmp_path / "rep")]) == 0
-    claims = pd.read_csv(tmp_path / "rep" / "results" / "claims.csv", keep_default_na=False)
-    rows = claims[claims["run"] == "empty"]
-    assert set(rows["verdict"]) == {"not run"}
-    assert rows["statistic"].str.contains("no complete cells stored").all()
+    claims = _claims(tmp_path / "rep").set_index("claim")
+    assert claims.loc["GN-BATCH", "verdict"] == "not run"
+    assert "no complete cells stored" in claims.loc["GN-BATCH", "reason"]
     assert (tmp_path / "rep" / "figures" / "empty-loss.png").exists()  # a 'missing' panel

@@ -1,10 +1,11 @@
-"""Smoke run of the batch_size study through the CLI on a tiny grid: stored table, report, resume."""
+"""The command line on the batch_size study's tiny grid: the stored table, resume, refusals, bad
+input and user studies run by path. The study's own smoke and known-answer tests are in
+test_batch_size.py."""
 
 import json
 import subprocess
 import sys
 
-import pandas as pd
 import pytest
 
 from normtheory.cli import main
@@ -64,23 +65,6 @@ def test_stored_table_is_tidy_and_sane(tiny_run):
         and manifest["device"] == "cpu"
         and manifest["finished_at"]
     )
-
-
-def test_report_files_hold_figure_and_verdicts(tiny_run, capsys):
-    root, out = tiny_run
-    report = root / "report"
-    assert main(["report", str(out), "--out", str(report)]) == 0
-    html = (report / "index.html").read_text()
-    md = (report / "README.md").read_text()
-    for claim in ("GN-BATCH", "WS-MICRO", "FRN-BATCH", "BGN-TINY"):
-        assert claim in html and claim in md
-    png = report / "figures" / "run-error_vs_batch.png"
-    assert png.exists() and png.stat().st_size > 10_000
-    assert "figures/run-error_vs_batch.png" in html
-    claims = pd.read_csv(report / "results" / "claims.csv")
-    claims = claims[claims["run"] == "run"]  # the table also lists the claims no run tested
-    assert set(claims.verdict) <= {"supported", "refuted", "inconclusive"}
-    assert (claims.seeds == 2).all()
 
 
 def test_rerun_skips_complete_cells(tiny_run, capsys):
@@ -172,13 +156,14 @@ def test_console_script_and_list():
 USER_STUDY = '''
 """A user's own study in a file of their own."""
 from normtheory.experiment import TrainCell
-from normtheory.stats import mean_ci, verdict
 from normtheory.study import Grid, Profile, Study
+from normtheory.verdicts import sample
 
 BASE = TrainCell(dataset="gaussian_mixture", arch="mlp", width=8, depth=1, steps=5, batch_size=16)
 STUDY = Study(name="mine", title="mine", claims=("GN-BATCH",),
               profiles={"quick": Profile(Grid(BASE, {"norm": ("batch", "none")}), seeds=2)},
-              verdicts=lambda r: [verdict("GN-BATCH", "acc", mean_ci(r.cells.final_test_acc), "greater")])
+              statistics=lambda r: [sample("GN-BATCH", "bn_rise",
+                                           1 - r.cells.groupby("seed").final_test_acc.mean())])
 '''
 
 

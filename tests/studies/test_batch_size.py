@@ -1,0 +1,130 @@
+"""The batch_size study: a smoke run through the CLI on a tiny grid, and known-answer tests of its
+verdicts on synthetic test errors (GN-BATCH, WS-MICRO, FRN-BATCH)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from normtheory.study import Results
+from normtheory.verdicts import judge_study
+from studies.batch_size import STUDY, statistics
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = [
+    "norm=batch,group,group+ws,frn,batch_group",
+    "batch_size=4,16",
+    "examples=64",
+    "width=4",
+    "depth=2",
+    "groups=2",
+]
+DECIDED = {"supported", "refuted", "inconclusive", "not testable at this scale"}
+
+
+def test_smoke(study_cli):
+    out, rows = study_cli.run("batch_size", *TINY)
+    reported = set(zip(rows["claim"], rows["name"]))
+    assert {("GN-BATCH", "bn_rise"), ("GN-BATCH", "gn_rise"), ("WS-MICRO", "ws_vs_bn"),
+            ("FRN-BATCH", "gn_vs_frn")} <= reported  # fmt: skip
+    assert (rows["n_seeds"] == 2).all() and np.isfinite(rows["estimate"]).all()
+    assert rows["detail"].str.contains("test error").all()
+    claims = study_cli.claims().set_index("claim")
+    assert set(claims.loc[["GN-BATCH", "WS-MICRO", "FRN-BATCH"], "verdict"]) <= DECIDED
+    study_cli.figures(["error_vs_batch"])
+
+
+# Mean test error per (norm, batch size) of a world where every claim holds: BN's error rises
+# by 15 points from batch 32 to 2, GN is flat, GN+WS at 2 beats BN at 32, FRN beats GN at 2.
+HOLDS = {
+    **{("batch", b): e for b, e in ((2, 0.20), (8, 0.08), (32, 0.05))},
+    **{("group", b): 0.08 for b in (2, 8, 32)},
+    **{("group+ws", b): 0.04 for b in (2, 8, 32)},
+    **{("frn", b): 0.05 for b in (2, 8, 32)},
+    **{("batch_group", b): 0.06 for b in (2, 8, 32)},
+}
+
+
+def _results(errors: dict, seeds: int = 5, noise: float = 0.004) -> Results:
+    """Cells with the given mean test error per (norm, batch size), plus seeded noise."""
+    rng = np.random.default_rng(0)
+    rows = [
+        {
+            "norm": n,
+            "batch_size": b,
+            "seed": s,
+            "status": "completed",
+            "final_test_acc": 1 - e - rng.normal(0, noise),
+        }  # fmt: skip
+        for (n, b), e in errors.items()
+        for s in range(seeds)
+    ]
+    return Results(pd.DataFrame(), pd.DataFrame(rows), {})
+
+
+def _verdicts(errors: dict, **kw) -> dict[str, str]:
+    return {c: v.label for c, v in judge_study(STUDY, _results(errors, **kw)).items()}
+
+
+def test_statistics_are_the_registered_ones_with_known_values():
+    items = {(i.claim, i.name): i for i in statistics(_results(HOLDS, noise=0))}
+    assert set(items) == {
+        ("GN-BATCH", "bn_rise"), ("GN-BATCH", "gn_rise"), ("GN-BATCH", "bn_trained"),
+        ("GN-BATCH", "bn_penalty"), ("WS-MICRO", "ws_vs_bn"), ("WS-MICRO", "bn_trained"),
+        ("FRN-BATCH", "gn_vs_frn"), ("FRN-BATCH", "frn_trained"),
+    }  # fmt: skip
+    expect = {
+        ("GN-BATCH", "bn_rise"): 0.15, ("GN-BATCH", "gn_rise"): 0.0,
+        ("WS-MICRO", "ws_vs_bn"): -0.01, ("FRN-BATCH", "gn_vs_frn"): 0.03,
+    }  # fmt: skip
+    for key, value in expect.items():
+        assert list(items[key].values) == pytest.approx([value] * 5, abs=1e-9), key
+    checks = {("GN-BATCH", "bn_trained"): 0.95, ("GN-BATCH", "bn_penalty"): 0.15,
+              ("WS-MICRO", "bn_trained"): 0.95, ("FRN-BATCH", "frn_trained"): 0.95}  # fmt: skip
+    for key, value in checks.items():
+        assert items[key].value == pytest.approx(value), key
+
+
+def test_verdicts_supported():
+    verdicts = _verdicts(HOLDS)
+    assert verdicts == {
+        "GN-BATCH": "supported",
+        "WS-MICRO": "supported",
+        "FRN-BATCH": "supported",
+    }
+
+
+def test_verdicts_refuted():
+    """GN rises as much as BN (not flat); GN+WS at batch 2 is 5 points worse than BN at 32;
+    FRN is 4 points worse than GN at batch 2."""
+    verdicts = _verdicts({**HOLDS, ("group", 2): 0.23, ("group+ws", 2): 0.10})
+    assert verdicts["GN-BATCH"] == "refuted" and verdicts["WS-MICRO"] == "refuted"
+    assert _verdicts({**HOLDS, ("frn", 2): 0.12})["FRN-BATCH"] == "refuted"
+
+
+def test_verdicts_not_testable_when_a_check_fails():
+    """BN without a small-batch penalty (GN-BATCH), BN at batch 32 untrained (WS-MICRO), FRN at
+    batch 2 untrained (FRN-BATCH): the manipulation checks fail, whatever the statistics say."""
+    no_penalty = _verdicts({**HOLDS, ("batch", 2): 0.05})
+    assert no_penalty["GN-BATCH"] == "not testable at this scale"
+    assert no_penalty["WS-MICRO"] == "supported"  # its check (BN trained at 32) still passes
+    untrained = _verdicts({**HOLDS, ("batch", 32): 0.30, ("batch", 2): 0.50, ("frn", 2): 0.30})
+    assert untrained["GN-BATCH"] == "not testable at this scale"
+    assert untrained["WS-MICRO"] == "not testable at this scale"
+    assert untrained["FRN-BATCH"] == "not testable at this scale"
+
+
+def test_verdicts_underpowered_with_three_seeds():
+    verdicts = _verdicts(HOLDS, seeds=3)
+    for claim in ("GN-BATCH", "WS-MICRO", "FRN-BATCH"):
+        assert verdicts[claim] == "inconclusive (underpowered)", claim
+
+
+def test_diverged_cell_counts_as_error_one():
+    results = _results(HOLDS, noise=0)
+    cells = results.cells
+    cells.loc[(cells["norm"] == "frn") & (cells["batch_size"] == 2) & (cells["seed"] == 3),
+              "status"] = "diverged"  # fmt: skip
+    items = {(i.claim, i.name): i for i in statistics(results)}
+    gap = items["FRN-BATCH", "gn_vs_frn"].values
+    assert gap[3] == pytest.approx(0.08 - 1.0) and gap.drop(3).tolist() == pytest.approx([0.03] * 4)

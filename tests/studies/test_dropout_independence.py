@@ -1,0 +1,95 @@
+"""dropout_independence: a smoke run through the CLI on a tiny grid, and the slope rows of IC-CORR
+and IC-MI on synthetic ratios whose answer is known.
+
+IC-CORR and IC-MI are exact claims decided by ``normtheory verify``; this study reports only their
+secondary statistic (the slope in a trained net), so a run of it alone leaves their claim-level
+verdict "not run" and the smoke run reads the statistic rows instead of `study_cli.run`'s
+claim-level gate."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from normtheory.cli import main
+from normtheory.study import Results
+from normtheory.verdicts import Exact, judge, judge_study
+from studies.dropout_independence import BLOCKS, KEEPS, STUDY, ratio_table
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_dropout_independence(tmp_path):
+    out, rep = tmp_path / "run", tmp_path / "rep"
+    argv = ["run", "dropout_independence", "--seeds", "2", "--device", "cpu", "--out", str(out)]
+    assert main([*argv, "steps=30", "width=32"]) == 0
+    assert main(["report", str(out), "--out", str(rep)]) == 0
+    rows = pd.read_csv(rep / "results" / "rows.csv", keep_default_na=False, na_values=["nan", ""])
+    rows = rows.set_index("claim")
+    assert sorted(rows.index) == ["IC-CORR", "IC-MI"] and set(rows["name"]) == {"slope"}
+    assert rows.loc["IC-CORR", "estimate"] == pytest.approx(1.0, abs=0.05)
+    assert rows.loc["IC-MI", "estimate"] == pytest.approx(2.0, abs=0.1)
+    assert (rows["n_seeds"] == 2).all() and not rows["primary"].any()
+    claims = pd.read_csv(rep / "results" / "claims.csv", keep_default_na=False)
+    assert set(claims[claims["claim"].isin(STUDY.claims)]["verdict"]) == {"not run"}  # verify's
+    for name in ["ratios"]:
+        png = rep / "figures" / f"run-{name}.png"
+        assert png.exists() and png.stat().st_size > 10_000, name
+    table = ratio_table(Results.load(out))
+    bn = table[(table["block"] == "BN→Dropout") & (table["which"] == "corr")]
+    assert bn["ratio"].to_numpy() == pytest.approx(bn["theory"].to_numpy(), abs=0.02)
+
+
+def _fake(seeds: int = 5, corr: float = 1.0, mi: float = 2.0, cells=("base",)) -> Results:
+    """Ratios q^corr (correlation) and q^mi (MI) in the BN→Dropout block, with seed noise of sd
+    0.005 on the exponent; the controls scale as q^1.2 and q^2.3, as they do in a trained net."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for seed in range(seeds):
+        for cell in cells:
+            for block in BLOCKS:
+                for which, power in (("corr", corr), ("mi", mi)):
+                    if block != "BN→Dropout":
+                        power = 1.2 if which == "corr" else 2.3
+                    power += rng.normal(0, 0.005)
+                    rows += [
+                        dict(
+                            cell=cell,
+                            seed=seed,
+                            step=30,
+                            metric=f"ic.{which}_ratio",
+                            key=f"{block}|{q}",
+                            value=q**power,
+                        )
+                        for q in KEEPS
+                    ]
+    return Results(pd.DataFrame(rows), pd.DataFrame(), {})
+
+
+@pytest.mark.parametrize("claim, which", [("IC-CORR", "corr"), ("IC-MI", "mi")])
+def test_slope_rows_on_known_ratios(claim, which):
+    """Ratios that follow q (q²) → the slope row is supported; a slope 20 % off → refuted; 3 seeds
+    → underpowered. The claim itself stays "not run" until verify's exact row is added, which
+    then decides it alone."""
+    right = {"corr": 1.0, "mi": 2.0}[which]
+
+    def slope_row(results):
+        verdict = judge_study(STUDY, results)[claim]
+        (row,) = verdict.rows
+        assert row.name == "slope" and not row.primary
+        return verdict, row
+
+    verdict, row = slope_row(_fake(**{which: right}))
+    assert row.verdict == "supported" and row.estimate == pytest.approx(right, abs=0.01)
+    assert (verdict.verdict, verdict.reason) == ("not run", "no exact check reported")
+    _, row = slope_row(_fake(**{which: 1.2 * right}))
+    assert row.verdict == "refuted"
+    _, row = slope_row(_fake(seeds=3, **{which: right}))
+    assert (row.verdict, row.note) == ("inconclusive", "underpowered: 3 < 5 seeds")
+    _, row = slope_row(_fake(cells=("width=64", "width=128"), **{which: right}))
+    assert row.n_seeds == 5  # the cells of a seed are not extra seeds
+
+    evidence = STUDY.statistics(_fake(**{which: 1.2 * right}))
+    holds = judge([*evidence, Exact(claim, "ratio_error_se", 1.0, n=1)], [claim])[claim]
+    assert holds.verdict == "exact-holds"
+    fails = judge([*evidence, Exact(claim, "ratio_error_se", 9.0, n=1)], [claim])[claim]
+    assert fails.verdict == "exact-fails"

@@ -1,0 +1,106 @@
+"""ic_layer: a smoke run through the CLI on a tiny grid, and the verdicts of IC-ORDER and IC-SIGN
+on synthetic runs whose answer is known."""
+
+from itertools import product
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from normtheory.study import Results
+from normtheory.verdicts import judge_study
+from studies.ic_layer import BASELINE, IC, ORDER, STUDY, per_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_ic_layer(study_cli):
+    out, rows = study_cli.run("ic_layer", "steps=20", "width=8", "eval_every=10", seeds="2")
+    names = set(zip(rows["claim"], rows["name"]))
+    assert names == {
+        ("IC-ORDER", "train_auc_gain"),
+        ("IC-ORDER", "test_acc_gain"),
+        ("IC-SIGN", "one_minus_same_sign"),
+    }
+    sign = rows[rows["claim"] == "IC-SIGN"].iloc[0]
+    assert sign["verdict"] == "exact-holds" and sign["estimate"] == 0
+    order = rows[rows["claim"] == "IC-ORDER"]
+    assert (order["n_seeds"] == 2).all() and order["estimate"].notna().all()
+    assert set(order["note"]) == {"underpowered: 2 < 5 seeds"}
+    study_cli.figures(["training", "dependence"])
+    runs = per_run(Results.load(out))
+    assert len(runs) == 6 and runs["train_auc"].notna().all()
+    assert runs["final_test_acc"].between(0, 1).all()
+
+
+def _fake(
+    seeds: int = 5,
+    ic_gain: float = 0.1,
+    base_acc: float = 0.95,
+    min_sign: float = 1.0,
+    datasets=("digits",),
+) -> Results:
+    """Runs of the three placements on the digits: IC's training loss lies `ic_gain` below the
+    baseline's (seed noise 0.01), IC's accuracy is 0.96 (the baseline's `base_acc`), and the
+    baseline's same-sign fraction of the layers after the first is 1 except one record at
+    `min_sign`; the same on each of `datasets`."""
+    rng = np.random.default_rng(0)
+    steps = np.arange(0, 301, 5)
+    records, cells = [], []
+    for seed in range(seeds):
+        noise = rng.normal(0, 0.01)
+        for dataset, tag in product(datasets, ORDER):
+            shift = {BASELINE: 0.0, IC: -ic_gain - noise}.get(tag, -0.05)
+            acc = {BASELINE: base_acc, IC: 0.96 + noise}.get(tag, 0.97)
+            loss = 0.3 + np.exp(-steps / 60) + shift
+            cell = dict(cell=f"{dataset},{tag}", seed=seed, dataset=dataset, tag=tag)
+            records += [
+                dict(cell, step=t, metric="outcome.train_loss", key="", value=v)
+                for t, v in zip(steps, loss)
+            ]
+            records += [
+                dict(cell, step=t, metric="outcome.test_loss", key="", value=v + 0.1)
+                for t, v in zip(steps, loss)
+            ]
+            for t in (0, 50, 100):
+                for layer in ("conv1", "conv2", "conv3"):
+                    fraction = 1.0 if tag == BASELINE else 0.6
+                    if tag == BASELINE and layer == "conv3" and t == 50 and seed == 1:
+                        fraction = min_sign
+                    if layer == "conv1":
+                        fraction = 0.3  # the first layer is fed by the data, not by ReLU
+                    records.append(
+                        dict(cell, step=t, metric="info.same_sign", key=layer, value=fraction)
+                    )
+            cells.append(dict(cell, status="completed", final_test_acc=acc))
+    return Results(pd.DataFrame(records), pd.DataFrame(cells), {})
+
+
+def test_ic_order_verdicts_on_known_runs():
+    """IC trains faster → supported; slower → refuted; a baseline that does not train → not
+    testable; 3 seeds → underpowered."""
+    assert judge_study(STUDY, _fake())["IC-ORDER"].verdict == "supported"
+    refuted = judge_study(STUDY, _fake(ic_gain=-0.1))["IC-ORDER"]
+    assert refuted.verdict == "refuted" and refuted.headline.note == "reversal"
+    untrained = judge_study(STUDY, _fake(base_acc=0.5))["IC-ORDER"]
+    assert untrained.verdict == "not testable at this scale"
+    assert "baseline" in untrained.reason
+    few = judge_study(STUDY, _fake(seeds=3))["IC-ORDER"]
+    assert (few.verdict, few.note) == ("inconclusive", "underpowered")
+    rows = {r.name: r for r in judge_study(STUDY, _fake())["IC-ORDER"].rows}
+    assert rows["train_auc_gain"].estimate == pytest.approx(0.1, abs=0.01)
+    assert rows["test_acc_gain"].estimate == pytest.approx(0.01, abs=0.01)
+    assert not rows["test_acc_gain"].primary
+    two = judge_study(STUDY, _fake(datasets=("digits", "mnist1d")))["IC-ORDER"]
+    assert two.verdict == "supported" and two.n_seeds == 5  # datasets are not extra seeds
+
+
+def test_ic_sign_verdicts_on_known_runs():
+    """Every gradient row one-signed after ReLU → exact-holds; one row that is not → fails,
+    with the deviation; the first layer (fed by the data) does not count."""
+    holds = judge_study(STUDY, _fake())["IC-SIGN"]
+    assert holds.verdict == "exact-holds" and holds.headline.estimate == 0
+    assert holds.n_seeds == 5
+    fails = judge_study(STUDY, _fake(min_sign=0.9))["IC-SIGN"]
+    assert fails.verdict == "exact-fails"
+    assert fails.headline.estimate == pytest.approx(0.1)

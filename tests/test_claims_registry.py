@@ -1,0 +1,89 @@
+"""The claims registry: well formed, every claim tested by some study or exact check, every
+study on it, tests fixed by their content hash, and the hash's history found in git."""
+
+import dataclasses
+import shutil
+
+import pytest
+
+from normtheory import verify
+from normtheory.claims import CLAIMS, REGISTRY, digests, parse_registry, registered_at
+from normtheory.study import list_studies, load_study
+
+STUDIES = list_studies()
+
+
+def test_every_claim_has_a_complete_test():
+    for cid, claim in CLAIMS.items():
+        test = claim.test
+        assert claim.statement and claim.source and claim.setting and claim.paper, cid
+        assert test.primary, f"{cid}: no primary statistic"
+        if claim.kind == "empirical":
+            assert test.min_seeds >= 5, cid
+            assert claim.scale_needed, f"{cid}: say what scale would show the effect"
+            assert all(s.direction != "exact" for s in test.primary), cid
+        else:
+            assert all(s.direction == "exact" for s in test.primary), cid
+
+
+def test_every_claim_is_tested_by_its_registered_study_or_the_exact_checks():
+    declared = {name: load_study(name).claims for name in STUDIES}
+    for cid, claim in CLAIMS.items():
+        if claim.study == "verify":
+            assert cid in verify.EXACT_CLAIMS, cid
+        else:
+            assert claim.study in declared, f"{cid}: registered study {claim.study!r} missing"
+            assert cid in declared[claim.study], f"{claim.study} does not declare {cid}"
+    tested = set(verify.EXACT_CLAIMS).union(*declared.values())
+    assert tested == set(CLAIMS)
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_study_is_on_the_registry(name):
+    """Loads; declares registered claims only; every profile builds its cells; the quick
+    profile has the ≥ 5 independent seeds a reference verdict needs; statistics, not verdicts."""
+    study = load_study(name)
+    assert study.claims and all(c in CLAIMS for c in study.claims)
+    assert "quick" in study.profiles
+    for profile in study.profiles.values():
+        assert profile.grid.cells()
+    assert study.profile("quick").seeds >= 5
+    assert not hasattr(study, "verdicts") and callable(study.statistics)
+
+
+def test_unknown_claim_id_in_a_study_is_refused():
+    study = load_study(STUDIES[0])
+    with pytest.raises(ValueError, match="unknown claim 'NOPE'.*GN-BATCH"):
+        dataclasses.replace(study, claims=("NOPE",))
+
+
+def test_digest_fixes_the_test_content():
+    text = REGISTRY.read_text(encoding="utf-8")
+    again = parse_registry(text)
+    assert {c: v.digest for c, v in again.items()} == digests()
+    changed = parse_registry(
+        text.replace(
+            'name = "bn_rise"\ntext = "BN test error at the smallest batch − at the largest (per seed)"\ndirection = "greater"\nsesoi = 0.02',
+            'name = "bn_rise"\ntext = "BN test error at the smallest batch − at the largest (per seed)"\ndirection = "greater"\nsesoi = 0.01',
+        )
+    )
+    assert changed["GN-BATCH"].test.statistic("bn_rise").sesoi == 0.01
+    assert changed["GN-BATCH"].digest != CLAIMS["GN-BATCH"].digest
+    assert changed["WS-MICRO"].digest == CLAIMS["WS-MICRO"].digest  # others untouched
+
+
+def test_bad_registry_entries_are_refused():
+    with pytest.raises(ValueError, match="unknown direction 'up'"):
+        parse_registry('[X]\nstatement="s"\nsource="s"\nkind="empirical"\n'
+                       '[[X.statistics]]\nname="a"\ntext="t"\ndirection="up"\nsesoi=0.1\n')  # fmt: skip
+    with pytest.raises(ValueError, match="unknown rule 'most'"):
+        parse_registry('[X]\nstatement="s"\nsource="s"\nkind="empirical"\nrule="most"\n')
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+def test_registered_at_names_a_commit_per_claim():
+    history = registered_at()
+    if not history:
+        pytest.skip("not a git checkout")
+    assert set(history) == set(CLAIMS)
+    assert all(v == "uncommitted" or len(v) >= 7 for v in history.values())
