@@ -6,6 +6,7 @@ import html
 import re
 from collections import Counter
 
+from normtheory.analysis import FINAL_METRIC_POLICY
 from normtheory.report.tables import LEGEND, NOT_RUN, Section, estimate_text, fmt, meta
 
 _CSS = """
@@ -16,11 +17,13 @@ table{border-collapse:collapse;margin:1em 0;font-size:.88em}
 th,td{border:1px solid #ccc;padding:4px 7px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}
 table.claims{width:100%}table.claims td:first-child,td.num{white-space:nowrap}
-table.claims td:nth-child(3){min-width:15em}table.claims td:nth-child(5){min-width:14em}
+table.claims td:nth-child(2),table.claims td:nth-child(3){min-width:12em}
+table.claims td:nth-child(5){min-width:13em;max-width:22em}table.claims td:nth-child(6){min-width:16em}
 .supported{background:#d9f2d9}.refuted{background:#f8d7d7}.inconclusive{background:#fdf3cf}
 .exact-holds{background:#c6ecc6}.exact-fails{background:#f4bcbc}
 .notrun{background:#eee;color:#666}tr.notrun td{color:#777}
-td.verdict{font-weight:600;white-space:nowrap}
+td.verdict{font-weight:600}table.stats td.verdict{white-space:nowrap}
+.reason,.test{font-weight:400}
 .prov{color:#666;font-size:.85em}.measured{color:#444;font-size:.92em}
 .error{background:#f8d7d7;padding:.4em .6em;border-left:4px solid crimson}
 figure{margin:1.2em 0}img{max-width:100%;border:1px solid #ddd}
@@ -47,7 +50,8 @@ INTRO = (
     "Which claims of the normalization literature hold at this scale: one row per claim of "
     "`CLAIMS.md`, with the verdict of its pre-registered test (`normtheory/claims.toml`), the "
     "statistic it turned on, the source's setting and number next to this run's scale. Each "
-    "run's section below has every statistic row, the manipulation checks and the figures."
+    "run's section below has every statistic row, the manipulation checks and the figures. "
+    + FINAL_METRIC_POLICY
 )
 
 
