@@ -51,7 +51,8 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from torch import Tensor, nn
 
 from normtheory.data import load_dataset
-from normtheory.measure.curvature import hessian_eigenvalues, hessian_trace
+from normtheory.measure.curvature import hessian_eigenvalues
+from normtheory.measure.trace import hessian_trace
 from normtheory.models import build_model
 
 _PH = importlib.import_module("pyhessian.hessian")  # the module; `pyhessian.hessian` is the class

@@ -82,7 +82,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     ver.add_argument("--out", default="reports", help="report folder (default reports/)")
     ver.add_argument("--runs", default="runs", help="root of the run folders (default runs/)")
-    ver.add_argument("--seed", type=int, default=0, help="seed of the exact checks' problems")
     _add_executor_options(ver)
     return parser
 
@@ -137,7 +136,7 @@ def _progress():
 
 def _cmd_list(args) -> int:
     from normtheory.claims import CLAIMS
-    from normtheory.study import list_studies, load_study
+    from normtheory.registry import list_studies, load_study
 
     for name in list_studies():
         study = load_study(name)
@@ -160,7 +159,8 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def _cmd_run(args, command: str) -> int:
-    from normtheory.study import load_study, run_study
+    from normtheory.registry import load_study
+    from normtheory.sweep import run_sweep
 
     study = load_study(args.study)
     overrides = _overrides(args.overrides)
@@ -188,7 +188,7 @@ def _cmd_run(args, command: str) -> int:
             )
             summary = state.summary
         else:
-            summary = run_study(study, progress=progress, **kw)
+            summary = run_sweep(study, progress=progress, **kw)
     print(summary.line(study.name))
     if summary.failed:
         for error in summary.errors[:5]:
@@ -219,74 +219,28 @@ def _cmd_report(args, command: str) -> int:
 
 
 def _cmd_verify(args, command: str) -> int:
-    import time
-
     from rich.console import Console
 
-    from normtheory import verify
-    from normtheory.report import build_report, find_runs
     from normtheory.report.terminal import claims_table
-    from normtheory.results import now
-    from normtheory.study import list_studies, load_study, run_study
+    from normtheory.verify import verify
 
-    known = list_studies()
-    names = known if args.studies is None else [s.strip() for s in args.studies.split(",") if s]
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(f"unknown study {unknown[0]!r}; known studies: {', '.join(known)}")
-    executor = _executor_kwargs(args)
-    runs = Path(args.runs)
-    start, started_at = time.perf_counter(), now()
-    verdicts = verify.exact_checks(args.seed)
-    verify.write_results(
-        verdicts,
-        runs / "verify",
+    done = verify(
+        studies=None if args.studies is None else [s.strip() for s in args.studies.split(",") if s],
+        skip_studies=args.skip_studies,
+        runs=args.runs,
+        out=args.out,
+        device=args.device,
         command=command,
-        wall_time=time.perf_counter() - start,
-        started_at=started_at,
+        progress=_progress,
+        echo=lambda line: print(line, flush=True),
+        **_executor_kwargs(args),
     )
-    failed_exact = [v.claim for v in verdicts if v.verdict == "exact-fails"]
-    print(
-        f"exact checks: {len(verdicts) - len(failed_exact)} of {len(verdicts)} hold "
-        f"({time.perf_counter() - start:.1f} s) -> {runs / 'verify'}"
-    )
-    failed_studies = []
-    if not args.skip_studies:
-        for name in names:
-            study = load_study(name)
-            with _progress() as progress:
-                try:
-                    summary = run_study(
-                        study,
-                        profile="quick",
-                        device=args.device,
-                        out=runs / f"{name}-quick",
-                        **executor,
-                        progress=progress,
-                        command=command,
-                    )
-                except ValueError as err:  # e.g. a stored run with another config: go on
-                    print(f"{name}: not run: {err}", file=sys.stderr)
-                    failed_studies.append(name)
-                    continue
-            print(
-                f"{name}: {summary.completed} completed, {summary.skipped} reused, "
-                f"{summary.diverged} diverged, {summary.failed} failed"
-            )
-            if summary.failed:
-                failed_studies.append(name)
-    index = build_report(find_runs(runs), args.out, command=command)
-    claims = index.parent / "results" / "claims.csv"
-    Console(width=None if sys.stdout.isatty() else 120).print(claims_table(claims))
-    import pandas as pd
-
-    table = pd.read_csv(claims, keep_default_na=False)
-    failed_exact = sorted(set(table.loc[table["verdict"] == "exact-fails", "claim"]))
-    print(f"report: {index}")
-    if failed_studies:
-        print(f"studies with failed cells or not run: {', '.join(failed_studies)}", file=sys.stderr)
-    if failed_exact:
-        print(f"exact claims that fail: {', '.join(failed_exact)}", file=sys.stderr)
+    Console(width=None if sys.stdout.isatty() else 120).print(claims_table(done.claims))
+    print(f"report: {done.index}")
+    if done.failed_studies:
+        print(f"studies with failed cells or not run: {', '.join(done.failed_studies)}", file=sys.stderr)
+    if done.failed_exact:
+        print(f"exact claims that fail: {', '.join(done.failed_exact)}", file=sys.stderr)
         return 1
     return 0
 
@@ -306,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     command = "normtheory " + shlex.join(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")  # the CLI writes figures to files only; importing a study sets none
     try:
         if args.command == "list":
             return _cmd_list(args)

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from normtheory.checks import check_int
+
 __all__ = ["ArrayDataset", "list_datasets", "load_dataset"]
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]  # x_tr, y_tr, x_te, y_te, C
@@ -61,9 +63,7 @@ class ArrayDataset(TensorDataset):
 def _int(key: str, value, low: int, optional: bool = False) -> int | None:
     if optional and value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
-    return int(value)
+    return check_int(key, value, low)
 
 
 def _float(key: str, value, low: float, high: float = math.inf, open_: bool = False) -> float:

@@ -33,7 +33,7 @@ class Job:
     """One cell × seed to run.
 
     Attributes:
-        study: the study's reference for `normtheory.study.load_study` (name or .py path).
+        study: the study's reference for `normtheory.registry.load_study` (name or .py path).
         cell: the pickled cell (unpickled after the study is loaded, so a cell class defined in
             a user's study file resolves in a fresh worker).
         seed, device, threads: passed to the study's ``run_cell``; torch threads while it runs.
@@ -61,7 +61,7 @@ class Outcome:
 
 @functools.lru_cache(maxsize=4)
 def _load_study(ref: str):
-    from normtheory.study import load_study
+    from normtheory.registry import load_study
 
     return load_study(ref)
 
@@ -100,12 +100,11 @@ def run_job(job: Job, study=None, progress=None) -> Outcome:
 
 def check_executor(name: str, workers: int, threads: int, ray_address: str | None) -> None:
     """Raises ValueError naming the bad value when the executor settings make no sense."""
-    from normtheory.checks import check_choice
+    from normtheory.checks import check_choice, check_int
 
     check_choice("executor", name, EXECUTORS)
-    for key, value in (("workers", workers), ("threads", threads)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+    check_int("workers", workers)
+    check_int("threads", threads)
     if ray_address is not None and name != "ray":
         raise ValueError(f"ray_address {ray_address!r} needs executor 'ray', not {name!r}")
     if name == "ray":

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from normtheory.measure.weights import PER_CHANNEL, find_scale_invariant
+from normtheory.measure.scale_invariant import PER_CHANNEL, find_scale_invariant
 from normtheory.norms import BatchGroupNorm, FilterResponseNorm, GroupNorm
 
 

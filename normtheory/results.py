@@ -16,89 +16,22 @@ results folder is ever deleted.
 
 import json
 import os
-import platform
-import subprocess
-import tempfile
-from datetime import datetime, timezone
-from importlib import metadata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
 
+from normtheory.atomic import atomic_write_bytes, atomic_write_json
+from normtheory.provenance import now
+
 RECORD_COLUMNS = ["run", "cell", "seed", "step", "metric", "key", "value"]
 MANIFEST = "manifest.json"
 _RECORD_KEYS = ("cell_id", "cell_label", "fields", "seed", "status")
 STATUSES = ("completed", "diverged", "failed")
-_PACKAGES = (
-    "normtheory",
-    "torch",
-    "numpy",
-    "scipy",
-    "pandas",
-    "scikit-learn",
-    "seaborn",
-    "pyhessian",
-)
-
-
 class ResultsError(ValueError):
     """A results folder that is missing, corrupt or made with a different config."""
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes `data` to `path` through a temp file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(
-        path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
-    )
-
-
-def git_commit(cwd: Path | None = None) -> str:
-    """The current git commit (with ``+dirty`` when the tree has changes), or ``unknown``."""
-    cwd = cwd or Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python, the platform and the packages results depend on."""
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in _PACKAGES:
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
 
 
 def _read_json(path: Path) -> dict:
@@ -327,3 +260,17 @@ def load_cells(path: str | os.PathLike) -> pd.DataFrame:
 
 def _without_seeds(config: dict) -> dict:
     return {k: v for k, v in config.items() if k != "seeds"}
+
+
+@dataclass(frozen=True)
+class Results:
+    """What a study's statistics and figures read: stored records, cells and manifest."""
+
+    records: pd.DataFrame
+    cells: pd.DataFrame
+    manifest: dict
+
+    @classmethod
+    def load(cls, path) -> "Results":
+        run = RunDir(path)
+        return cls(load(path), load_cells(path), run.manifest())

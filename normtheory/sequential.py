@@ -14,7 +14,7 @@ run at α/K and says so.
 import math
 from dataclasses import dataclass, field
 
-from normtheory.results import RunDir
+from normtheory.results import Results, RunDir
 from normtheory.stats import NOT_RUN
 from normtheory.sweep import RunSummary, run_sweep
 from normtheory.verdicts import judge_study
@@ -58,8 +58,6 @@ def run_until_decided(
     """Runs `study` with more and more seeds until each of its claims is decided (see the
     module docstring). `sweep_kw` go to `run_sweep` (device, out, overrides, executor, ...);
     `on_look(SequentialSummary)` is called after every look."""
-    from normtheory.study import Results
-
     start = seeds if seeds is not None else study.profile(profile).seeds
     if step < 1:
         raise ValueError(f"--seed-step must be ≥ 1, got {step}")

@@ -1,34 +1,23 @@
-"""Studies: named experiments that declare claims, a grid, hooks, verdicts and figures.
+"""Study declarations: `Grid`, `Profile`, `Study` (and `cross` for grid cases).
 
 A study is a module in the top-level ``studies/`` package (module name == study name) or any
-Python file, defining ``STUDY = Study(...)``. `run_study` runs its grid × seeds into a run
-folder (skipping complete cells; the loop and its executors live in `normtheory.sweep`); the
-report reads only what was stored.
+Python file, defining ``STUDY = Study(...)`` (found by `normtheory.registry`). It declares the
+claims it tests, a grid of cells, the hooks, the registered statistics it computes and its
+figures; `normtheory.sweep.run_sweep` runs it into a run folder and the report reads only what
+was stored.
 """
 
 import dataclasses
-import hashlib
-import importlib
-import importlib.util
-import json
-import pkgutil
-import re
-import sys
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import product
-from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from normtheory.claims import get_claim
 from normtheory.experiment import run_train_cell
 from normtheory.hooks import Hook, LossAccuracy
-from normtheory.results import RunDir, load, load_cells
-from normtheory.sweep import RunSummary, run_sweep
+from normtheory.results import Results
 
 
 @dataclass(frozen=True)
@@ -142,20 +131,6 @@ class Profile:
     description: str = ""
 
 
-@dataclass(frozen=True)
-class Results:
-    """What the report gives verdict and figure functions: stored records, cells, manifest."""
-
-    records: pd.DataFrame
-    cells: pd.DataFrame
-    manifest: dict
-
-    @classmethod
-    def load(cls, path) -> "Results":
-        run = RunDir(path)
-        return cls(load(path), load_cells(path), run.manifest())
-
-
 def _default_hooks(cell) -> list[Hook]:
     return [LossAccuracy(every=10)]
 
@@ -200,66 +175,3 @@ class Study:
                 f"unknown profile {name!r} for study {self.name}; valid: {', '.join(self.profiles)}"
             )
         return self.profiles[name]
-
-
-def list_studies() -> list[str]:
-    """Names of the studies in the ``studies`` package."""
-    try:
-        package = importlib.import_module("studies")
-    except ImportError:
-        return []
-    return sorted(
-        m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")
-    )
-
-
-def load_study(name_or_path: str) -> Study:
-    """The `Study` named `name_or_path` (a module of ``studies/``) or defined in that .py file."""
-    path = Path(name_or_path)
-    if name_or_path.endswith(".py") or path.is_file():
-        if not path.is_file():
-            raise ValueError(f"study file {name_or_path!r} does not exist")
-        module = _import_file(path)
-    elif name_or_path in list_studies():
-        module = importlib.import_module(f"studies.{name_or_path}")
-    else:
-        raise ValueError(
-            f"unknown study {name_or_path!r}; known studies: {', '.join(list_studies()) or '(none)'}"
-        )
-    study = getattr(module, "STUDY", None)
-    if not isinstance(study, Study):
-        raise ValueError(f"{name_or_path!r} defines no STUDY = Study(...)")
-    if not study.description and module.__doc__:
-        study = dataclasses.replace(study, description=module.__doc__.strip())
-    if module.__name__.startswith("_normtheory_user_study_"):
-        study = dataclasses.replace(study, source=str(path.resolve()))
-    return study
-
-
-def _import_file(path: Path) -> types.ModuleType:
-    name = f"_normtheory_user_study_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def cell_label(cell, axes) -> str:
-    """Readable id of a cell from its axis values, e.g. ``norm=batch,batch_size=2``."""
-    return ",".join(f"{k}={getattr(cell, k)}" for k in axes) or "base"
-
-
-def cell_id(cell, axes, seed: int) -> str:
-    """File-safe, config-unique id: readable axis values + a hash of every field + the seed."""
-    digest = hashlib.sha1(
-        json.dumps(dataclasses.asdict(cell), sort_keys=True).encode()
-    ).hexdigest()[:8]
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(f"{getattr(cell, k)}" for k in axes))[:80]
-    return f"{slug or 'base'}-{digest}-s{seed}"
-
-
-def run_study(study: Study, **kw) -> RunSummary:
-    """Runs the study's grid × seeds into a run folder: `normtheory.sweep.run_sweep` (profile,
-    seeds, device, out, overrides, executor, workers, threads, ray_address, progress, command)."""
-    return run_sweep(study, **kw)

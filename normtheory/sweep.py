@@ -13,15 +13,20 @@ next run). The sweep goes on past failures; `RunSummary` counts each outcome.
 """
 
 import dataclasses
+import hashlib
+import json
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from normtheory.checks import check_int
 from normtheory.claims import digests
 from normtheory.executors import EXECUTORS, Job, Outcome, check_executor, execute
-from normtheory.results import RunDir, git_commit, now, versions
+from normtheory.provenance import git_commit, now, versions
+from normtheory.results import RunDir
 from normtheory.train import resolve_device
 
 __all__ = ["EXECUTORS", "RunSummary", "run_sweep"]
@@ -77,14 +82,13 @@ def run_sweep(
     Every argument is checked before the run folder is touched: bad input raises ValueError
     (`ResultsError` for the folder) and leaves stored files as they were.
     """
-    from normtheory.study import cell_id, cell_label, list_studies
+    from normtheory.registry import list_studies
 
     prof = study.profile(profile)
     grid = prof.grid.override(overrides or {})
     cells = grid.cells()
     n_seeds = prof.seeds if seeds is None else seeds
-    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
-        raise ValueError(f"seeds must be an integer >= 1, got {n_seeds!r}")
+    check_int("seeds", n_seeds)
     check_executor(executor, workers, threads, ray_address)
     if executor != "local" and not (study.source or study.name in list_studies()):
         raise ValueError(
@@ -170,3 +174,17 @@ def _store(run: RunDir, job: Job, outcome: Outcome) -> None:
         return
     records = outcome.records.assign(run=run.path.name, cell=job.label, seed=job.seed)
     run.write_cell(job.cell_id, records, base)
+
+
+def cell_label(cell, axes) -> str:
+    """Readable id of a cell from its axis values, e.g. ``norm=batch,batch_size=2``."""
+    return ",".join(f"{k}={getattr(cell, k)}" for k in axes) or "base"
+
+
+def cell_id(cell, axes, seed: int) -> str:
+    """File-safe, config-unique id: readable axis values + a hash of every field + the seed."""
+    digest = hashlib.sha1(
+        json.dumps(dataclasses.asdict(cell), sort_keys=True).encode()
+    ).hexdigest()[:8]
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(f"{getattr(cell, k)}" for k in axes))[:80]
+    return f"{slug or 'base'}-{digest}-s{seed}"

@@ -207,7 +207,9 @@ def train(
     optimizer = build_optimizer(model, config, rescaler)
     norm_decay = NormDecay(model, gamma=config.gamma_decay, beta=config.beta_decay)
     monitor = Monitor(model, hooks)
-    ctx = Context(model=model, optimizer=optimizer, loss_fn=loss_fn, lr=config.lr)
+    ctx = Context(
+        model=model, optimizer=optimizer, loss_fn=loss_fn, lr=config.lr, total_steps=config.steps
+    )
     if rescaler is not None:
         ctx.extras["rescaled"] = tuple(rescaler.names)
     monitor.fire("start", ctx)

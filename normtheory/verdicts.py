@@ -20,12 +20,11 @@ A study reports *evidence* (`Sample`: one value per independent seed of a regist
 """
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import pandas as pd
-
 from normtheory.claims import CLAIMS, Check, Claim, Statistic, get_claim
+from normtheory.evidence import LEVEL, CheckValue, Evidence, Exact, Sample
 from normtheory.stats import (
     EXACT,
     NOT_RUN,
@@ -35,79 +34,11 @@ from normtheory.stats import (
     exact,
     holm,
     mde,
-    mean_ci,
     p_greater,
     p_less,
     p_tost,
     p_two_sided,
 )
-
-LEVEL = 0.95
-
-
-@dataclass(frozen=True)
-class Sample:
-    """Values of a registered statistic, one per independent seed.
-
-    Attributes:
-        claim, name: the claim and the registered statistic's name.
-        values: a Series indexed by seed (unique: pairs across conditions are not extra seeds),
-            or a precomputed `estimate` instead (e.g. a regression slope).
-        condition: for a statistic registered ``per`` a condition, its value, e.g. ``4``.
-        resolution: the grid step the values are read off (see `normtheory.stats.mean_ci`).
-        detail: context for the report.
-    """
-
-    claim: str
-    name: str
-    values: pd.Series | None = None
-    condition: str = ""
-    resolution: float = 0.0
-    detail: str = ""
-    estimate: Estimate | None = None
-
-    def __post_init__(self):
-        if self.values is None and self.estimate is None:
-            raise ValueError(f"{self.claim}/{self.name}: give values or an estimate")
-        if self.values is not None:
-            if not isinstance(self.values, pd.Series):
-                raise TypeError(
-                    f"{self.claim}/{self.name}: values must be a pandas Series indexed by seed"
-                )
-            if not self.values.index.is_unique:
-                raise ValueError(
-                    f"{self.claim}/{self.name}: values must hold one number per independent seed "
-                    f"(duplicate seeds in the index {list(self.values.index)})"
-                )
-
-    def to_estimate(self) -> Estimate:
-        if self.estimate is not None:
-            return self.estimate
-        return mean_ci(self.values, level=LEVEL, resolution=self.resolution)
-
-
-@dataclass(frozen=True)
-class Exact:
-    """The worst deviation `value` of an identity (its registered tolerance is the SESOI)."""
-
-    claim: str
-    name: str
-    value: float
-    n: int
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class CheckValue:
-    """The measured value of a registered manipulation check."""
-
-    claim: str
-    name: str
-    value: float
-    detail: str = ""
-
-
-Evidence = Sample | Exact | CheckValue | Verdict
 
 
 @dataclass
@@ -140,12 +71,6 @@ class ClaimVerdict:
     @property
     def digest(self) -> str:
         return CLAIMS[self.claim].digest if self.claim in CLAIMS else ""
-
-
-def sample(claim: str, name: str, values: Mapping | pd.Series, **kw) -> Sample:
-    """`Sample` from a Series or a seed -> value mapping (NaN values are dropped)."""
-    series = values if isinstance(values, pd.Series) else pd.Series(dict(values), dtype=float)
-    return Sample(claim, name, series.astype(float).dropna(), **kw)
 
 
 def _p_values(stat: Statistic, est: Estimate) -> tuple[float, float, float]:

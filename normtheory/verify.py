@@ -1,333 +1,89 @@
-"""The exact claims, checked in seconds: BN-GRAD, BN-HESS, WS-GRAD, SI-ORTH, SI-GROWTH, SPAN-ORTH,
-IC-CORR, IC-MI (``CLAIMS.md``), for ``normtheory verify``.
+"""``normtheory verify``: the exact checks, every study's quick profile and the report, in one go.
 
-Each check builds a small seeded float64 problem, computes both sides of the identity with the
-library's measurement functions and returns a `Verdict` from `stats.exact`: *exact-holds* when
-the measured error is within the tolerance, *exact-fails* otherwise. The identities are
-floating-point exact (tolerance 1e-10, relative) except IC-CORR and IC-MI, which hold in
-expectation over dropout masks: their tolerance is 4 standard errors of the estimated ratio for
-the number of samples drawn (see `check_ic_corr`, `check_ic_mi`).
-
-The verdicts are stored as a small results folder (`write_results`: ``manifest.json`` with
-``"kind": "exact_checks"`` and ``verdicts.csv``) that `normtheory.report` reads like a study run.
+The exact checks are the ordinary ``exact_checks`` study (seconds); the other studies follow
+(their complete cells are reused, so a second ``verify`` is fast); the report covers exactly the
+runs this call made, never other runs lying in the same folder.
 """
 
-import math
 from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
-from normtheory.measure.identities import IdentityCheck, run_exact_checks
-from normtheory.measure.information import dropout_ratios
-from normtheory.measure.span import InputSpan
-from normtheory.measure.weights import find_scale_invariant, growth_residual
-from normtheory.models import build_model
-from normtheory.results import (
-    MANIFEST,
-    ResultsError,
-    atomic_write_bytes,
-    atomic_write_json,
-    git_commit,
-    now,
-    versions,
-)
-from normtheory.stats import Verdict, exact
+from normtheory.registry import list_studies, load_study
+from normtheory.report import build_report
+from normtheory.sweep import run_sweep
 
-EXACT_CLAIMS = (
-    "BN-GRAD",
-    "BN-HESS",
-    "WS-GRAD",
-    "SI-ORTH",
-    "SI-GROWTH",
-    "SPAN-ORTH",
-    "IC-CORR",
-    "IC-MI",
-)
-KIND = "exact_checks"
-VERDICTS_FILE = "verdicts.csv"
-TOL = 1e-10  # relative; float64 identities land at ~1e-15
-_Z = 4.0  # standard errors of a sampled ratio allowed for the in-expectation identities
-KEEPS = (0.9, 0.5, 0.3)
+EXACT_STUDY = "exact_checks"
 
 
-def from_identity(claim: str, checks: list[IdentityCheck], tol: float = TOL) -> Verdict:
-    """One verdict from the `IdentityCheck`s of one claim: the worst relative error."""
-    worst = max(checks, key=lambda c: math.inf if math.isnan(c.rel_error) else c.rel_error)
-    detail = "; ".join(
-        f"{c.detail or c.claim}: lhs {c.lhs:.6g}, rhs {c.rhs:.6g}, rel. error {c.rel_error:.2g}"
-        for c in checks
-    )
-    return exact(
-        claim,
-        "worst relative error |lhs − rhs|",
-        worst.rel_error,
-        tol,
-        n=1,
-        detail=detail,
-        name="rel_error",
-    )
+@dataclass
+class Verified:
+    """What `verify` did: the report's index, its claims table, the runs made, and the studies
+    with failed cells (or not run) and the exact claims that fail."""
+
+    index: Path
+    claims: pd.DataFrame
+    runs: list[Path] = field(default_factory=list)
+    failed_studies: list[str] = field(default_factory=list)
+
+    @property
+    def failed_exact(self) -> list[str]:
+        table = self.claims
+        return sorted(set(table.loc[table["verdict"] == "exact-fails", "claim"]))
 
 
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _bn_mlp(seed: int, in_features: int = 6, width: int = 8) -> torch.nn.Module:
-    """A float64 BN MLP with the norms' ε = 0, so its BN-fed weights are exactly invariant."""
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        model = build_model(
-            "mlp",
-            norm="batch",
-            in_shape=(in_features,),
-            num_classes=3,
-            width=width,
-            depth=2,
-            norm_kw={"eps": 0.0},
-        )
-    finally:
-        torch.random.set_rng_state(state)
-    return model.double().train()
-
-
-def check_si_growth(
-    seed: int = 0, *, lr: float = 0.5, weight_decay: float = 0.05, growth_term: bool = True
-) -> Verdict:
-    """SI-GROWTH: one plain-SGD step on every BN-fed weight of a BN MLP (ε = 0, float64), without
-    and with coupled weight decay λ: ‖w_{t+1}‖² = (1 − ηλ)²‖w_t‖² + η²‖g_t‖², per output row.
-    Error: the largest |residual| / ‖w_{t+1}‖² (`growth_residual`) over rows, weights and λ.
-
-    `growth_term=False` checks the wrong claim that the norm is preserved (no η²‖g‖² term): the
-    test that shows this check can fail."""
-    gen = _gen(seed)
-    x = torch.randn(16, 6, generator=gen, dtype=torch.float64)
-    y = torch.randint(3, (16,), generator=gen)
-    worst, parts = 0.0, []
-    for wd in (0.0, weight_decay):
-        model = _bn_mlp(seed)
-        names = list(find_scale_invariant(model, x))
-        layers = {n: model.get_submodule(n) for n in names}
-        before = {n: m.weight.detach().clone() for n, m in layers.items()}
-        grads = torch.autograd.grad(
-            F.cross_entropy(model(x), y), [m.weight for m in layers.values()]
-        )
-        with torch.no_grad():  # torch.optim.SGD(lr, weight_decay) without momentum
-            for m, g in zip(layers.values(), grads):
-                m.weight.mul_(1 - lr * wd).sub_(lr * g)
-        for (n, m), g in zip(layers.items(), grads):
-            res = growth_residual(before[n], m.weight, g, lr, wd, relative=True, per_channel=True)
-            if not growth_term:  # drop η²‖g_o‖² from the prediction
-                rows = m.weight.detach().reshape(len(res), -1).square().sum(1)
-                res = res + lr**2 * g.reshape(len(res), -1).square().sum(1) / rows
-            err = float(res.abs().max())
-            worst = max(worst, err)
-            parts.append(f"{n}, λ = {wd:g}: {err:.2g}")
-    return exact(
-        "SI-GROWTH",
-        "worst relative residual of ‖w_{t+1}‖² per row",
-        worst,
-        TOL,
-        n=1,
-        name="rel_error",
-        detail="one SGD step (η = 0.5) on the BN-fed weights of a BN MLP (ε = 0, float64); "
-        + "; ".join(parts),
-    )
-
-
-def check_span_orth(
-    seed: int = 0,
+def verify(
     *,
-    lr: float = 0.1,
-    weight_decay: float = 0.05,
-    steps: int = 20,
-    shrink: Callable[[float, float], float] = lambda lr, wd: 1 - lr * wd,
-) -> Verdict:
-    """SPAN-ORTH: the first layer of a BN MLP sees inputs in a 3-dim subspace of R⁸; after
-    `steps` SGD steps (plain, with momentum 0.9, and with weight decay λ) its component W·P⊥
-    outside the span of the inputs seen (`InputSpan`) must be unchanged, resp. equal
-    shrink(η, λ)^t · W_0·P⊥ with the claimed shrink = 1 − ηλ. Error: the largest
-    ‖W_t P⊥ − predicted‖ / ‖predicted‖. Passing another `shrink` shows the check can fail."""
-    gen = _gen(seed)
-    basis, _ = torch.linalg.qr(torch.randn(8, 3, generator=gen, dtype=torch.float64))
-    x = torch.randn(64, 3, generator=gen, dtype=torch.float64) @ basis.T  # (64, 8), rank 3
-    y = torch.randint(3, (64,), generator=gen)
-    worst, parts = 0.0, []
-    for tag, momentum, wd in (
-        ("SGD", 0.0, 0.0),
-        ("SGD+momentum", 0.9, 0.0),
-        ("SGD+WD", 0.0, weight_decay),
-    ):
-        model = _bn_mlp(seed, in_features=8, width=16)
-        layer = model.get_submodule("fc1")
-        span = InputSpan(layer)
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=wd)
-        w0 = layer.weight.detach().clone()
-        order = torch.Generator().manual_seed(seed + 1)
-        for _ in range(steps):
-            idx = torch.randperm(len(x), generator=order)[:16]
-            span.update(x[idx])
-            opt.zero_grad()
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-        proj = span.complement_projector()  # (8, 8)
-        predicted = shrink(lr, wd) ** steps * (w0 @ proj) if wd else w0 @ proj
-        err = float((layer.weight.detach() @ proj - predicted).norm() / predicted.norm())
-        worst = max(worst, err)
-        parts.append(f"{tag}: {err:.2g}")
-    return exact(
-        "SPAN-ORTH",
-        "worst relative change of W·P⊥ vs prediction",
-        worst,
-        TOL,
-        n=1,
-        name="rel_error",
-        detail=f"first layer of a BN MLP, inputs in a 3-dim subspace of R⁸, {steps} steps "
-        f"(η = {lr:g}, λ = {weight_decay:g}); " + "; ".join(parts),
-    )
-
-
-def _zero_mean_units(seed: int, n: int, d: int = 6) -> Tensor:
-    """(n, d) correlated Gaussian units, standardized over the samples (as train-mode BN)."""
-    gen = _gen(seed)
-    z = torch.randn(n, 2, generator=gen, dtype=torch.float64)
-    mix = torch.randn(2, d, generator=gen, dtype=torch.float64)
-    x = z @ mix + 0.7 * torch.randn(n, d, generator=gen, dtype=torch.float64)
-    return (x - x.mean(0)) / x.std(0)
-
-
-def _ic_check(
-    claim: str,
-    which: str,
-    seed: int,
-    factor: Callable[[float], float],
-    n: int,
-    n_masks: int,
-) -> Verdict:
-    """The dropout ratio (`dropout_ratios`, slope through the origin over all pairs) at every q
-    of `KEEPS`, against factor(q). Error: the largest |ratio − factor(q)| over q, compared with
-    4 standard errors of the ratio for n · n_masks samples (see `check_ic_corr`)."""
-    units = _zero_mean_units(seed, n)
-    corr = units.T.corrcoef()
-    rho = corr[torch.triu_indices(*corr.shape, offset=1).unbind()]
-    samples = n * n_masks
-    if which == "corr":  # SE(ρ̂) ≈ (1 − ρ²)/√N per pair; the slope averages with weights ρ
-        se = float((rho.abs() * (1 - rho**2)).sum() / rho.square().sum()) / math.sqrt(samples)
-    else:  # Gaussian MI I = −½ log(1 − ρ²): SE(Î) ≈ |ρ|/√N (delta method), relative to I
-        mi = -0.5 * torch.log1p(-rho.square())
-        se = float((mi * rho.abs()).sum() / mi.square().sum()) / math.sqrt(samples)
-    worst, parts = 0.0, []
-    for i, q in enumerate(KEEPS):
-        r = dropout_ratios(units, q, n_masks=n_masks, seed=seed + i)
-        got = r.corr if which == "corr" else r.mi
-        err = abs(got - factor(q))
-        worst = max(worst, err)
-        parts.append(f"q = {q:g}: ratio {got:.4f} (claim {factor(q):.4f})")
-    name = "correlation" if which == "corr" else "mutual information (binned)"
-    return exact(
-        claim,
-        f"largest |{which} ratio − claim| over q, in standard errors of the ratio",
-        worst / se,
-        _Z,
-        n=1,
-        name="ratio_error_se",
-        detail=f"{name} of 6 zero-mean Gaussian units, {n} samples × {n_masks} dropout masks; "
-        f"one standard error of the ratio = {se:.2g}; " + "; ".join(parts),
-    )
-
-
-def check_ic_corr(
-    seed: int = 0, *, factor: Callable[[float], float] = lambda q: q, n: int = 2048, n_masks=8
-) -> Verdict:
-    """IC-CORR: dropout with keep probability q on zero-mean units gives corr(x̂_i, x̂_j) =
-    q · corr(x_i, x_j) in expectation over masks. The ratio is estimated from n · n_masks rows;
-    a sample correlation has standard error ≈ (1 − ρ²)/√N, so the tolerance is 4 of them
-    (averaged over pairs as the ratio's slope weights them). Passing ``factor=lambda q: q**2``
-    shows the check can fail."""
-    return _ic_check("IC-CORR", "corr", seed, factor, n, n_masks)
-
-
-def check_ic_mi(
-    seed: int = 0, *, factor: Callable[[float], float] = lambda q: q**2, n: int = 2048, n_masks=8
-) -> Verdict:
-    """IC-MI: for inputs with no mass at 0, I(x̂_i; x̂_j) = q² · I(x_i; x_j). Binned MI (same bins
-    before and after, the dropout atom in a bin of its own); the tolerance is 4 standard errors
-    of the Gaussian MI estimate (≈ |ρ|/√N by the delta method), relative to the MI. Passing
-    ``factor=lambda q: q`` shows the check can fail."""
-    return _ic_check("IC-MI", "mi", seed, factor, n, n_masks)
-
-
-def exact_checks(seed: int = 0) -> list[Verdict]:
-    """Every exact claim's verdict, in `EXACT_CLAIMS` order (a few seconds on a CPU).
-
-    BN-GRAD, BN-HESS, WS-GRAD and SI-ORTH come from `run_exact_checks` (both sides of each
-    identity in float64); SI-GROWTH, SPAN-ORTH, IC-CORR and IC-MI from the checks above. The
-    global RNG state is left as it was."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny problems: a thread pool only adds wake-up latency
-    try:
-        by_claim: dict[str, list[IdentityCheck]] = {}
-        for check in run_exact_checks(seed):
-            by_claim.setdefault(check.claim, []).append(check)
-        verdicts = [from_identity(claim, checks) for claim, checks in by_claim.items()]
-        verdicts += [
-            check_si_growth(seed),
-            check_span_orth(seed),
-            check_ic_corr(seed),
-            check_ic_mi(seed),
-        ]
-    finally:
-        torch.set_num_threads(threads)
-    order = {c: i for i, c in enumerate(EXACT_CLAIMS)}
-    return sorted(verdicts, key=lambda v: order[v.claim])
-
-
-def write_results(
-    verdicts: list[Verdict],
-    out: str | Path,
-    *,
+    studies: list[str] | None = None,
+    skip_studies: bool = False,
+    runs: str | Path = "runs",
+    out: str | Path = "reports",
+    device: str = "auto",
     command: str = "",
-    wall_time: float = math.nan,
-    started_at: str = "",
-) -> Path:
-    """Stores `verdicts` as a results folder the report reads: ``manifest.json`` (kind
-    ``exact_checks``, commit, versions, device, time) and ``verdicts.csv``. Returns the folder."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ResultsError(f"results path {out} is a file, not a folder")
-    table = pd.DataFrame([v.to_dict() for v in verdicts])
-    atomic_write_bytes(out / VERDICTS_FILE, table.to_csv(index=False).encode())
-    atomic_write_json(
-        out / MANIFEST,
-        {
-            "kind": KIND,
-            "study": "verify",
-            "profile": "exact",
-            "git_commit": git_commit(),
-            "versions": versions(),
-            "device": "cpu",
-            "started_at": started_at or now(),
-            "finished_at": now(),
-            "command": command,
-            "wall_time": wall_time,
-            "claims": [v.claim for v in verdicts],
-        },
-    )
-    return out
+    progress: Callable | None = None,
+    echo: Callable[[str], None] = print,
+    **executor,
+) -> Verified:
+    """Runs the exact checks and (unless `skip_studies`) the quick profile of `studies` (default:
+    all) into ``runs/<study>-quick``, then the report of those runs into `out`.
 
-
-def load_results(path: str | Path) -> list[Verdict]:
-    """The verdicts stored by `write_results`."""
-    file = Path(path) / VERDICTS_FILE
-    try:
-        table = pd.read_csv(file, keep_default_na=False, na_values=["nan", "NaN", ""])
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise ResultsError(f"corrupt results file {file}: {err}") from None
-    for col in ("detail", "name", "condition", "power", "note"):
-        if col in table:
-            table[col] = table[col].astype(object).fillna("").astype(str)
-    return [Verdict(**row) for row in table.to_dict("records")]
+    `executor`: `run_sweep`'s executor arguments; `progress`: a factory of rich progress
+    contexts (or None); `echo`: where the one-line summaries go. Unknown studies raise
+    ValueError naming the known ones."""
+    known = list_studies()
+    names = [n for n in (known if studies is None else studies) if n != EXACT_STUDY]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown study {unknown[0]!r}; known studies: {', '.join(known)}")
+    plan = [EXACT_STUDY] + ([] if skip_studies else names)
+    made, failed = [], []
+    for name in plan:
+        out_dir = Path(runs) / f"{name}-quick"
+        try:
+            with progress() if progress else nullcontext() as bar:
+                summary = run_sweep(
+                    load_study(name),
+                    profile="quick",
+                    device="cpu" if name == EXACT_STUDY else device,
+                    out=out_dir,
+                    progress=bar,
+                    command=command,
+                    **executor,
+                )
+        except ValueError as err:  # e.g. a stored run with another config: go on
+            echo(f"{name}: not run: {err}")
+            failed.append(name)
+            continue
+        made.append(out_dir)
+        echo(
+            f"{name}: {summary.completed} completed, {summary.skipped} reused, "
+            f"{summary.diverged} diverged, {summary.failed} failed"
+        )
+        if summary.failed:
+            failed.append(name)
+    index = build_report(made, out, command=command)
+    claims = pd.read_csv(index.parent / "results" / "claims.csv", keep_default_na=False)
+    return Verified(index, claims, made, failed)

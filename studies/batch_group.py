@@ -10,8 +10,9 @@ Claim (``CLAIMS.md``; its registered test is in ``normtheory/claims.toml``; Zhou
   ≤ 8 of the grid (so a reversal at one batch size cannot be averaged away): ``vs_bn`` = err_BN
   − err_BGN and ``vs_gn`` = err_GN − err_BGN; secondary ``vs_bn_pooled``, ``vs_bn`` averaged
   over those batch sizes within each seed. Check ``bn_trained``: BN's test accuracy at the
-  largest batch size of the grid (8 in ``quick``, 16 in ``full``). A diverged cell counts as
-  error 1, a failed one as missing.
+  largest batch size of the grid (8 in ``quick``, 16 in ``full``). Test error follows
+  `normtheory.analysis.FINAL_METRIC_POLICY`: a diverged cell counts as error 1, a failed one
+  is missing.
 
 BGN's shape: blocks of 2 examples (``examples_per_group=2``; ``0`` pools the whole batch, the
 same thing at batch ≤ 2) × 4 channel groups — the same groups as GN.
@@ -35,26 +36,16 @@ reason too: read the gap per batch size, not only the pooled one.
 
 from dataclasses import replace
 
-import numpy as np
-import pandas as pd
-from matplotlib import pyplot as plt
-
+from normtheory.analysis import changes, final_outcomes
+from normtheory.evidence import CheckValue, per_condition, sample
 from normtheory.experiment import TrainCell
-from normtheory.report.figures import (
-    ci_line,
-    missing_figure,
-    norm_order,
-    norm_palette,
-    require_columns,
-    summarize_ci,
-)
-from normtheory.study import Grid, Profile, Results, Study
-from normtheory.verdicts import CheckValue, sample
+from normtheory.plots import by_condition, paired_change
+from normtheory.results import Results
+from normtheory.study import Grid, Profile, Study
 
 CLAIM = "BGN-TINY"
 NORMS = ("batch", "group", "batch_group")
 BGN, RIVALS = "batch_group", {"batch": "BN", "group": "GN"}
-LABELS = {**RIVALS, BGN: "Batch-Group Norm"}
 SMALL = 8  # the claim's "very small" batch sizes: B <= SMALL
 BASE = TrainCell(
     dataset="digits",
@@ -74,50 +65,26 @@ BASE = TrainCell(
 )
 
 
-def error_table(results: Results) -> pd.DataFrame:
-    """One row per cell × seed with ``test_error``: 1 − final test accuracy; a diverged cell
-    counts as error 1, a failed one (an exception, no outcome) as missing."""
-    cells = results.cells
-    acc = cells.get("final_test_acc", np.nan)
-    err = pd.Series(np.nan, index=cells.index)
-    err = err.where(cells["status"] != "completed", 1.0 - acc)
-    err = err.where(cells["status"] != "diverged", 1.0)
-    return cells.assign(test_error=err.astype(float))
-
-
-def _gaps(results: Results) -> pd.DataFrame:
-    """err_X − err_BGN per (seed, batch size) for X in BN, GN: columns ``norm``, ``gap``."""
-    err = error_table(results).pivot_table(
-        index=["seed", "batch_size"], columns="norm", values="test_error"
-    )
-    if BGN not in err:
-        return pd.DataFrame(columns=["seed", "batch_size", "norm", "gap"])
-    rows = [
-        pd.DataFrame({"norm": n, "gap": err[n] - err[BGN]}).reset_index()
-        for n in RIVALS
-        if n in err
-    ]
-    return pd.concat(rows, ignore_index=True).dropna(subset=["gap"])
-
-
 def statistics(results: Results):
-    errors = error_table(results).dropna(subset=["test_error"])
-    means = errors.groupby(["norm", "batch_size"])["test_error"].mean()
-    gaps = _gaps(results)
+    outcomes = final_outcomes(results.cells)
+    means = outcomes.groupby(["norm", "batch_size"])["test_error"].mean()
+    gaps = changes(outcomes, "test_error", "norm", BGN, by="batch_size")  # err_X − err_BGN
     gaps = gaps[gaps["batch_size"] <= SMALL]
-    out = []
-    for norm, short in RIVALS.items():
-        for b, sub in gaps[gaps["norm"] == norm].groupby("batch_size"):
-            detail = f"mean test error {short} {means[norm, b]:.3f}, BGN {means[BGN, b]:.3f}"
-            gap = sub.set_index("seed")["gap"]
-            out.append(sample(CLAIM, f"vs_{short.lower()}", gap, condition=str(b), detail=detail))
+
+    def detail(norm):
+        return lambda b: (
+            f"mean test error {RIVALS[norm]} {means[norm, b]:.3f}, BGN {means[BGN, b]:.3f}"
+        )
+
+    out = [row for norm, short in RIVALS.items() for row in per_condition(
+        CLAIM, f"vs_{short.lower()}", gaps[gaps["norm"] == norm], "batch_size", detail=detail(norm))]  # fmt: skip
     bn = gaps[gaps["norm"] == "batch"]
     if len(bn):
         # Pool over batch sizes within a seed first: the seeds are the independent samples.
         sizes = ", ".join(map(str, sorted(bn["batch_size"].unique())))
-        pooled = bn.groupby("seed")["gap"].mean()
+        pooled = bn.groupby("seed")["change"].mean()
         out.append(sample(CLAIM, "vs_bn_pooled", pooled, detail=f"batch sizes {sizes}"))
-    bn_err = errors[errors["norm"] == "batch"]
+    bn_err = outcomes[outcomes["norm"] == "batch"].dropna(subset=["test_error"])
     if len(bn_err):  # BN at the grid's largest batch: the baseline the claim needs trained
         top = bn_err["batch_size"].max()
         acc = 1 - bn_err.loc[bn_err["batch_size"] == top, "test_error"].mean()
@@ -126,46 +93,36 @@ def statistics(results: Results):
 
 
 def error_vs_batch(results: Results):
-    """Left: test error vs batch size per norm; right: the paired gap err_X − err_BGN."""
-    cells = results.cells
-    missing = require_columns(cells, ["norm", "batch_size", "seed", "status"], "cells")
-    if missing or "final_test_acc" not in cells:
-        return missing_figure("test error vs batch size", missing or ["final_test_acc"])
-    summary = summarize_ci(
-        error_table(results).dropna(subset=["test_error"]), ["norm", "batch_size"], "test_error"
+    """Test error vs batch size per norm (mean, 95 % t-CI band over seeds)."""
+    return by_condition(
+        final_outcomes(results.cells),
+        "test_error",
+        "batch_size",
+        hue="norm",
+        categorical=False,
+        logx=2,
+        clip=(0, 1),
+        title="BN, GN and Batch-Group Norm at tiny batch sizes",
+        ylabel="test error (fraction)",
+        xlabel="batch size (log scale; equal examples seen)",
     )
-    gaps = _gaps(results)
-    order = norm_order(summary["norm"].unique())
-    palette = norm_palette(order)
-    sizes = sorted(summary["batch_size"].unique())
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
-    for norm in order:
-        ci_line(
-            ax1,
-            summary[summary["norm"] == norm],
-            "batch_size",
-            color=palette[norm],
-            label=LABELS[norm],
-            clip=(0, 1),
-        )
-    ax1.set(ylabel="test error (fraction)", title="test error (mean, 95% t-CI over seeds)")
-    for norm, short in RIVALS.items():
-        sub = gaps[gaps["norm"] == norm]
-        if len(sub):
-            s = summarize_ci(sub, ["batch_size"], "gap")
-            ci_line(ax2, s, "batch_size", color=palette.get(norm), label=f"err {short} − err BGN")
-    ax2.axhline(0, color="gray", lw=1, ls="--")
-    ax2.set(ylabel="paired error gap (> 0: BGN better)", title="gap to BGN, paired by seed")
-    for ax in (ax1, ax2):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sizes, labels=[str(b) for b in sizes])
-        ax.set_xlabel("batch size (log scale; equal examples seen)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    n = int(summary["n"].max()) if len(summary) else 0
-    fig.suptitle(f"BN, GN and Batch-Group Norm at tiny batch sizes ({n} seeds)")
-    fig.tight_layout()
-    return fig
+
+
+def gap_to_bgn(results: Results):
+    """The paired gap err_X − err_BGN (same seed) per batch size: > 0 where BGN is better."""
+    return paired_change(
+        final_outcomes(results.cells),
+        "test_error",
+        "norm",
+        BGN,
+        x="batch_size",
+        categorical=False,
+        logx=2,
+        labels={n: f"err {short} − err BGN" for n, short in RIVALS.items()},
+        title="Test error gap to Batch-Group Norm, paired by seed",
+        ylabel="err X − err BGN (> 0: BGN better)",
+        xlabel="batch size (log scale; equal examples seen)",
+    )
 
 
 STUDY = Study(
@@ -185,5 +142,5 @@ STUDY = Study(
         ),
     },
     statistics=statistics,
-    figures={"error_vs_batch": error_vs_batch},
+    figures={"error_vs_batch": error_vs_batch, "gap_to_bgn": gap_to_bgn},
 )

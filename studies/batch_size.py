@@ -19,28 +19,20 @@ sizes 2, 8, 32 with 5 seeds; ``full`` adds LN, IN and no norm, batch sizes 1–1
 Protocol: a small convnet on sklearn's handwritten digits (8×8), SGD with momentum, the learning
 rate scaled linearly with batch size (Goyal et al. 2017, as in the GN paper), and the same number
 of training examples for every batch size. The ImageNet numbers are not the target: the verdict
-is about the direction and size of the effect at this scale. A diverged or failed cell counts
-as test error 1.
+is about the direction and size of the effect at this scale. Test error follows the one final
+metric policy (`normtheory.analysis.FINAL_METRIC_POLICY`): a diverged cell counts as error 1, a
+failed one is missing.
 """
 
-from matplotlib import pyplot as plt
-
+from normtheory.analysis import final_outcomes, paired, seed_table
+from normtheory.evidence import CheckValue, sample
 from normtheory.experiment import TrainCell
-from normtheory.report.figures import (
-    ci_line,
-    missing_figure,
-    norm_order,
-    norm_palette,
-    require_columns,
-    summarize_ci,
-)
-from normtheory.study import Grid, Profile, Results, Study
-from normtheory.verdicts import CheckValue, sample
+from normtheory.plots import by_condition, norm_label
+from normtheory.results import Results
+from normtheory.study import Grid, Profile, Study
 
 NORMS = ("batch", "group", "layer", "instance", "group+ws", "frn", "batch_group", "none")
 CLAIM_NORMS = ("batch", "group", "group+ws", "frn", "batch_group")  # the claims' norms and BGN
-LABELS = {"batch": "BN", "group": "GN", "layer": "LN", "instance": "IN", "group+ws": "GN + WS",
-          "frn": "FRN + TLU", "batch_group": "Batch-Group Norm", "none": "no norm"}  # fmt: skip
 BASE = TrainCell(
     dataset="digits",
     arch="convnet",
@@ -56,55 +48,45 @@ BASE = TrainCell(
 )
 
 
-def _with_test_error(cells):
-    """The cells with a ``test_error`` column from their final accuracy (diverged = error 1)."""
-    err = (1.0 - cells["final_test_acc"]).where(cells["status"] == "completed", 1.0)
-    return cells.assign(test_error=err)
-
-
-def _errors(results: Results):
-    """Test error per seed (rows) and (norm, batch_size) (columns)."""
-    return _with_test_error(results.cells).pivot_table(
-        index="seed", columns=["norm", "batch_size"], values="test_error"
-    )
-
-
 def statistics(results: Results):
-    err = _errors(results)
+    err = seed_table(final_outcomes(results.cells), "test_error", ["norm", "batch_size"])
     sizes = sorted(err.columns.get_level_values("batch_size").unique())
     lo, hi = sizes[0], sizes[-1]
-    e = {key: err[key] for key in err.columns}  # (norm, batch size) -> test error per seed
+    have = set(err.columns)
 
     def means(*keys):
-        return "test error " + ", ".join(f"{LABELS[n]}@{b} {e[n, b].mean():.3f}" for n, b in keys)
+        parts = (f"{norm_label(n)}@{b} {err[n, b].mean():.3f}" for n, b in keys)
+        return "test error " + ", ".join(parts)
 
     out = []
-    if lo < hi and {("batch", lo), ("batch", hi)} <= e.keys():
-        bn_rise = e["batch", lo] - e["batch", hi]
-        bn_acc = 1 - e["batch", hi].mean()
+    if lo < hi and {("batch", lo), ("batch", hi)} <= have:
+        bn_rise = paired(err, ("batch", lo), ("batch", hi))
+        bn_acc = 1 - err["batch", hi].mean()
         out += [
             sample("GN-BATCH", "bn_rise", bn_rise, detail=means(("batch", lo), ("batch", hi))),
             CheckValue("GN-BATCH", "bn_trained", bn_acc, f"BN@{hi}"),
             CheckValue("GN-BATCH", "bn_penalty", bn_rise.mean(), f"BN, batch {hi}→{lo}"),
         ]
-        if {("group", lo), ("group", hi)} <= e.keys():
-            gn_rise = e["group", lo] - e["group", hi]
-            out.append(
-                sample("GN-BATCH", "gn_rise", gn_rise, detail=means(("group", lo), ("group", hi)))
-            )
-        if ("group+ws", lo) in e:
-            gap = e["group+ws", lo] - e["batch", hi]
+        if {("group", lo), ("group", hi)} <= have:
+            gn_rise = paired(err, ("group", lo), ("group", hi))
+            detail = means(("group", lo), ("group", hi))
+            out.append(sample("GN-BATCH", "gn_rise", gn_rise, detail=detail))
+        if ("group+ws", lo) in have:
+            gap = paired(err, ("group+ws", lo), ("batch", hi))
+            detail = means(("group+ws", lo), ("batch", hi))
             out += [
-                sample("WS-MICRO", "ws_vs_bn", gap, detail=means(("group+ws", lo), ("batch", hi))),
+                sample("WS-MICRO", "ws_vs_bn", gap, detail=detail),
                 CheckValue("WS-MICRO", "bn_trained", bn_acc, f"BN@{hi}"),
             ]
-    if {("group", lo), ("frn", lo)} <= e.keys():
-        frn = err.xs("frn", axis=1, level="norm").mean()
+    if {("group", lo), ("frn", lo)} <= have:
+        frn = err["frn"].mean()
         spread = f"FRN {frn.min():.3f}–{frn.max():.3f} over all batch sizes"
         detail = f"{means(('group', lo), ('frn', lo))}; {spread}"
         out += [
-            sample("FRN-BATCH", "gn_vs_frn", e["group", lo] - e["frn", lo], detail=detail),
-            CheckValue("FRN-BATCH", "frn_trained", 1 - e["frn", lo].mean(), f"FRN@{lo}"),
+            sample(
+                "FRN-BATCH", "gn_vs_frn", paired(err, ("group", lo), ("frn", lo)), detail=detail
+            ),
+            CheckValue("FRN-BATCH", "frn_trained", 1 - err["frn", lo].mean(), f"FRN@{lo}"),
         ]
     return out
 
@@ -112,51 +94,19 @@ def statistics(results: Results):
 def error_vs_batch(results: Results):
     """One panel per norm (three to a row): test error vs batch size, t-CI band over seeds; BN
     dashed gray in every other panel for reference."""
-    cells = results.cells
-    missing = require_columns(
-        cells, ["norm", "batch_size", "final_test_acc", "seed", "status"], "cells"
+    return by_condition(
+        final_outcomes(results.cells),
+        "test_error",
+        "batch_size",
+        panel="norm",
+        reference="batch",
+        categorical=False,
+        logx=2,
+        clip=(0, 1),
+        title="Test error vs batch size at equal examples seen",
+        ylabel="test error (fraction)",
+        xlabel="batch size (log scale)",
     )
-    if missing:
-        return missing_figure("test error vs batch size", missing)
-    summary = summarize_ci(_with_test_error(cells), ["norm", "batch_size"], "test_error")
-    order = norm_order(summary["norm"].unique())
-    palette, sizes = norm_palette(order), sorted(summary["batch_size"].unique())
-    ncols = min(3, len(order))
-    nrows = -(-len(order) // ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), sharex=True, sharey=True, squeeze=False
-    )
-    reference = summary[summary["norm"] == "batch"]
-    for ax, norm in zip(axes.flat, order):
-        if len(reference) and norm != "batch":
-            ref = reference["batch_size"], reference["mean"]
-            ax.plot(*ref, "--", color="gray", label="BN (reference)")
-        label, rows = LABELS.get(norm, norm), summary[summary["norm"] == norm]
-        ci_line(ax, rows, "batch_size", color=palette[norm], label=label, clip=(0, 1))
-        ax.set_title(label)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sizes, labels=[str(b) for b in sizes])
-        ax.grid(alpha=0.3)
-    legend = {}  # label -> handle, across panels
-    for i, ax in enumerate(axes.flat[: len(order)]):
-        for handle, text in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(text, handle)
-        if i + ncols >= len(order):  # the lowest panel of its column
-            ax.set_xlabel("batch size (log scale)")
-            ax.xaxis.set_tick_params(labelbottom=True)
-    spare = axes.flat[len(order) :]
-    for ax in spare:
-        ax.set_axis_off()
-    where = spare[0] if len(spare) else axes.flat[-1]
-    where.legend(legend.values(), legend.keys(), loc="center" if len(spare) else "best")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("test error (fraction)")
-    n_seeds = int(summary["n"].max())
-    fig.suptitle(
-        f"Test error vs batch size at equal examples seen\n(mean, 95% t-CI over {n_seeds} seeds)"
-    )
-    fig.tight_layout()
-    return fig
 
 
 STUDY = Study(

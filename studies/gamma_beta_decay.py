@@ -11,20 +11,21 @@ Protocol: a BN convnet (width 16, depth 3) on the digits, SGD with momentum 0.9,
 5e-4 on the conv/linear weights in every arm, equal examples seen at batch sizes 8, 32 and 128
 (learning rate scaled with √B); four arms: no decay on the norms' parameters (the default of
 `normtheory`, as of most codebases), γ → 1 only, β → 0 only, both, each with λ = 5e-3
-(`normtheory.optim.NormDecay`). Small nets on offline data will not reproduce ImageNet numbers:
-the verdict is about the direction and size of the effect at this scale.
+(`normtheory.optim.NormDecay`). Test accuracy follows `normtheory.analysis.FINAL_METRIC_POLICY`
+(a diverged run counts as accuracy 0, a failed one is missing). Small nets on offline data will
+not reproduce ImageNet numbers: the verdict is about the direction and size of the effect at
+this scale.
 """
 
-import numpy as np
-import pandas as pd
 import seaborn as sns
-from matplotlib import pyplot as plt
 
+from normtheory.analysis import changes, final_outcomes, means_text
+from normtheory.evidence import CheckValue, per_condition
 from normtheory.experiment import TrainCell
-from normtheory.hooks import LossAccuracy
-from normtheory.report.figures import missing_figure, summarize_ci
-from normtheory.study import Grid, Profile, Results, Study
-from normtheory.verdicts import CheckValue, sample
+from normtheory.hooks import LossAccuracy, every
+from normtheory.plots import by_condition, paired_change
+from normtheory.results import Results
+from normtheory.study import Grid, Profile, Study
 
 LAMBDA = 5e-3
 BASE = TrainCell(
@@ -54,110 +55,66 @@ COLORS = dict(zip(ORDER, sns.color_palette("Set1", len(ORDER))))
 
 
 def hooks(cell: TrainCell):
-    return [LossAccuracy(every=20)]
-
-
-def finals(results: Results) -> pd.DataFrame:
-    cells = results.cells
-    return cells[cells["status"] == "completed"]
+    return [LossAccuracy(every=every(20))]
 
 
 def statistics(results: Results):
     """GAMMA-WD: ``acc_change``, test accuracy with decay on γ and β − without, one row per batch
-    size, paired by seed; check ``baseline_trained``, the no-decay arm's mean test accuracy.
-    Failed or diverged cells are left out."""
-    table = finals(results)
+    size, paired by seed; check ``baseline_trained``, the no-decay arm's mean test accuracy."""
+    table = final_outcomes(results.cells)
     if table.empty or not {NONE, BOTH} <= set(table["tag"]):
         return []
-    out = []
-    for b, sub in table.groupby("batch_size"):
-        wide = sub.pivot_table(index="seed", columns="tag", values="final_test_acc")
-        if not {NONE, BOTH} <= set(wide.columns):
-            continue
-        others = ", ".join(
-            f"{t}: {(wide[t] - wide[NONE]).mean():+.4f}" for t in ORDER[1:] if t in wide
-        )
-        out.append(
-            sample(
-                "GAMMA-WD",
-                "acc_change",
-                wide[BOTH] - wide[NONE],
-                condition=str(b),
-                detail=f"B = {b}, mean change vs no γ/β decay — {others}; no decay: "
-                f"{wide[NONE].mean():.3f}",
-            )
-        )
+    change = changes(table, "test_acc", "tag", NONE, by="batch_size")  # arm − no decay, per seed
     base = table[table["tag"] == NONE]
-    by_size = base.groupby("batch_size")["final_test_acc"].mean()
-    out.append(
-        CheckValue(
-            "GAMMA-WD",
-            "baseline_trained",
-            float(base["final_test_acc"].mean()),
-            detail="no-decay test accuracy by batch size — "
-            + ", ".join(f"B={b}: {a:.3f}" for b, a in by_size.items()),
-        )
+
+    def detail(b):
+        at_b = change[change["batch_size"] == b]
+        others = means_text(at_b[at_b["tag"] != BOTH], "change", "tag", fmt="+.4f")
+        no_decay = base.loc[base["batch_size"] == b, "test_acc"].mean()
+        return f"B = {b}, mean change vs no γ/β decay — {others}; no decay: {no_decay:.3f}"
+
+    out = per_condition(
+        "GAMMA-WD", "acc_change", change[change["tag"] == BOTH], "batch_size", detail=detail
     )
-    return out
-
-
-def paired_changes(results: Results) -> pd.DataFrame:
-    """Per decay arm, batch size and seed: test accuracy minus the no-decay arm's (same seed)."""
-    table = finals(results)
-    wide = table.pivot_table(index=["batch_size", "seed"], columns="tag", values="final_test_acc")
-    if NONE not in wide:
-        return pd.DataFrame(columns=["batch_size", "seed", "tag", "change"])
-    change = wide.drop(columns=NONE).sub(wide[NONE], axis=0)
-    return change.stack().rename("change").reset_index()
+    detail = "no-decay test accuracy by batch size — " + means_text(
+        base, "test_acc", "batch_size", prefix="B="
+    )
+    return out + [CheckValue("GAMMA-WD", "baseline_trained", base["test_acc"].mean(), detail)]
 
 
 def accuracy(results: Results):
-    """Final test accuracy per arm and batch size, and its paired change against no decay."""
-    table = finals(results)
-    if table.empty:
-        return missing_figure("γ/β decay", ["completed cells"])
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
-    sizes = sorted(table["batch_size"].unique())
-    pos = {b: i for i, b in enumerate(sizes)}
-    offsets = dict(zip(ORDER, np.linspace(-0.24, 0.24, len(ORDER))))
-
-    def points(ax, frame: pd.DataFrame, column: str, tag: str) -> None:
-        s = summarize_ci(frame[frame["tag"] == tag], ["batch_size"], column)
-        ax.errorbar(
-            s["batch_size"].map(pos) + offsets[tag],
-            s["mean"],
-            yerr=[s["mean"] - s["low"], s["high"] - s["mean"]],
-            fmt="o",
-            color=COLORS[tag],
-            label=tag,
-            ms=5,
-            capsize=2,
-        )
-
-    changes = paired_changes(results)
-    for tag in ORDER:
-        points(ax1, table, "final_test_acc", tag)
-        if tag in set(changes["tag"]):
-            points(ax2, changes, "change", tag)
-    ax2.axhline(0, color="gray", ls="--", lw=1)
-    for ax in (ax1, ax2):
-        ax.set_xticks(range(len(sizes)), [str(b) for b in sizes])
-        ax.set_xlabel("batch size (equal examples seen)")
-        ax.grid(alpha=0.3)
-    ax1.set(ylabel="final test accuracy", title="Accuracy per arm")
-    ax2.set(
-        ylabel="test accuracy − no γ/β decay (same seed)",
-        title="Paired change against no decay (> 0: decay helps)",
+    """Final test accuracy per decay arm and batch size (mean, 95 % t-CI over seeds)."""
+    return by_condition(
+        final_outcomes(results.cells),
+        "test_acc",
+        "batch_size",
+        hue="tag",
+        hues=ORDER,
+        palette=COLORS,
+        categorical=True,
+        title="Weight decay on BN's γ and β: accuracy per arm",
+        ylabel="final test accuracy",
+        xlabel="batch size (equal examples seen)",
+        legend_title=f"decay of BN's γ, β\n(λ = {LAMBDA:g})",
     )
-    fig.legend(
-        *ax1.get_legend_handles_labels(),
-        title=f"decay of BN's γ, β\n(λ = {LAMBDA:g})",
-        loc="center left",
-        bbox_to_anchor=(1, 0.5),
+
+
+def accuracy_change(results: Results):
+    """Per seed, each decay arm's test accuracy minus the no-decay arm's, per batch size."""
+    return paired_change(
+        final_outcomes(results.cells),
+        "test_acc",
+        "tag",
+        NONE,
+        x="batch_size",
+        hues=ORDER[1:],
+        palette=COLORS,
+        categorical=True,
+        title="Paired change against no γ/β decay (> 0: decay helps)",
+        ylabel="accuracy − no decay (same seed)",
+        xlabel="batch size (equal examples seen)",
+        legend_title=f"decay of BN's γ, β\n(λ = {LAMBDA:g})",
     )
-    fig.suptitle("Weight decay on BN's γ and β (mean and 95% t-CI over seeds)")
-    fig.tight_layout()
-    return fig
 
 
 STUDY = Study(
@@ -178,5 +135,5 @@ STUDY = Study(
     },
     hooks=hooks,
     statistics=statistics,
-    figures={"accuracy": accuracy},
+    figures={"accuracy": accuracy, "accuracy_change": accuracy_change},
 )

@@ -12,36 +12,26 @@ size.
 Protocol: a 3-layer convnet (width 16) on the digits, SGD with momentum 0.9, the same number of
 examples at every batch size (learning rate scaled linearly with the batch size, 0.05 at 32), BN and
 Ghost BN with ghost sizes 2, 4, 8, 16; Ghost BN's inference uses the population statistics of the
-full batches, exactly as BN's. Small nets on offline data will not reproduce ImageNet numbers: the
-verdict is about the direction and size of the effect at this scale.
+full batches, exactly as BN's. The training-set loss is measured by a second `LossAccuracy` on the
+whole training set at the last step (``evenly(1)``). Test accuracy follows
+`normtheory.analysis.FINAL_METRIC_POLICY` (a diverged run counts as accuracy 0, a failed one is
+missing; a diverged run has no generalization gap). Small nets on offline data will not reproduce
+ImageNet numbers: the verdict is about the direction and size of the effect at this scale.
 """
 
-import functools
-
 import numpy as np
-import pandas as pd
-from matplotlib import pyplot as plt
 
+from normtheory.analysis import changes, final_outcomes, metric, paired, seed_table
+from normtheory.evidence import CheckValue, per_condition, sample
 from normtheory.experiment import TrainCell, cell_data
-from normtheory.hooks import LossAccuracy
-from normtheory.report.figures import missing_figure, norm_palette, summarize_ci
-from normtheory.study import Grid, Profile, Results, Study
-from normtheory.verdicts import CheckValue, sample
+from normtheory.hooks import LossAccuracy, evenly, every, rename
+from normtheory.plots import by_condition, norm_palette
+from normtheory.results import Results
+from normtheory.study import Grid, Profile, Study
 
-BASE = TrainCell(
-    dataset="digits",
-    arch="convnet",
-    norm="batch",
-    width=16,
-    depth=3,
-    optimizer="sgd",
-    lr=0.05,
-    lr_scaling="linear",
-    ref_batch=32,
-    momentum=0.9,
-    batch_size=32,
-    examples=9600,
-)
+BASE = TrainCell(dataset="digits", arch="convnet", norm="batch", width=16, depth=3,
+                 optimizer="sgd", lr=0.05, lr_scaling="linear", ref_batch=32, momentum=0.9,
+                 batch_size=32, examples=9600)  # fmt: skip
 GHOSTS = (2, 4, 8, 16)
 CASES = ({"tag": "BN", "norm": "batch"},) + tuple(
     {"tag": f"Ghost BN {g}", "norm": "ghost_batch", "ghost_size": g} for g in GHOSTS
@@ -54,124 +44,73 @@ COLORS = {"BN": _PALETTE["batch"]} | {
     f"Ghost BN {g}": tuple(np.asarray(_PALETTE["ghost_batch"]) * (1 - 0.6 * k / len(GHOSTS)))
     for k, g in enumerate(reversed(GHOSTS))
 }
-
-
-def _last(step: int, *, n: int) -> bool:
-    return step == n - 1
+TRAINSET_LOSS = rename(LossAccuracy.DATA_LOSS, "trainset")  # the whole training set, eval mode
+TRAINSET_ACC = rename(LossAccuracy.DATA_ACC, "trainset")
 
 
 def hooks(cell: TrainCell):
     train_set, _ = cell_data(cell)
     return [
-        LossAccuracy(every=10),
-        LossAccuracy(
-            name="trainset", data=train_set, every=functools.partial(_last, n=cell.effective_steps)
-        ),
+        LossAccuracy(every=every(10)),
+        LossAccuracy(name="trainset", data=train_set, every=evenly(1)),  # the last step
     ]
 
 
-def outcomes(results: Results) -> pd.DataFrame:
-    """Per tag × batch size × seed: test accuracy, test loss, training-set loss and the gap."""
-    cells = results.cells[results.cells["status"] == "completed"]
-    rec = results.records
-    data_loss = rec[rec["metric"] == "trainset.data_loss"].groupby(["cell", "seed"])["value"].last()
-    data_acc = rec[rec["metric"] == "trainset.data_acc"].groupby(["cell", "seed"])["value"].last()
-    table = cells.join(data_loss.rename("train_set_loss"), on=["cell", "seed"]).join(
-        data_acc.rename("train_set_acc"), on=["cell", "seed"]
-    )
-    table["gap"] = table["final_test_loss"] - table["train_set_loss"]
-    return table
+def outcomes(results: Results):
+    """Per tag × batch size × seed (`final_outcomes`): test accuracy, test loss, training-set
+    loss and accuracy at the last step, and the generalization gap test − training-set loss."""
+    last = metric(results.records, [TRAINSET_LOSS, TRAINSET_ACC], last=True)
+    last = last.pivot_table(index=["cell", "seed"], columns="metric", values="value")
+    last = last.reindex(columns=[TRAINSET_LOSS, TRAINSET_ACC])
+    names = {TRAINSET_LOSS: "train_set_loss", TRAINSET_ACC: "train_set_acc"}
+    table = final_outcomes(results.cells).join(last.rename(columns=names), on=["cell", "seed"])
+    return table.assign(gap=table["final_test_loss"] - table["train_set_loss"])
 
 
 def statistics(results: Results):
     """GHOST-REG: ``acc_gain`` (Ghost BN 16 − BN, one row per batch size, paired by seed),
     ``gap_reduction`` (BN − Ghost BN 16, averaged over batch sizes within a seed) and the check
-    ``bn_trained`` (BN's mean test accuracy). Failed or diverged cells are left out."""
+    ``bn_trained`` (BN's mean test accuracy)."""
     table = outcomes(results)
     if table.empty or not {"BN", MAIN} <= set(table["tag"]):
         return []
-    wide = table.pivot_table(
-        index=["batch_size", "seed"], columns="tag", values=["final_test_acc", "gap"]
-    )
-    gain = (wide["final_test_acc"][MAIN] - wide["final_test_acc"]["BN"]).dropna()
-    gap_cut = (wide["gap"]["BN"] - wide["gap"][MAIN]).dropna()
-    per = table.groupby(["tag", "batch_size"])["final_test_acc"].mean().unstack("batch_size")
+    gain = changes(table, "test_acc", "tag", "BN", by="batch_size")  # Ghost BN g − BN, per seed
+    per = table.groupby(["tag", "batch_size"])["test_acc"].mean().unstack("batch_size")
     gaps = table.groupby(["tag", "batch_size"])["gap"].mean().unstack("batch_size")
-    bn = table[table["tag"] == "BN"]["final_test_acc"]
-    out = []
-    for b, values in gain.groupby(level="batch_size"):
-        detail = f"B = {b}, test accuracy (mean over seeds) — " + ", ".join(
-            f"{t}: {per.loc[t, b]:.3f}" for t in ORDER if t in per.index and b in per.columns
-        )
-        out.append(
-            sample(
-                "GHOST-REG",
-                "acc_gain",
-                values.droplevel("batch_size"),
-                condition=str(b),
-                detail=detail,
-            )
-        )
-    gap_detail = (
-        "generalization gap (test loss − training-set loss, mean over seeds) — "
-        + "; ".join(
-            f"{t}: " + ", ".join(f"B={b}: {gaps.loc[t, b]:.3f}" for b in gaps.columns)
-            for t in ORDER
-            if t in gaps.index
-        )
+    out = per_condition("GHOST-REG", "acc_gain", gain[gain["tag"] == MAIN], "batch_size",
+        detail=lambda b: f"B = {b}, test accuracy (mean over seeds) — "
+        + ", ".join(f"{t}: {per.loc[t, b]:.3f}" for t in ORDER if t in per.index))  # fmt: skip
+    gap_cut = paired(seed_table(table, "gap", "tag", within="batch_size"), "BN", MAIN)
+    gap_means = "; ".join(
+        f"{t}: " + ", ".join(f"B={b}: {gaps.loc[t, b]:.3f}" for b in gaps.columns)
+        for t in ORDER
+        if t in gaps.index
     )
-    out += [
-        sample(
-            "GHOST-REG",
-            "gap_reduction",
-            gap_cut.groupby(level="seed").mean(),
-            detail=gap_detail,
-        ),
-        CheckValue(
-            "GHOST-REG",
-            "bn_trained",
-            float(bn.mean()),
-            detail=f"BN test accuracy, mean over {len(bn)} completed runs",
-        ),
+    gap_detail = (
+        f"generalization gap (test loss − training-set loss, mean over seeds) — {gap_means}"
+    )
+    bn = table.loc[table["tag"] == "BN", "test_acc"]
+    return out + [
+        sample("GHOST-REG", "gap_reduction", gap_cut, detail=gap_detail),
+        CheckValue("GHOST-REG", "bn_trained", bn.mean(), f"BN, mean over {len(bn)} runs"),
     ]
-    return out
 
 
-def accuracy(results: Results):
-    """Test accuracy and generalization gap per batch size and ghost size (mean, 95% CI)."""
-    table = outcomes(results)
-    if table.empty:
-        return missing_figure("ghost batch", ["completed cells"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    sizes = sorted(table["batch_size"].unique())
-    pos = {b: i for i, b in enumerate(sizes)}
-    offsets = dict(zip(ORDER, np.linspace(-0.28, 0.28, len(ORDER))))
-    for tag in ORDER:
-        sub = table[table["tag"] == tag]
-        for ax, column in zip(axes, ("final_test_acc", "gap")):
-            s = summarize_ci(sub, ["batch_size"], column) if len(sub) else sub
-            if len(s):
-                ax.errorbar(
-                    s["batch_size"].map(pos) + offsets[tag],
-                    s["mean"],
-                    yerr=[s["mean"] - s["low"], s["high"] - s["mean"]],
-                    fmt="o",
-                    color=COLORS[tag],
-                    label=tag,
-                    ms=5,
-                    capsize=2,
-                )
-    for ax, label, title in (
-        (axes[0], "final test accuracy", "Test accuracy (higher is better)"),
-        (axes[1], "test loss − training-set loss", "Generalization gap (lower is better)"),
-    ):
-        ax.set_xticks(range(len(sizes)), [str(b) for b in sizes])
-        ax.set(xlabel="batch size (equal examples seen)", ylabel=label, title=title)
-        ax.grid(alpha=0.3)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1, 0.5))
-    fig.suptitle("BN vs Ghost BN at equal examples seen (mean and 95% t-CI over seeds)")
-    fig.tight_layout()
-    return fig
+def by_batch(y: str, title: str, ylabel: str):
+    """The figure of `y` per batch size and ghost size: mean and 95 % t-CI over seeds."""
+    return lambda results: by_condition(
+        outcomes(results),
+        y,
+        "batch_size",
+        hue="tag",
+        categorical=True,
+        hues=ORDER,
+        palette=COLORS,
+        title=f"BN vs Ghost BN at equal examples seen: {title}",
+        ylabel=ylabel,
+        xlabel="batch size (equal examples seen)",
+        legend_title="normalization",
+    )
 
 
 STUDY = Study(
@@ -192,5 +131,10 @@ STUDY = Study(
     },
     hooks=hooks,
     statistics=statistics,
-    figures={"accuracy": accuracy},
+    figures={
+        "accuracy": by_batch("test_acc", "test accuracy (higher is better)", "test accuracy"),
+        "generalization_gap": by_batch(
+            "gap", "generalization gap (lower is better)", "test − training-set loss"
+        ),
+    },
 )

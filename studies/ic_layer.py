@@ -19,33 +19,25 @@ Protocol: a 3-layer convnet (width 16) on the digits, SGD with momentum 0.9, η 
 300 steps; placements ``norm_act`` (W→BN→ReLU), ``act_norm`` (W→ReLU→BN) and ``ic``
 (W→ReLU→BN→Dropout, keep 0.9). `NeuronInformation` records, every 50 steps on 512 fixed
 training examples (train mode), the mean |correlation| and binned MI between the channels that
-feed each weight layer (spatially pooled) and the same-sign fraction.
+feed each weight layer (spatially pooled) and the same-sign fraction. Final test accuracy follows
+`normtheory.analysis.FINAL_METRIC_POLICY` (a diverged run counts as accuracy 0).
 """
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib import pyplot as plt
 
+from normtheory.analysis import final_outcomes, metric, paired, seed_table
+from normtheory.evidence import CheckValue, Exact, sample
 from normtheory.experiment import TrainCell, probe_batch
-from normtheory.hooks import LossAccuracy, NeuronInformation
-from normtheory.report.figures import missing_figure, summarize_ci
-from normtheory.study import Grid, Profile, Results, Study
-from normtheory.verdicts import CheckValue, Exact, sample
+from normtheory.hooks import LossAccuracy, NeuronInformation, every
+from normtheory.plots import by_condition, over_steps
+from normtheory.results import Results
+from normtheory.study import Grid, Profile, Study
 
-BASE = TrainCell(
-    dataset="digits",
-    arch="convnet",
-    norm="batch",
-    width=16,
-    depth=3,
-    optimizer="sgd",
-    lr=0.05,
-    momentum=0.9,
-    batch_size=32,
-    steps=300,
-    eval_every=20,
-)
+BASE = TrainCell(dataset="digits", arch="convnet", norm="batch", width=16, depth=3,
+                 optimizer="sgd", lr=0.05, momentum=0.9, batch_size=32, steps=300,
+                 eval_every=20)  # fmt: skip
 CASES = (
     {"tag": "W→BN→ReLU", "placement": "norm_act", "dropout_keep": 1.0},
     {"tag": "W→ReLU→BN", "placement": "act_norm", "dropout_keep": 1.0},
@@ -60,182 +52,147 @@ RUN = ["dataset", "tag", "seed"]
 
 def hooks(cell: TrainCell):
     return [
-        LossAccuracy(every=5),
-        NeuronInformation(probe=probe_batch(cell, 512), every=50, max_units=32),
+        LossAccuracy(every=every(5)),
+        NeuronInformation(probe=probe_batch(cell, 512), every=every(50), max_units=32),
     ]
 
 
-def _metric(results: Results, metric: str) -> pd.DataFrame:
-    rec = results.records
-    return rec[rec["metric"] == metric]
+def _steps_to_target(run: pd.DataFrame) -> float:
+    """First step where the training loss, smoothed over 5 records, is below `TARGET_LOSS`."""
+    run = run.sort_values("step")
+    hit = run["step"][run["value"].rolling(5, min_periods=1).mean() < TARGET_LOSS]
+    return float(hit.iloc[0]) if len(hit) else np.nan
 
 
 def per_run(results: Results) -> pd.DataFrame:
-    """One row per (dataset, tag, seed): training-loss area, test-loss area, steps to the target
-    loss, final test accuracy (NaN for a cell that did not complete)."""
-    train = _metric(results, "outcome.train_loss")
-    test = _metric(results, "outcome.test_loss")
+    """One row per (dataset, tag, seed): training-loss area (mean training loss over the run),
+    test-loss area, steps to the target loss, final test accuracy (`final_outcomes`)."""
+    train = metric(results.records, LossAccuracy.TRAIN_LOSS)
+    test = metric(results.records, LossAccuracy.TEST_LOSS)
     if train.empty:
         return pd.DataFrame()
-
-    def to_target(g):
-        smooth = g.sort_values("step")["value"].rolling(5, min_periods=1).mean()
-        hit = g.sort_values("step")["step"][smooth.to_numpy() < TARGET_LOSS]
-        return float(hit.iloc[0]) if len(hit) else np.nan
-
     rows = pd.DataFrame(
         {
             "train_auc": train.groupby(RUN)["value"].mean(),
             "test_auc": test.groupby(RUN)["value"].mean(),
-            "steps_to_target": train.groupby(RUN).apply(to_target, include_groups=False),
+            "steps_to_target": train.groupby(RUN).apply(_steps_to_target, include_groups=False),
         }
     )
-    cells = results.cells.set_index(RUN)
-    rows["final_test_acc"] = cells["final_test_acc"].where(cells["status"] == "completed")
+    rows["final_test_acc"] = final_outcomes(results.cells).set_index(RUN)["test_acc"]
     return rows.reset_index()
 
 
 def _gain(runs: pd.DataFrame, column: str, better: str, worse: str) -> pd.Series:
-    """Per seed: `column` of `better` − `worse`, paired within a dataset, averaged over datasets
-    (NaN, so dropped, when a run of the seed is missing)."""
-    wide = runs.pivot(index=["dataset", "seed"], columns="tag", values=column)
-    return (wide[better] - wide[worse]).groupby(level="seed").agg(lambda d: d.mean(skipna=False))
+    """Per seed: `column` of `better` − `worse`, paired within a dataset, mean over datasets."""
+    return paired(seed_table(runs, column, "tag", within="dataset"), better, worse)
 
 
 def _order_detail(runs: pd.DataFrame) -> str:
-    spread = runs.groupby("tag")["final_test_acc"].std()
-    reach = runs.groupby("tag")["steps_to_target"].median()
+    by_tag = runs.groupby("tag")
+    mean, spread = by_tag.mean(numeric_only=True), by_tag["final_test_acc"].std()
+    reach = by_tag["steps_to_target"].median()
     parts = [
-        f"{t}: test-loss area {runs[runs.tag == t]['test_auc'].mean():.3f}, steps to training "
-        f"loss {TARGET_LOSS} (median) {reach.get(t, np.nan):.0f}, final test acc "
-        f"{runs[runs.tag == t]['final_test_acc'].mean():.3f} ± {spread.get(t, np.nan):.3f} (sd over seeds)"
+        f"{t}: test-loss area {mean.loc[t, 'test_auc']:.3f}, steps to training loss "
+        f"{TARGET_LOSS} (median) {reach[t]:.0f}, final test acc "
+        f"{mean.loc[t, 'final_test_acc']:.3f} ± {spread[t]:.3f} (sd over seeds)"
         for t in ORDER
-        if t in set(runs["tag"])
+        if t in by_tag.groups
     ]
     return "; ".join(parts) + ". The IC net's training loss includes its dropout noise."
 
 
 def statistics(results: Results):
+    """IC-ORDER: ``train_auc_gain`` (baseline − IC), ``test_acc_gain`` (IC − baseline) per seed
+    and the check ``baseline_trained``; IC-SIGN: ``one_minus_same_sign``, 1 − the smallest
+    same-sign fraction of the baseline's layers fed by ReLU (all but the first)."""
     out = []
     runs = per_run(results)
     if len(runs) and {BASELINE, IC} <= set(runs["tag"]):
         detail = _order_detail(runs)
-        out += [
-            sample(
-                "IC-ORDER", "train_auc_gain", _gain(runs, "train_auc", BASELINE, IC), detail=detail
-            ),
-            sample(
-                "IC-ORDER",
-                "test_acc_gain",
-                _gain(runs, "final_test_acc", IC, BASELINE),
-                detail=detail,
-            ),
-        ]
         base = runs[runs["tag"] == BASELINE]["final_test_acc"]
-        out.append(
-            CheckValue(
-                "IC-ORDER",
-                "baseline_trained",
-                float(base.mean()),
-                detail=f"{BASELINE}: mean final test accuracy over {base.notna().sum()} runs",
-            )
-        )
-    sign = _metric(results, "info.same_sign")
+        out += [
+            sample("IC-ORDER", "train_auc_gain", _gain(runs, "train_auc", BASELINE, IC),
+                   detail=detail),
+            sample("IC-ORDER", "test_acc_gain", _gain(runs, "final_test_acc", IC, BASELINE),
+                   detail=detail),
+            CheckValue("IC-ORDER", "baseline_trained", float(base.mean()),
+                       detail=f"{BASELINE}: mean final test accuracy over {base.notna().sum()} runs"),
+        ]  # fmt: skip
+    sign = metric(results.records, NeuronInformation.SAME_SIGN)
+    sign = sign[sign["key"] != "conv1"]  # the first layer is fed by the data, not by a ReLU
     if len(sign):
-        fed_by_relu = sign[(sign["tag"] == BASELINE) & (sign["key"] != "conv1")]
-        others = sign[sign["key"] != "conv1"].groupby("tag")["value"].mean()
+        fed_by_relu = sign[sign["tag"] == BASELINE]
+        means = sign.groupby("tag")["value"].mean()
         detail = "mean same-sign fraction of the layers after the first — " + "; ".join(
-            f"{t}: {others[t]:.3f}" for t in ORDER if t in others
+            f"{t}: {means[t]:.3f}" for t in ORDER if t in means
         )
-        out.append(
-            Exact(
-                "IC-SIGN",
-                "one_minus_same_sign",
-                float(1 - fed_by_relu["value"].min()) if len(fed_by_relu) else np.nan,
-                n=fed_by_relu["seed"].nunique(),
-                detail=detail,
-            )
-        )
+        worst = float(1 - fed_by_relu["value"].min()) if len(fed_by_relu) else np.nan
+        n = fed_by_relu["seed"].nunique()
+        out.append(Exact("IC-SIGN", "one_minus_same_sign", worst, n=n, detail=detail))
     return out
 
 
 def training(results: Results):
-    """Training-loss curves per placement and the final test accuracy."""
-    train = _metric(results, "outcome.train_loss")
-    runs = per_run(results)
-    if train.empty:
-        return missing_figure("training", ["outcome.train_loss records"])
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [2, 1]})
-    for tag in ORDER:
-        sub = train[train["tag"] == tag]
-        if len(sub):
-            s = summarize_ci(sub, ["step"], "value", log=True)
-            ax1.plot(s["step"], s["mean"], color=COLORS[tag], label=tag)
-            ax1.fill_between(s["step"], s["low"], s["high"], color=COLORS[tag], alpha=0.2, lw=0)
-    ax1.axhline(TARGET_LOSS, color="gray", ls=":", lw=1, label=f"target {TARGET_LOSS}")
-    ax1.set(
-        yscale="log",
-        xlabel="step",
-        ylabel="training loss (log; IC: dropout on)",
-        title="Training loss per placement",
+    """Training and test loss over training per placement (mean over seeds, log scale)."""
+    fig = over_steps(
+        results.records,
+        {
+            LossAccuracy.TRAIN_LOSS: (
+                f"Training loss (dotted: {TARGET_LOSS})",
+                "training loss (IC: dropout on)",
+            ),
+            LossAccuracy.TEST_LOSS: ("Test loss", "test loss (eval mode)"),
+        },
+        hue="tag",
+        palette=COLORS,
+        legend_title="placement",
+        title="Training with BN before or after ReLU, and the IC layer",
     )
-    ax1.grid(alpha=0.3)
-    ax1.legend(fontsize=8)
-    sns.pointplot(
-        data=runs,
-        x="tag",
-        y="final_test_acc",
+    fig.axes[0].axhline(TARGET_LOSS, color="gray", ls=":", lw=1)  # the steps-to-target level
+    return fig
+
+
+def accuracy(results: Results):
+    """Final test accuracy per placement, with each seed's run as a dot."""
+    fig = by_condition(
+        per_run(results),
+        "final_test_acc",
+        "tag",
         hue="tag",
         order=ORDER,
-        hue_order=ORDER,
+        hues=ORDER,
+        seeds=True,
         palette=COLORS,
-        errorbar=("ci", 95),
-        ax=ax2,
-        legend=False,
+        legend=None,
+        xlabel="",
+        ylabel="final test accuracy",
+        title="Final test accuracy per placement (dots: seeds)",
     )
-    sns.stripplot(
-        data=runs, x="tag", y="final_test_acc", order=ORDER, color="k", size=3, ax=ax2, alpha=0.5
-    )
-    ax2.set(xlabel="", ylabel="final test accuracy", title="Final test accuracy (dots: seeds)")
-    ax2.tick_params(axis="x", labelsize=7, rotation=15)
-    ax2.grid(alpha=0.3)
-    fig.suptitle(
-        "Training with BN before or after ReLU, and the IC layer (mean, 95% CI over seeds)"
-    )
-    fig.tight_layout()
+    fig.axes[0].tick_params(axis="x", labelsize=7, rotation=15)
     return fig
 
 
 def dependence(results: Results):
     """Mean |corr| and MI between the channels feeding each weight layer, and the same-sign
     fraction, over training (layers after the first, averaged)."""
-    rec = results.records
-    rec = rec[rec["metric"].str.startswith("info.") & (rec["key"] != "conv1")]
-    if rec.empty:
-        return missing_figure("dependence", ["info.* records"])
-    panels = {
-        "info.corr_abs": ("mean |correlation| of layer inputs", "Correlation between channels"),
-        "info.mi": ("mean MI of layer inputs (nats, binned)", "Mutual information"),
-        "info.same_sign": ("same-sign fraction of gradient rows", "Signs of gradient rows"),
-    }
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, (metric, (label, title)) in zip(axes, panels.items()):
-        for tag in ORDER:
-            sub = rec[(rec["metric"] == metric) & (rec["tag"] == tag)]
-            if len(sub):
-                per_seed = sub.groupby(["step", "seed"], as_index=False)["value"].mean()
-                s = summarize_ci(per_seed, ["step"], "value")
-                ax.plot(s["step"], s["mean"], "o-", ms=3, color=COLORS[tag], label=tag)
-                ax.fill_between(s["step"], s["low"], s["high"], color=COLORS[tag], alpha=0.2, lw=0)
-        ax.set(xlabel="step", ylabel=label, title=title)
-        ax.grid(alpha=0.3)
-    axes[2].axhline(0.5, color="gray", ls=":", lw=1, label="0.5 (random signs)")
-    axes[2].legend(fontsize=8, loc="center right")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(
-        "Dependence between the channels entering layers 2…L+head (512 probe examples, train mode)"
+    fig = over_steps(
+        results.records[results.records["key"] != "conv1"],
+        {
+            NeuronInformation.CORR_ABS: ("Correlation between channels", "mean |correlation|"),
+            NeuronInformation.MI: ("Mutual information", "mean MI (nats, binned)"),
+            NeuronInformation.SAME_SIGN: (
+                "Signs of gradient rows (dotted: 0.5, random)",
+                "same-sign fraction of gradient rows",
+            ),
+        },
+        hue="tag",
+        logy=False,
+        palette=COLORS,
+        legend_title="placement",
+        title="Dependence between the channels entering layers 2…L+head "
+        "(512 probe examples, train mode)",
     )
-    fig.tight_layout()
+    fig.axes[2].axhline(0.5, color="gray", ls=":", lw=1)
     return fig
 
 
@@ -244,16 +201,14 @@ STUDY = Study(
     title="BN before or after ReLU, and the IC layer: convergence, stability, gradient signs",
     claims=("IC-ORDER", "IC-SIGN"),
     profiles={
-        "quick": Profile(
-            Grid(BASE, {}, CASES), seeds=5, description="3 placements, 300 steps, 5 seeds"
-        ),
+        "quick": Profile(Grid(BASE, {}, CASES), 5, "3 placements, 300 steps, 5 seeds"),
         "full": Profile(
             Grid(BASE, {"dataset": ("digits", "mnist1d")}, CASES),
-            seeds=8,
-            description="3 placements × digits, mnist1d, 300 steps, 8 seeds",
+            8,
+            "3 placements × digits, mnist1d, 300 steps, 8 seeds",
         ),
     },
     hooks=hooks,
     statistics=statistics,
-    figures={"training": training, "dependence": dependence},
+    figures={"training": training, "accuracy": accuracy, "dependence": dependence},
 )

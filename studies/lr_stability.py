@@ -21,29 +21,19 @@ import math
 
 import numpy as np
 import pandas as pd
-from matplotlib import pyplot as plt
 
+from normtheory import plots
+from normtheory.analysis import metric
+from normtheory.evidence import CheckValue, sample
 from normtheory.experiment import TrainCell, probe_batch
 from normtheory.hooks import LossAccuracy, OneStepLoss
-from normtheory.report.figures import ci_line, norm_order, norm_palette, summarize_ci
-from normtheory.study import Grid, Profile, Results, Study
-from normtheory.verdicts import CheckValue, sample
+from normtheory.results import Results
+from normtheory.study import Grid, Profile, Study
 
-BASE = TrainCell(
-    dataset="digits",
-    arch="convnet",
-    width=16,
-    depth=4,
-    groups=4,
-    optimizer="sgd",
-    lr=0.1,
-    momentum=0.0,
-    batch_size=64,
-    steps=150,
-)
+BASE = TrainCell(dataset="digits", arch="convnet", width=16, depth=4, groups=4, optimizer="sgd",
+                 lr=0.1, momentum=0.0, batch_size=64, steps=150)  # fmt: skip
 LRS = tuple(float(f"{x:.3g}") for x in np.geomspace(1e-3, 30.0, 10))
 CHANCE = math.log(10)
-NAMES = {"batch": "BN", "group": "GN", "group+ws": "GN + WS", "layer": "LN", "none": "no norm"}
 
 
 def hooks(cell: TrainCell):
@@ -54,10 +44,9 @@ def _stable(cells):
     return (cells["status"] == "completed") & (cells["final_test_loss"] < CHANCE)
 
 
-def max_stable_lr(cells):
-    """Largest stable LR per (norm, seed); NaN where no LR was stable."""
-    stable = cells[_stable(cells)]
-    table = stable.groupby(["norm", "seed"])["lr"].max().unstack("norm")
+def max_stable_lr(cells) -> pd.DataFrame:
+    """Largest stable LR per seed (rows) and norm (columns); NaN where no LR was stable."""
+    table = cells[_stable(cells)].groupby(["norm", "seed"])["lr"].max().unstack("norm")
     return table.reindex(
         index=sorted(cells["seed"].unique()), columns=sorted(cells["norm"].unique())
     )
@@ -70,11 +59,6 @@ def lr_resolution(cells) -> float:
     return float(np.diff(lrs).max()) if len(lrs) > 1 else 0.0
 
 
-def unstable_somewhere(cells) -> pd.Series:
-    """Per (norm, seed): whether some LR of the grid is unstable."""
-    return (~_stable(cells)).groupby([cells["norm"], cells["seed"]]).any()
-
-
 def statistics(results: Results):
     cells = results.cells
     lr_max = max_stable_lr(cells)
@@ -82,12 +66,13 @@ def statistics(results: Results):
         return []
     log_ratio = np.log10(lr_max["batch"] / lr_max["none"])
     step = lr_resolution(cells)
-    parts = [f"{NAMES.get(n, n)} {lr_max[n].median():.3g}" for n in lr_max.columns]
+    parts = [f"{plots.norm_label(n)} {lr_max[n].median():.3g}" for n in lr_max.columns]
     detail = (
         f"max stable LR (median over seeds): {', '.join(parts)}; BN/none ratio "
         f"×{10 ** log_ratio.mean():.3g} (LR grid step ×{10**step:.3g})"
     )
-    unstable = unstable_somewhere(cells)["none"]
+    # per (norm, seed): whether some LR of the grid is unstable
+    unstable = (~_stable(cells)).groupby([cells["norm"], cells["seed"]]).any()["none"]
     check = (
         f"{int(unstable.sum())} of {len(unstable)} no-norm seeds unstable somewhere on the grid "
         f"(LR {cells['lr'].min():g} … {cells['lr'].max():g})"
@@ -99,52 +84,43 @@ def statistics(results: Results):
 
 
 def stability(results: Results):
-    cells = results.cells.assign(
-        final_test_loss=lambda c: c["final_test_loss"].where(c["status"] == "completed")
+    """Left: final test loss vs LR (geometric mean, 95 % t-CI; × marks an LR where a seed
+    diverged). Right: the one-step relative loss change from initialization vs LR."""
+    cells = results.cells
+    done = cells[cells["status"] == "completed"].dropna(subset=["final_test_loss"])
+    one_step = metric(results.records, OneStepLoss.RELATIVE_CHANGE)
+    summaries = (
+        plots.summarize_ci(done, ["norm", "lr"], "final_test_loss", log=True),
+        plots.summarize_ci(
+            plots.per_seed(one_step, ["norm", "lr"], "value"), ["norm", "lr"], "value"
+        ),
     )
-    rec = results.records[results.records["metric"] == "one_step.relative_change"]
-    order = norm_order(cells["norm"].unique())
-    palette = norm_palette(order)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for norm in order:
-        sub = cells[cells["norm"] == norm]
-        summary = summarize_ci(
-            sub.dropna(subset=["final_test_loss"]), ["lr"], "final_test_loss", log=True
-        )
-        if len(summary):
-            ci_line(ax1, summary, "lr", color=palette[norm], label=NAMES.get(norm, norm))
-        div = sub[sub["status"] == "diverged"]["lr"].unique()
-        ax1.scatter(div, [CHANCE * 1.5] * len(div), marker="x", color=palette[norm], s=50)
-        one = rec[rec["norm"] == norm]
-        if len(one):
-            ci_line(
-                ax2,
-                summarize_ci(one, ["lr"], "value"),
-                "lr",
-                color=palette[norm],
-                label=NAMES.get(norm, norm),
-            )
-    ax1.axhline(CHANCE, color="gray", ls="--", lw=1, label="chance ln 10")
-    ax1.set(
-        xscale="log",
-        yscale="log",
+    fig, axes = plots.panels(2)
+    for norm, color in plots.norm_palette(plots.norm_order(cells["norm"].unique())).items():
+        label = plots.norm_label(norm)
+        for ax, summary in zip(axes, summaries):
+            if (summary["norm"] == norm).any():
+                plots.ci_line(ax, summary[summary["norm"] == norm], "lr", color=color, label=label)
+        div = cells.loc[(cells["norm"] == norm) & (cells["status"] == "diverged"), "lr"].unique()
+        axes[0].scatter(div, [CHANCE * 1.5] * len(div), marker="x", color=color, s=50)
+    axes[0].axhline(CHANCE, color="gray", ls="--", lw=1, label="chance ln 10")
+    axes[0].set(xscale="log", yscale="log", ylabel="final test loss (log)")
+    axes[1].set(xscale="log", ylabel="(L(w−ηg) − L(w)) / L(w)")
+    axes[1].set_yscale("symlog", linthresh=0.1)
+    axes[1].axhline(0, color="gray", lw=1)
+    n = cells["seed"].nunique()
+    return plots.finish(
+        fig,
+        axes,
+        title="Stability against the learning rate\n(loss: geometric mean, one step: mean; "
+        f"95% t-CI over {n} seeds)",
+        titles=[
+            f"Final test loss after {cells['steps'].max()} SGD steps (× = diverged)",
+            "One gradient step from initialization",
+        ],
         xlabel="learning rate (log)",
-        ylabel="final test loss (log)",
-        title=f"Final test loss after {cells['steps'].max()} SGD steps (× = diverged)",
+        legend_title="normalization",
     )
-    ax2.set(
-        xscale="log",
-        xlabel="learning rate (log)",
-        ylabel="(L(w−ηg) − L(w)) / L(w)",
-        title="One gradient step from initialization",
-    )
-    ax2.set_yscale("symlog", linthresh=0.1)
-    ax2.axhline(0, color="gray", lw=1)
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 STUDY = Study(

@@ -20,7 +20,8 @@ convnet on the 8×8 digits repeated on 3 channels (a grey image fed to an RGB ne
 3 channel dimensions; blank pixels add more), and an MLP on synthetic "teacher" data lying in a
 random 8-dimensional subspace of R³². Five optimizers: SGD, SGD+momentum 0.9, SGD+WD, SGD+WRS
 (all η = 0.1, constant) and Adam (η = 1e-3). `OrthogonalWeightNorm` accumulates the span of the
-first layer's training inputs (float64 Gram) and records the orthogonal part on a schedule.
+first layer's training inputs (float64 Gram) and records the orthogonal part every 20th of the run.
+Final test accuracy follows `normtheory.analysis.FINAL_METRIC_POLICY`.
 """
 
 import math
@@ -28,30 +29,20 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib import pyplot as plt
 
+from normtheory import plots
+from normtheory.analysis import final_outcomes, metric, paired, seed_table
 from normtheory.claims import get_claim
+from normtheory.evidence import CheckValue, Exact, sample
 from normtheory.experiment import TrainCell
-from normtheory.hooks import LossAccuracy, OrthogonalWeightNorm
-from normtheory.report.figures import missing_figure, summarize_ci
+from normtheory.hooks import LossAccuracy, OrthogonalWeightNorm, every
+from normtheory.results import Results
 from normtheory.stats import mean_ci
-from normtheory.study import Grid, Profile, Results, Study, cross
-from normtheory.verdicts import CheckValue, Exact, sample
+from normtheory.study import Grid, Profile, Study, cross
 
 LR, WD = 0.1, 0.01
-BASE = TrainCell(
-    dataset="digits",
-    arch="mlp",
-    norm="batch",
-    width=64,
-    depth=2,
-    optimizer="sgd",
-    lr=LR,
-    momentum=0.0,
-    batch_size=32,
-    steps=400,
-)
+# plain SGD (no momentum) on the MLP of the first setup; the cases below set the rest
+BASE = TrainCell(dataset="digits", arch="mlp", width=64, depth=2, lr=LR, momentum=0.0, steps=400)
 SETUPS = (
     {"arch": "mlp", "dataset": "digits", "data_channels": 3, "width": 64, "depth": 2},
     {"arch": "convnet", "dataset": "digits", "data_channels": 3, "width": 16, "depth": 3},
@@ -65,9 +56,10 @@ OPTIMIZERS = (
     {"tag": "Adam", "optimizer": "adam", "lr": 1e-3},
 )
 ORDER = [o["tag"] for o in OPTIMIZERS]
-COLORS = dict(zip(ORDER, sns.color_palette("colorblind", len(ORDER))))
+COLORS = plots.hue_palette(ORDER, "tag")
 TOL = get_claim("SPAN-ORTH").test.statistic("sgd_drift").sesoi  # registered; drawn in `drift`
 ADAM_REF = 1e-5  # Adam's drift is reported in decades above this (the registered statistic)
+ORTH = OrthogonalWeightNorm
 
 
 def first_layer(arch: str) -> str:
@@ -75,10 +67,10 @@ def first_layer(arch: str) -> str:
 
 
 def hooks(cell: TrainCell):
-    every = max(cell.effective_steps // 20, 1)
+    schedule = every(max(cell.effective_steps // 20, 1))
     return [
-        LossAccuracy(every=every),
-        OrthogonalWeightNorm(layers=[first_layer(cell.arch)], every=every),
+        LossAccuracy(every=schedule),
+        OrthogonalWeightNorm(layers=[first_layer(cell.arch)], every=schedule),
     ]
 
 
@@ -95,135 +87,102 @@ def _setup(frame: pd.DataFrame) -> pd.Series:
 def orth_table(results: Results) -> pd.DataFrame:
     """One row per record of the first layer: setup, tag, seed, updates t, ratio, drift, ...,
     and the theory value (1 − ηλ)^t under SGD+WD."""
-    rec = results.records
-    rec = rec[rec["metric"].str.startswith("orth.")].copy()
+    rec = metric(results.records, ORTH.METRICS)
     if rec.empty:
         return pd.DataFrame()
-    rec = rec[(rec["key"] == rec["arch"].map(first_layer)) | (rec["metric"] == "orth.updates")]
-    wide = rec.pivot_table(
-        index=["cell", "seed", "step"], columns="metric", values="value"
-    ).reset_index()
-    wide.columns = [c.removeprefix("orth.") for c in wide.columns]
-    fields = rec.drop_duplicates("cell").set_index("cell")
-    wide = wide.join(
-        fields[["tag", "arch", "dataset", "data_rank", "data_channels", "lr", "weight_decay"]],
-        on="cell",
-    )
+    rec = rec[(rec["key"] == rec["arch"].map(first_layer)) | (rec["metric"] == ORTH.UPDATES)]
+    wide = rec.pivot_table(index=["cell", "seed", "step"], columns="metric", values="value")
+    wide = wide.rename(columns=lambda c: c.removeprefix(ORTH.PREFIX)).reset_index()
+    fields = ["tag", "arch", "dataset", "data_rank", "data_channels", "lr", "weight_decay"]
+    wide = wide.join(rec.drop_duplicates("cell").set_index("cell")[fields], on="cell")
     wide["setup"] = _setup(wide)
     wide["theory"] = (1 - wide["lr"] * wide["weight_decay"]) ** wide["updates"]
     return wide
 
 
 def final_table(results: Results) -> pd.DataFrame:
-    """Per cell × seed: setup, tag, final test accuracy and last relative orthogonal norm."""
-    cells = results.cells.copy()
-    cells["setup"] = _setup(cells)
+    """Per cell × seed: setup, tag, test accuracy (`final_outcomes`) and the last relative
+    orthogonal norm of the runs that completed."""
     table = orth_table(results)
     if table.empty:
         return pd.DataFrame()
     last = table.sort_values("updates").groupby(["cell", "seed"]).last()["relative"]
-    cells = cells.join(last.rename("relative"), on=["cell", "seed"])
-    return cells[cells["status"] == "completed"]
-
-
-def _paired(final: pd.DataFrame, column: str, a: str, b: str) -> pd.DataFrame:
-    """Columns `a`, `b` of `column`, indexed by (setup, seed); pairs with a missing run dropped."""
-    wide = final.pivot_table(index=["setup", "seed"], columns="tag", values=column)
-    if a not in wide or b not in wide:
-        return wide.iloc[:0, :0]
-    return wide[[a, b]].dropna()
+    final = final_outcomes(results.cells).join(last, on=["cell", "seed"])
+    final["relative"] = final["relative"].where(final["status"] == "completed")
+    return final.assign(setup=_setup(final))
 
 
 def _span_orth(table: pd.DataFrame) -> list:
-    out = []
-    sgd = table[table["tag"].isin(["SGD", "SGD+momentum"])].dropna(subset=["drift"])
+    out, tags = [], table["tag"]
+    sgd = table[tags.isin(["SGD", "SGD+momentum"])].dropna(subset=["drift"])
     if len(sgd):
-        worst = sgd.groupby("setup")["drift"].max()
-        dims = table.groupby("setup")["complement_dim"].last()
+        worst, dims = sgd.groupby("setup")["drift"].max(), table.groupby("setup")["complement_dim"]
         detail = "; ".join(
-            f"{s}: max drift {worst[s]:.2g} (complement dim {dims[s]:.0f})" for s in worst.index
+            f"{s}: max drift {worst[s]:.2g} (complement dim {dims.last()[s]:.0f})"
+            for s in worst.index
         )
-        out.append(
-            Exact(
-                "SPAN-ORTH", "sgd_drift", float(worst.max()), n=sgd["seed"].nunique(), detail=detail
-            )
-        )
-    wd = table[table["tag"] == "SGD+WD"].dropna(subset=["ratio"])
+        n = sgd["seed"].nunique()
+        out.append(Exact("SPAN-ORTH", "sgd_drift", float(worst.max()), n=n, detail=detail))
+    wd = table[tags == "SGD+WD"].dropna(subset=["ratio"])
     if len(wd):
-        dev = (wd["ratio"] / wd["theory"] - 1).abs()
-        rates = [
-            math.exp(np.polyfit(g["updates"], np.log(g["ratio"]), 1)[0])
-            for _, g in wd.groupby(["cell", "seed"])
-            if len(g) > 2
-        ]
-        est = mean_ci(rates)
+        runs = wd.sort_values("updates").groupby(["cell", "seed"])
+        fit = lambda g: math.exp(np.polyfit(g["updates"], np.log(g["ratio"]), 1)[0])  # noqa: E731
+        est = mean_ci([fit(g) for _, g in wd.groupby(["cell", "seed"]) if len(g) > 2])
         detail = (
             f"fitted per-step factor {est.value:.6f} [{est.low:.6f}, {est.high:.6f}] over "
             f"{est.n} runs vs 1 − ηλ = {1 - LR * WD:.6f}; ratio after the last step "
-            f"{wd.sort_values('updates').groupby(['cell', 'seed'])['ratio'].last().mean():.3f}"
+            f"{runs['ratio'].last().mean():.3f}"
         )
-        out.append(
-            Exact("SPAN-ORTH", "wd_decay", float(dev.max()), n=wd["seed"].nunique(), detail=detail)
-        )
-    adam = table[table["tag"] == "Adam"].dropna(subset=["drift"])
+        dev = float((wd["ratio"] / wd["theory"] - 1).abs().max())
+        out.append(Exact("SPAN-ORTH", "wd_decay", dev, n=wd["seed"].nunique(), detail=detail))
+    adam = table[tags == "Adam"].dropna(subset=["drift"])
     if len(adam):
         final = adam.sort_values("updates").groupby(["setup", "cell", "seed"])["drift"].last()
-        per_setup = final.groupby("setup").median()
         generic = final[[("teacher" in s) for s in final.index.get_level_values("setup")]]
         decades = np.log10(generic.clip(lower=1e-300) / ADAM_REF).groupby(level="seed").mean()
+        medians = "; ".join(f"{s}: {v:.2g}" for s, v in final.groupby("setup").median().items())
         detail = (
-            "median final drift — "
-            + "; ".join(f"{s}: {v:.2g}" for s, v in per_setup.items())
-            + (
-                ". On the digits the complement is spanned by differences of exchangeable "
-                "coordinates (repeated channels, blank pixels), which Adam's per-coordinate "
-                "scaling treats alike, so it stays bound there; in the rotated subspace it is not."
-            )
+            f"median final drift — {medians}. On the digits the complement is spanned by "
+            "differences of exchangeable coordinates (repeated channels, blank pixels), which "
+            "Adam's per-coordinate scaling treats alike, so it stays bound there; in the rotated "
+            "subspace it is not."
         )
         out.append(sample("SPAN-ORTH", "adam_log_drift", decades, detail=detail))
     return out
 
 
+def _pair_means(table: pd.DataFrame, a: str, b: str) -> pd.Series | None:
+    """Means of columns `a` and `b` over the seeds that have both; None without such a pair."""
+    means = table[[a, b]].dropna().mean() if {a, b} <= set(table.columns) else None
+    return means if means is not None and means.notna().all() else None
+
+
 def _wrs(final: pd.DataFrame) -> list:
-    out = []
-    if final.empty:
-        return out
-    rel = _paired(final, "relative", "SGD+WRS", "SGD")
-    wd_rel = _paired(final, "relative", "SGD+WD", "SGD")
-    for setup, pairs in rel.groupby(level="setup"):
-        pairs = pairs.droplevel("setup")
-        detail = (
-            f"relative orthogonal norm ‖WP⊥‖/‖W‖ at the end: SGD {pairs['SGD'].mean():.3f}, "
-            f"SGD+WRS {pairs['SGD+WRS'].mean():.3f}"
-        )
-        if len(wd_rel) and setup in wd_rel.index.get_level_values("setup"):
-            detail += f", SGD+WD {wd_rel.xs(setup, level='setup')['SGD+WD'].mean():.3f}"
-        log_ratio = np.log(pairs["SGD+WRS"] / pairs["SGD"])
-        out.append(sample("WRS", "log_orth_ratio", log_ratio, condition=setup, detail=detail))
-    acc = _paired(final, "final_test_acc", "SGD+WRS", "SGD+WD")
-    for setup, pairs in acc.groupby(level="setup"):
-        pairs = pairs.droplevel("setup")
-        detail = f"test accuracy WRS {pairs['SGD+WRS'].mean():.3f}, WD {pairs['SGD+WD'].mean():.3f}"
-        diff = pairs["SGD+WRS"] - pairs["SGD+WD"]
-        out.append(sample("WRS", "acc_vs_wd", diff, condition=setup, detail=detail))
-    wd = final[final["tag"] == "SGD+WD"]["final_test_acc"]
-    if len(wd):
-        detail = f"SGD+WD: mean final test accuracy over {len(wd)} setup × seed runs"
-        out.append(CheckValue("WRS", "wd_trained", float(wd.mean()), detail=detail))
-    return out
+    ratios, accs = [], []
+    for setup, runs in final.groupby("setup"):
+        rel, acc = seed_table(runs, "relative", "tag"), seed_table(runs, "test_acc", "tag")
+        if (m := _pair_means(rel, "SGD+WRS", "SGD")) is not None:
+            detail = "relative orthogonal norm ‖WP⊥‖/‖W‖ at the end: "
+            detail += f"SGD {m['SGD']:.3f}, SGD+WRS {m['SGD+WRS']:.3f}"
+            if (wd := _pair_means(rel, "SGD+WD", "SGD")) is not None:
+                detail += f", SGD+WD {wd['SGD+WD']:.3f}"
+            log_ratio = paired(rel, "SGD+WRS", "SGD", log=True)
+            ratios.append(
+                sample("WRS", "log_orth_ratio", log_ratio, condition=setup, detail=detail)
+            )
+        if (m := _pair_means(acc, "SGD+WRS", "SGD+WD")) is not None:
+            detail = f"test accuracy WRS {m['SGD+WRS']:.3f}, WD {m['SGD+WD']:.3f}"
+            diff = paired(acc, "SGD+WRS", "SGD+WD")
+            accs.append(sample("WRS", "acc_vs_wd", diff, condition=setup, detail=detail))
+    wd = final[final["tag"] == "SGD+WD"]["test_acc"]
+    detail = f"SGD+WD: mean final test accuracy over {len(wd)} setup × seed runs"
+    check = [CheckValue("WRS", "wd_trained", float(wd.mean()), detail=detail)] if len(wd) else []
+    return ratios + accs + check
 
 
 def statistics(results: Results):
     table = orth_table(results)
-    if table.empty:
-        return []
-    return _span_orth(table) + _wrs(final_table(results))
-
-
-def _panels(table: pd.DataFrame, height: float = 3.6):
-    setups = sorted(table["setup"].unique())
-    fig, axes = plt.subplots(1, len(setups), figsize=(4.3 * len(setups), height), squeeze=False)
-    return fig, dict(zip(setups, axes[0]))
+    return _span_orth(table) + _wrs(final_table(results)) if len(table) else []
 
 
 # SGD, SGD+momentum and Adam all sit at 1: distinct markers and dashes keep each visible.
@@ -236,105 +195,85 @@ _LINE = {
 }
 
 
+def _per_setup(table: pd.DataFrame, y: str, *, band: bool, theory, title: str, ylabel: str):
+    """`y` over the optimizer steps, one panel per setup, one line per optimizer (geometric mean
+    over seeds), with `theory(ax, t_max)` drawing the reference lines."""
+    setups = sorted(table["setup"].unique())
+    fig, axes = plots.panels(len(setups))
+    for ax, setup in zip(axes, setups):
+        sub = table[table["setup"] == setup]
+        for tag in [t for t in ORDER if t in set(sub["tag"])]:
+            s = plots.per_seed(sub[sub["tag"] == tag], ["updates"], y)
+            s = plots.summarize_ci(s, ["updates"], y, log=True)
+            ax.plot(s["updates"], s["mean"], color=COLORS[tag], label=tag, **_LINE[tag])
+            if band:
+                kw = dict(color=COLORS[tag], alpha=plots.BAND_ALPHA, lw=0)
+                ax.fill_between(s["updates"], s["low"], s["high"], **kw)
+        theory(ax, sub["updates"].max())
+        ax.set_yscale("log")
+    plots.finish(fig, axes, title=title, titles=setups, xlabel="optimizer steps t", ylabel=ylabel)
+    return plots.attach_data(fig, table[["setup", "tag", "seed", "updates", y]])
+
+
 def orthogonal_component(results: Results):
     """‖W_tP⊥‖/‖W_0P⊥‖ per optimizer and setup, with the theory lines 1 and (1 − ηλ)^t."""
-    table = orth_table(results).dropna(subset=["ratio"]) if len(results.records) else pd.DataFrame()
+    table = orth_table(results)
+    table = table.dropna(subset=["ratio"]) if "ratio" in table else pd.DataFrame()
     if table.empty:
-        return missing_figure("orthogonal component", ["orth.ratio records"])
-    fig, axes = _panels(table)
-    for setup, ax in axes.items():
-        sub = table[table["setup"] == setup]
-        for tag in ORDER:
-            rows = sub[sub["tag"] == tag]
-            if len(rows):
-                s = summarize_ci(rows, ["updates"], "ratio", log=True)
-                ax.plot(s["updates"], s["mean"], color=COLORS[tag], label=tag, **_LINE[tag])
-                ax.fill_between(
-                    s["updates"], s["low"], s["high"], color=COLORS[tag], alpha=0.2, lw=0
-                )
-        t = np.linspace(0, sub["updates"].max(), 100)
+        return plots.missing_figure("orthogonal component", [f"{ORTH.RATIO} records"])
+
+    def theory(ax, t_max):
+        t = np.linspace(0, t_max, 100)
         ax.plot(t, (1 - LR * WD) ** t, "k--", lw=1, label="theory: (1 − ηλ)^t")
         ax.axhline(1, color="gray", ls=":", lw=1, label="theory: SGD, 1")
-        ax.set(
-            yscale="log",
-            xlabel="optimizer steps t",
-            ylabel="‖W_t P⊥‖ / ‖W_0 P⊥‖ (log)",
-            title=setup,
-        )
-        ax.grid(alpha=0.3)
-    handles, labels = next(iter(axes.values())).get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.suptitle(
-        "First layer: weight component outside the span of its inputs (mean, 95% CI over seeds)"
-    )
-    fig.tight_layout()
-    return fig
+
+    title = "First layer: weight component outside the span of its inputs (mean, 95% CI over seeds)"
+    ylabel = "‖W_t P⊥‖ / ‖W_0 P⊥‖ (log)"
+    return _per_setup(table, "ratio", band=True, theory=theory, title=title, ylabel=ylabel)
 
 
 def drift(results: Results):
     """‖(W_t − W_0)P⊥‖/‖W_0P⊥‖ per optimizer: rounding level for SGD, large for Adam in a
     rotated subspace."""
-    table = orth_table(results).dropna(subset=["drift"]) if len(results.records) else pd.DataFrame()
-    table = table[table["drift"] > 0] if len(table) else table
+    table = orth_table(results)
+    table = table[table["drift"] > 0] if "drift" in table else pd.DataFrame()
     if table.empty:
-        return missing_figure("drift", ["orth.drift records"])
-    fig, axes = _panels(table)
-    for setup, ax in axes.items():
-        sub = table[table["setup"] == setup]
-        for tag in ORDER:
-            rows = sub[sub["tag"] == tag]
-            if len(rows):
-                s = summarize_ci(rows, ["updates"], "drift", log=True)
-                ax.plot(s["updates"], s["mean"], color=COLORS[tag], label=tag, **_LINE[tag])
+        return plots.missing_figure("drift", [f"{ORTH.DRIFT} records"])
+
+    def tolerance(ax, t_max):
         ax.axhline(TOL, color="crimson", ls="--", lw=1, label=f"registered tolerance {TOL:g}")
-        ax.set(
-            yscale="log",
-            xlabel="optimizer steps t",
-            ylabel="‖(W_t − W_0) P⊥‖ / ‖W_0 P⊥‖ (log)",
-            title=setup,
-        )
-        ax.grid(alpha=0.3)
-    handles, labels = next(iter(axes.values())).get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.suptitle(
-        "How far each optimizer moves the orthogonal component (geometric mean over seeds)"
-    )
-    fig.tight_layout()
-    return fig
+
+    title = "How far each optimizer moves the orthogonal component (geometric mean over seeds)"
+    ylabel = "‖(W_t − W_0) P⊥‖ / ‖W_0 P⊥‖ (log)"
+    return _per_setup(table, "drift", band=False, theory=tolerance, title=title, ylabel=ylabel)
 
 
 def accuracy(results: Results):
     """Final test accuracy and relative orthogonal norm per optimizer and setup."""
     final = final_table(results)
     if final.empty:
-        return missing_figure("accuracy", ["completed cells"])
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, column, label, title in (
-        (ax1, "final_test_acc", "final test accuracy", "Final test accuracy"),
-        (ax2, "relative", "‖W P⊥‖ / ‖W‖ at the end", "Relative orthogonal norm, first layer"),
+        return plots.missing_figure("accuracy", ["cells with orthogonal-norm records"])
+    fig, axes = plots.panels(2, size=(5.5, 3.8))
+    setups = sorted(final["setup"].unique())
+    positions = {s: i for i, s in enumerate(setups)}
+    for ax, y, label in (
+        (axes[0], "test_acc", "final test accuracy"),
+        (axes[1], "relative", "‖W P⊥‖ / ‖W‖ at the end"),
     ):
-        sns.pointplot(
-            data=final,
-            x="setup",
-            y=column,
-            hue="tag",
-            hue_order=ORDER,
-            palette=COLORS,
-            errorbar=("ci", 95),
-            dodge=0.5,
-            linestyle="none",
-            ax=ax,
-            markersize=5,
-        )
-        ax.set(xlabel="", ylabel=label, title=title)
-        ax.tick_params(axis="x", labelsize=8)
-        ax.grid(alpha=0.3)
-        ax.get_legend().remove()
-    handles, labels = ax1.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.suptitle("Outcome per optimizer (mean and 95% bootstrap CI over seeds)")
-    fig.tight_layout()
-    return fig
+        s = plots.summarize_ci(plots.per_seed(final, ["setup", "tag"], y), ["setup", "tag"], y)
+        for off, tag in zip(np.linspace(-0.3, 0.3, len(ORDER)), ORDER):
+            kw = dict(color=COLORS[tag], label=tag, offset=off, clip=(0, 1))
+            plots.ci_points(ax, s[s["tag"] == tag], "setup", positions, **kw)
+        ax.set_xticks(range(len(setups)), [s.replace(", ", ",\n", 1) for s in setups])
+        ax.set(ylabel=label, xlim=(-0.5, len(setups) - 0.5))
+    plots.finish(
+        fig,
+        axes,
+        title="Outcome per optimizer (mean and 95% t-CI over seeds)",
+        titles=["Final test accuracy", "Relative orthogonal norm, first layer"],
+        legend_title="optimizer",
+    )
+    return plots.attach_data(fig, final[["setup", "tag", "seed", "test_acc", "relative"]])
 
 
 STUDY = Study(

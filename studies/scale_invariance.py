@@ -27,173 +27,133 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
-from matplotlib import pyplot as plt
 
+from normtheory import plots
+from normtheory.analysis import metric
 from normtheory.claims import get_claim
+from normtheory.evidence import Exact
 from normtheory.experiment import TrainCell
-from normtheory.hooks import LossAccuracy, ScaleInvariance
-from normtheory.report.figures import missing_figure, norm_palette, summarize_ci
-from normtheory.study import Grid, Profile, Results, Study
-from normtheory.verdicts import Exact
+from normtheory.hooks import LossAccuracy, ScaleInvariance, every
+from normtheory.results import Results
+from normtheory.study import Grid, Profile, Study
 
+# plain SGD: no momentum, constant η = 0.1, batch 32 (the `TrainCell` default)
 BASE = TrainCell(
-    dataset="digits",
-    arch="convnet",
-    width=16,
-    depth=3,
-    groups=4,
-    optimizer="sgd",
-    lr=0.1,
-    momentum=0.0,
-    batch_size=32,
-    steps=300,
+    dataset="digits", arch="convnet", width=16, depth=3, groups=4, lr=0.1, momentum=0.0, steps=300
 )
+SI = ScaleInvariance
 # The registered tolerances, drawn in the figure.
 COS_TOL = get_claim("SI-ORTH").test.statistic("train_cosine").sesoi
 RES_TOL = get_claim("SI-GROWTH").test.statistic("train_residual").sesoi
 STYLES = {0.0: "-", 0.01: "--"}
+PANEL = (5.2, 3.8)  # the identities' titles and labels are long
 
 
 def hooks(cell: TrainCell):
-    return [LossAccuracy(every=10), ScaleInvariance(every=5)]
+    return [LossAccuracy(every=every(10)), ScaleInvariance(every=every(5))]
 
 
-def _metric(results: Results, metric: str) -> pd.DataFrame:
-    rec = results.records
-    return rec[rec["metric"] == f"scale_inv.{metric}"]
+def _worst(frame: pd.DataFrame, name: str) -> float:
+    """The largest |value| of the records of metric `name` (NaN when there are none)."""
+    values = frame[frame["metric"] == name]["value"].abs()
+    return float(values.max()) if len(values) else float("nan")
 
 
 def statistics(results: Results):
-    out = []
-    bn = results.records[results.records["norm"] == "batch"]
-    gn = results.records[results.records["norm"] == "group"]
-
-    def worst(frame, metric):
-        values = frame[frame["metric"] == f"scale_inv.{metric}"]["value"].abs()
-        return float(values.max()) if len(values) else float("nan")
-
+    out, rec = [], results.records
+    bn, gn = rec[rec["norm"] == "batch"], rec[rec["norm"] == "group"]
     n_bn = bn["seed"].nunique()
-    if math.isfinite(worst(bn, "cosine_channel")):
+    if math.isfinite(_worst(bn, SI.COSINE_CHANNEL)):
         detail = (
-            f"BN whole-tensor max |cos| {worst(bn, 'cosine'):.2g}; contrast GN (4 channels per "
-            f"group): whole-tensor {worst(gn, 'cosine'):.2g}, per row {worst(gn, 'cosine_channel'):.2g}"
+            f"BN whole-tensor max |cos| {_worst(bn, SI.COSINE):.2g}; contrast GN (4 channels per "
+            f"group): whole-tensor {_worst(gn, SI.COSINE):.2g}, "
+            f"per row {_worst(gn, SI.COSINE_CHANNEL):.2g}"
         )
-        out.append(
-            Exact("SI-ORTH", "train_cosine", worst(bn, "cosine_channel"), n=n_bn, detail=detail)
-        )
-    if math.isfinite(worst(bn, "residual_channel")):
-        norms = _metric(results, "norm")
-        norms = norms[(norms["norm"] == "batch") & (norms["weight_decay"] == 0)]
-        grew = (
-            norms.sort_values("step").groupby(["cell", "seed", "key"])["value"].diff().dropna() > 0
-        ).mean()
-        eff = _metric(results, "effective_lr_channel")
-        eff = eff[eff["norm"] == "batch"].sort_values("step")
+        worst = _worst(bn, SI.COSINE_CHANNEL)
+        out.append(Exact("SI-ORTH", "train_cosine", worst, n=n_bn, detail=detail))
+    if math.isfinite(_worst(bn, SI.RESIDUAL_CHANNEL)):
+        norms = metric(bn, SI.NORM)
+        norms = norms[norms["weight_decay"] == 0].sort_values("step")
+        grew = (norms.groupby(["cell", "seed", "key"])["value"].diff().dropna() > 0).mean()
+        eff = metric(bn, SI.EFFECTIVE_LR_CHANNEL).sort_values("step")
         ends = eff.groupby(["weight_decay", "cell", "seed", "key"])["value"].agg(["first", "last"])
         change = (ends["last"] / ends["first"]).groupby("weight_decay").median()
         detail = (
             f"λ = 0: ‖w‖ grew between consecutive records in {grew:.1%} of cases; effective LR "
-            f"end/start (median): "
+            "end/start (median): "
             + ", ".join(f"λ = {wd:g}: ×{v:.2f}" for wd, v in change.items())
-            + f"; contrast GN: whole-tensor {worst(gn, 'residual'):.2g}, per row "
-            f"{worst(gn, 'residual_channel'):.2g}"
+            + f"; contrast GN: whole-tensor {_worst(gn, SI.RESIDUAL):.2g}, per row "
+            f"{_worst(gn, SI.RESIDUAL_CHANNEL):.2g}"
         )
-        out.append(
-            Exact(
-                "SI-GROWTH", "train_residual", worst(bn, "residual_channel"), n=n_bn, detail=detail
-            )
-        )
+        worst = _worst(bn, SI.RESIDUAL_CHANNEL)
+        out.append(Exact("SI-GROWTH", "train_residual", worst, n=n_bn, detail=detail))
     return out
 
 
-def _label(norm: str, wd: float) -> str:
-    return f"{ {'batch': 'BN', 'group': 'GN'}.get(norm, norm) }, λ = {wd:g}"
-
-
-def _curves(ax, frame: pd.DataFrame, *, log: bool, per_seed=np.mean):
-    palette = norm_palette(sorted(frame["norm"].unique()))
+def _curves(ax, frame: pd.DataFrame, *, log: bool, agg="mean"):
+    """One line per norm (its colour) and λ (solid 0, dashed 0.01): per step, the mean and 95 %
+    CI over seeds of the seeds' values (rows of a seed combined by `agg`)."""
+    palette = plots.norm_palette(frame["norm"].unique())
     for (norm, wd), sub in frame.groupby(["norm", "weight_decay"]):
-        per_seed_values = sub.groupby(["step", "seed"], as_index=False)["value"].agg(per_seed)
-        s = summarize_ci(per_seed_values, ["step"], "value", log=log)
-        ax.plot(
-            s["step"],
-            s["mean"],
-            color=palette[norm],
-            ls=STYLES.get(wd, ":"),
-            label=_label(norm, wd),
-        )
-        ax.fill_between(s["step"], s["low"], s["high"], color=palette[norm], alpha=0.15, lw=0)
+        s = plots.per_seed(sub, ["step"], "value", agg)
+        s = plots.summarize_ci(s, ["step"], "value", log=log)
+        label = f"{plots.norm_label(norm)}, λ = {wd:g}"
+        plots.ci_line(ax, s, "step", color=palette[norm], label=label, ls=STYLES.get(wd, ":"), ms=0)
     if log:
         ax.set_yscale("log")
-    ax.grid(alpha=0.3)
 
 
 def growth(results: Results):
     """‖w‖ and effective LR η/‖w_o‖² over training, per norm and λ."""
-    norms, eff = _metric(results, "norm"), _metric(results, "effective_lr_channel")
+    norms = metric(results.records, SI.NORM, "conv2.weight")
+    eff = metric(results.records, SI.EFFECTIVE_LR_CHANNEL, "conv2.weight")
     if norms.empty or eff.empty:
-        return missing_figure("weight growth", ["scale_inv.norm / effective_lr_channel records"])
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    _curves(ax1, norms[norms["key"] == "conv2.weight"], log=False)
-    ax1.set(
+        return plots.missing_figure("weight growth", [f"{SI.NORM} / {SI.EFFECTIVE_LR_CHANNEL}"])
+    fig, axes = plots.panels(2, size=PANEL)
+    _curves(axes[0], norms, log=False)
+    _curves(axes[1], eff, log=True)
+    axes[0].set_ylabel("‖w‖ of conv2")
+    axes[1].set_ylabel("η / ‖w_o‖² of conv2\n(mean over rows, log)")
+    return plots.finish(
+        fig,
+        axes,
+        title="Scale-invariant weights under plain SGD (mean, 95% CI over seeds)",
+        titles=["Weight norm (SGD grows it; WD shrinks it)", "Effective learning rate"],
         xlabel="step",
-        ylabel="‖w‖ of conv2",
-        title="Weight norm (SGD grows it; WD shrinks it)",
     )
-    _curves(ax2, eff[eff["key"] == "conv2.weight"], log=True)
-    ax2.set(
-        xlabel="step",
-        ylabel="η / ‖w_o‖² of conv2, mean over rows (log)",
-        title="Effective learning rate",
-    )
-    handles, labels = ax1.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.suptitle("Scale-invariant weights under plain SGD (mean, 95% CI over seeds)")
-    fig.tight_layout()
-    return fig
 
 
 def identities(results: Results):
     """|cos(w, ∇L)| and the SI-GROWTH residual, per row (solid) and whole tensor (GN dotted)."""
-    frames = {m: _metric(results, m) for m in ("cosine_channel", "residual_channel", "residual")}
-    if any(f.empty for f in frames.values()):
-        return missing_figure("scale-invariance identities", ["scale_inv.* records"])
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    frames = {m: metric(results.records, m) for m in (SI.COSINE_CHANNEL, SI.RESIDUAL_CHANNEL)}
+    whole = metric(results.records, SI.RESIDUAL)
+    if any(f.empty for f in [*frames.values(), whole]):
+        return plots.missing_figure("scale-invariance identities", [f"{SI.PREFIX}* records"])
+    fig, axes = plots.panels(2, size=PANEL)
     worst = lambda v: float(np.max(np.abs(v)))  # noqa: E731 - the largest over layers per step
-    _curves(ax1, frames["cosine_channel"], log=True, per_seed=worst)
-    ax1.axhline(COS_TOL, color="crimson", ls=":", lw=1, label=f"tolerance {COS_TOL:g}")
-    ax1.set(
-        xlabel="step",
-        ylabel="max over rows and layers of |cos(w_o, ∇L_o)| (log)",
-        title="Gradient orthogonal to the weight, per row (SI-ORTH)",
-    )
-    res = frames["residual_channel"].assign(value=lambda f: f["value"].abs().clip(lower=1e-12))
-    _curves(ax2, res, log=True, per_seed=worst)
-    whole = frames["residual"]
-    whole = whole[whole["norm"] == "group"].assign(
-        value=lambda f: f["value"].abs().clip(lower=1e-12)
-    )
-    for wd, sub in whole.groupby("weight_decay"):
+    _curves(axes[0], frames[SI.COSINE_CHANNEL], log=True, agg=worst)
+    axes[0].axhline(COS_TOL, color="crimson", ls=":", lw=1, label=f"SI-ORTH tolerance {COS_TOL:g}")
+    clipped = lambda f: f.assign(value=f["value"].abs().clip(lower=1e-12))  # noqa: E731
+    _curves(axes[1], clipped(frames[SI.RESIDUAL_CHANNEL]), log=True, agg=worst)
+    for wd, sub in clipped(whole[whole["norm"] == "group"]).groupby("weight_decay"):
         s = sub.groupby("step")["value"].max()
-        ax2.plot(
-            s.index,
-            s.values,
-            color="gray",
-            ls=STYLES.get(wd, ":"),
-            lw=1,
-            label=f"GN whole tensor, λ = {wd:g}",
-        )
-    ax2.axhline(RES_TOL, color="crimson", ls=":", lw=1, label=f"tolerance {RES_TOL:g}")
-    ax2.set(
-        xlabel="step",
-        ylabel="max |relative growth residual| per row (log)",
-        title="Norm-growth identity, per row (SI-GROWTH)",
+        label = f"GN whole tensor, λ = {wd:g}"
+        axes[1].plot(s.index, s.values, color="gray", ls=STYLES.get(wd, ":"), lw=1, label=label)
+    axes[1].axhline(
+        RES_TOL, color="crimson", ls=":", lw=1, label=f"SI-GROWTH tolerance {RES_TOL:g}"
     )
-    for ax in (ax1, ax2):
-        ax.legend(fontsize=7)
-    fig.suptitle("The identities hold row by row for BN; for GN only for the whole tensor")
-    fig.tight_layout()
-    return fig
+    axes[0].set_ylabel("|cos(w_o, ∇L_o)|, max over rows\nand layers (log)")
+    axes[1].set_ylabel("|relative growth residual|, max\nover rows and layers (log)")
+    return plots.finish(
+        fig,
+        axes,
+        title="The identities hold row by row for BN; for GN only for the whole tensor",
+        titles=[
+            "Gradient orthogonal to the weight, per row (SI-ORTH)",
+            "Norm-growth identity, per row (SI-GROWTH)",
+        ],
+        xlabel="step",
+    )
 
 
 STUDY = Study(

@@ -20,8 +20,9 @@ from normtheory.experiment import TrainCell
 from normtheory.hooks import CSVSink, Monitor, OrthogonalWeightNorm, TensorBoardSink
 from normtheory.models import build_model
 from normtheory.norms import build_norm
+from normtheory.registry import load_study
 from normtheory.results import ResultsError, RunDir, load
-from normtheory.study import load_study, run_study
+from normtheory.sweep import run_sweep
 from normtheory.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -184,17 +185,17 @@ API_CASES = [
     (lambda s, mp: CSVSink(s), ValueError, "is a folder; give a file name ending .csv"),
     (_no_tensorboard, ValueError, "pip install normtheory[tensorboard]"),
     (
-        lambda s, mp: run_study(load_study(STUDY), out=s / "run", executor="spark"),
+        lambda s, mp: run_sweep(load_study(STUDY), out=s / "run", executor="spark"),
         ValueError,
         "unknown executor 'spark'; valid: local, process, ray",
     ),
     (
-        lambda s, mp: run_study(load_study(STUDY), out=s / "run", overrides={"steps": "-1"}),
+        lambda s, mp: run_sweep(load_study(STUDY), out=s / "run", overrides={"steps": "-1"}),
         ValueError,
         "steps must be >= 1, got -1",
     ),
     (
-        lambda s, mp: run_study(
+        lambda s, mp: run_sweep(
             dataclasses.replace(load_study(STUDY), name="in_memory", source=""),
             out=s / "run",
             executor="process",

@@ -274,3 +274,15 @@ def test_bad_arguments_raise_value_error_with_the_bad_value(name, kw, needle):
 def test_bad_seed_raises():
     with pytest.raises(ValueError, match=re.escape("seed must be an integer >= 0, got -1")):
         load_dataset("teacher", seed=-1)
+
+
+def test_grey_images_on_several_channels():
+    grey, _ = load_dataset("digits", max_train=16)
+    rgb, _ = load_dataset("digits", max_train=16, channels=3)
+    assert rgb.in_shape == (3, 8, 8)
+    for c in range(3):
+        assert torch.equal(rgb.inputs[:, c], grey.inputs[:, 0])
+    with pytest.raises(ValueError, match="unknown keyword 'channels' for 'teacher'"):
+        load_dataset("teacher", channels=3)
+    with pytest.raises(ValueError, match="channels"):
+        load_dataset("digits", channels=0)

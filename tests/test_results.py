@@ -1,11 +1,12 @@
-"""Run folders: atomic writes, completion records, corrupt/missing folders, failed-cell retry."""
+"""`normtheory.results`: run folders, completion records, corrupt/missing folders, failed-cell
+retry (the atomic writes they rely on: ``tests/test_atomic.py``)."""
 
 import json
 
 import pandas as pd
 import pytest
 
-from normtheory.results import ResultsError, RunDir, atomic_write_bytes, load, load_cells
+from normtheory.results import ResultsError, RunDir, load, load_cells
 
 MANIFEST = {"study": "s", "profile": "quick", "config": {"a": 1}}
 
@@ -54,20 +55,6 @@ def test_failed_cells_are_retried(tmp_path):
     run.write_cell("c-s0", pd.DataFrame(), {**_summary("failed"), "error": "boom"})
     assert not run.is_complete("c-s0")
     assert load_cells(run.path)["error"].tolist() == ["boom"]
-
-
-def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
-    path = tmp_path / "f.json"
-    atomic_write_bytes(path, b"old")
-
-    def explode(*a, **k):
-        raise OSError("disk full")
-
-    monkeypatch.setattr("os.replace", explode)
-    with pytest.raises(OSError):
-        atomic_write_bytes(path, b"new")
-    assert path.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
 
 
 def test_missing_corrupt_and_foreign_folders_named(tmp_path):

@@ -1,5 +1,6 @@
-"""Sweeps: executors give identical stored numbers; faults (raising or diverging cells, SIGKILL,
-corrupt or foreign files, killed writes) are recorded or refused, never silently lost."""
+"""`normtheory.sweep`: faults (raising or diverging cells, SIGKILL, corrupt or foreign files, killed
+writes) are recorded or refused, never silently lost. (That every executor stores the same numbers:
+``tests/test_executors.py``; the reference run is the ``fault_run`` fixture of ``conftest.py``.)"""
 
 import os
 import shutil
@@ -12,59 +13,17 @@ from pathlib import Path
 import pytest
 
 from normtheory.cli import main
-from normtheory.results import load, load_cells
-from normtheory.study import load_study, run_study
+from normtheory.results import load_cells
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 STUDY = str(Path(__file__).with_name("fault_study.py"))
-SMALL = {"lr": "0.01,0.1", "steps": "10"}  # 2 cells × 2 seeds
-
-
-def _values(path):
-    """The stored records, in a fixed order, without the run folder's name."""
-    frame = load(path).drop(columns=["run"])
-    return frame.sort_values(["cell", "seed", "step", "metric", "key"]).reset_index(drop=True)
 
 
 def _files(path: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
     }
-
-
-@pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sweep") / "local"
-    summary = run_study(load_study(STUDY), device="cpu", out=out, overrides=SMALL)
-    assert (summary.total, summary.completed) == (4, 4)
-    return out
-
-
-def test_process_executor_gives_identical_values(local_run, tmp_path):
-    out = tmp_path / "process"
-    summary = run_study(
-        load_study(STUDY), device="cpu", out=out, overrides=SMALL, executor="process", workers=2
-    )
-    assert (summary.completed, summary.failed) == (4, 0)
-    assert _values(out).equals(_values(local_run))  # bit-identical, not just close
-    cells = load_cells(out).sort_values(["cell", "seed"]).reset_index(drop=True)
-    ref = load_cells(local_run).sort_values(["cell", "seed"]).reset_index(drop=True)
-    assert cells.final_test_loss.tolist() == ref.final_test_loss.tolist()
-
-
-def test_ray_executor_gives_identical_values(local_run, tmp_path):
-    ray = pytest.importorskip("ray", reason="Ray is optional (pip install normtheory[ray])")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        out = tmp_path / "ray"
-        summary = run_study(
-            load_study(STUDY), device="cpu", out=out, overrides=SMALL, executor="ray", workers=2
-        )
-    finally:
-        ray.shutdown()
-    assert (summary.completed, summary.failed) == (4, 0)
-    assert _values(out).equals(_values(local_run))
 
 
 @pytest.mark.parametrize("executor", ["local", "process"])
@@ -120,22 +79,24 @@ def test_sigkill_mid_run_resumes_without_recomputing(tmp_path, capsys):
     assert len(load_cells(out)) == 8 and set(load_cells(out).status) == {"completed"}
 
 
-def test_killed_write_is_never_read_as_complete(local_run, tmp_path, capsys):
+def test_killed_write_is_never_read_as_complete(fault_run, tmp_path, capsys):
     """A kill between the table's and the record's rename leaves a table without its record
     and the record's temp file: the cell counts as not complete and is recomputed."""
     out = tmp_path / "copy"
-    shutil.copytree(local_run, out)
+    shutil.copytree(fault_run.path, out)
     record = sorted(out.glob("cells/*.json"))[0]
     temp = record.with_name(f".{record.name}.x1y2.tmp")
     temp.write_bytes(record.read_bytes()[:40])  # a half-written record
     record.unlink()
     assert len(load_cells(out)) == 3
     argv = ["run", STUDY, "--device", "cpu", "--out", str(out)] + [
-        f"{k}={v}" for k, v in SMALL.items()
+        f"{k}={v}" for k, v in fault_run.overrides.items()
     ]
     assert main(argv) == 0
     assert "1 completed, 0 diverged, 0 failed, 3 already complete" in capsys.readouterr().out
-    assert _values(out).equals(_values(local_run)) and temp.exists()  # nothing deleted
+    assert (
+        fault_run.values(out).equals(fault_run.values(fault_run.path)) and temp.exists()
+    )  # nothing deleted
 
 
 @pytest.mark.parametrize(
@@ -160,14 +121,14 @@ def test_killed_write_is_never_read_as_complete(local_run, tmp_path, capsys):
     ],
 )
 def test_corrupt_or_foreign_files_named_nothing_deleted(
-    damage, needle, local_run, tmp_path, capsys
+    damage, needle, fault_run, tmp_path, capsys
 ):
     out = tmp_path / "copy"
-    shutil.copytree(local_run, out)
+    shutil.copytree(fault_run.path, out)
     damage(out)
     before = _files(out)
     argv = ["run", STUDY, "--device", "cpu", "--out", str(out)] + [
-        f"{k}={v}" for k, v in SMALL.items()
+        f"{k}={v}" for k, v in fault_run.overrides.items()
     ]
     for args in (argv, ["report", str(out), "--out", str(tmp_path / "rep")]):
         assert main(args) == 2

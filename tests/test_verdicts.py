@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from normtheory.evidence import CheckValue, Exact, Sample, sample
 from normtheory.stats import exact
-from normtheory.verdicts import CheckValue, Exact, Sample, judge, judge_claim, sample
+from normtheory.verdicts import judge, judge_claim
 
 
 def _values(mean, sd=0.01, n=6, seed=0):

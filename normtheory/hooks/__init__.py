@@ -2,11 +2,13 @@
 
 Use them in the built-in loop (`normtheory.train.train(..., hooks=[...])`) or your own loop
 through `Monitor`, whose sinks send the records to memory (default), CSV, Parquet or TensorBoard.
+Schedules (`every`, `evenly`, `at_end`) say when a hook runs; each hook class names the metrics
+it records as constants (``LossAccuracy.TEST_LOSS == "outcome.test_loss"``, all in ``METRICS``).
 """
 
-from normtheory.hooks.base import EVENTS, Context, Hook, Monitor, Record
+from normtheory.hooks.base import EVENTS, Context, Hook, Monitor, Record, rename
 from normtheory.hooks.basic import GradNorm, LossAccuracy, WeightNorm
-from normtheory.hooks.batchstats import Singularities
+from normtheory.hooks.batchstats import ExampleWeighing, Singularities
 from normtheory.hooks.curvature import (
     HessianDensity,
     HessianSpectrum,
@@ -14,14 +16,18 @@ from normtheory.hooks.curvature import (
     OneStepLoss,
     Smoothness,
 )
-from normtheory.hooks.geometry import OrthogonalWeightNorm, ScaleInvariance
-from normtheory.hooks.information import NeuronInformation
+from normtheory.hooks.geometry import ScaleInvariance
+from normtheory.hooks.information import DropoutDependence, NeuronInformation
+from normtheory.hooks.orthogonal import OrthogonalWeightNorm
+from normtheory.hooks.schedule import Schedule, at_end, evenly, every
 from normtheory.hooks.sinks import CSVSink, MemorySink, ParquetSink, Sink, TensorBoardSink
 
 __all__ = [
     "CSVSink",
     "EVENTS",
     "Context",
+    "DropoutDependence",
+    "ExampleWeighing",
     "GradNorm",
     "HessianDensity",
     "HessianSpectrum",
@@ -35,10 +41,15 @@ __all__ = [
     "OrthogonalWeightNorm",
     "ParquetSink",
     "Record",
+    "Schedule",
     "ScaleInvariance",
     "Sink",
     "Singularities",
     "Smoothness",
     "TensorBoardSink",
     "WeightNorm",
+    "at_end",
+    "evenly",
+    "every",
+    "rename",
 ]

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from normtheory.hooks.schedule import Schedule, as_schedule
 from normtheory.hooks.sinks import MemorySink, Sink, check_sinks
 
 EVENTS = ("start", "after_backward", "after_step", "eval", "end")
@@ -36,6 +37,8 @@ class Context:
         loss_fn: ``loss_fn(outputs, targets) -> mean loss``.
         metrics: evaluation metrics, filled at the ``eval`` event (e.g. ``test_loss``).
         extras: anything else a study passes along (probe batches, run status, ...).
+        total_steps: the run's total number of optimizer steps, when the loop knows it (what
+            `normtheory.hooks.schedule.evenly` spreads its points over).
     """
 
     model: nn.Module
@@ -49,6 +52,7 @@ class Context:
     loss_fn: Callable[..., torch.Tensor] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    total_steps: int | None = None
 
 
 class Hook:
@@ -58,22 +62,30 @@ class Hook:
     Metrics are stored as ``"<hook name>.<metric>"`` so two instances with different names
     never overwrite each other's records.
 
+    Each subclass lists the metrics it records as class constants holding their full names
+    under the default name (e.g. ``LossAccuracy.TRAIN_LOSS == "outcome.train_loss"``), all of
+    them in ``METRICS`` and the common prefix in ``PREFIX``; `rename` gives a constant's name
+    for an instance with another `name`.
+
     Args:
         name: stable name, the prefix of every metric this hook records.
-        every: run on steps where ``step % every == 0``, or a callable ``step -> bool``.
-            The schedule applies to per-step events; start, eval and end always run.
+        every: the schedule of the per-step events (`normtheory.hooks.schedule`): a schedule
+            (``every(n)``, ``evenly(n_points)``, ``at_end()``), an int n (the same as
+            ``every(n)``) or a callable ``step -> bool``. Start, eval and end always run; a
+            schedule that runs at the end (``at_end()``) adds the ``end`` event.
     """
 
     events: tuple[str, ...] = ("after_step",)
     default_name = "hook"
+    PREFIX = "hook."
+    METRICS: tuple[str, ...] = ()
 
-    def __init__(self, *, name: str | None = None, every: int | Callable[[int], bool] = 1):
-        if isinstance(every, bool) or not (
-            callable(every) or (isinstance(every, int) and every >= 1)
-        ):
-            raise ValueError(
-                f"every must be a positive int or a callable step -> bool, got {every!r}"
-            )
+    def __init__(
+        self, *, name: str | None = None, every: int | Callable[[int], bool] | Schedule = 1
+    ):
+        self.schedule = as_schedule(every)
+        if self.schedule.at_end and "end" not in self.events:
+            self.events = (*self.events, "end")
         unknown = set(self.events) - set(EVENTS)
         if unknown:
             raise ValueError(
@@ -82,13 +94,13 @@ class Hook:
         self.name = name or self.default_name
         self.every = every
 
-    def scheduled(self, event: str, step: int) -> bool:
-        """Whether the hook runs at `event` on `step`."""
+    def scheduled(self, event: str, step: int, total_steps: int | None = None) -> bool:
+        """Whether the hook runs at `event` on `step` of a run of `total_steps` steps."""
         if event not in self.events:
             return False
         if event not in _SCHEDULED:
             return True
-        return self.every(step) if callable(self.every) else step % self.every == 0
+        return self.schedule.due(step, total_steps)
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:
         raise NotImplementedError
@@ -111,6 +123,8 @@ class Monitor:
         hooks: the measurements.
         sinks: where records go (`normtheory.hooks.sinks`); default one `MemorySink`, read by
             `frame`. Sinks are flushed at the ``end`` event; `close` closes them.
+        total_steps: the run's total number of steps, passed to hooks in the context of the
+            events fired through `start`, `after_step`, …; needed by ``evenly`` schedules.
 
     Example:
         >>> monitor = Monitor(model, [GradNorm(every=10)], sinks=[MemorySink(), CSVSink("r.csv")])
@@ -120,9 +134,15 @@ class Monitor:
     """
 
     def __init__(
-        self, model: nn.Module, hooks: Iterable[Hook] = (), sinks: Iterable[Sink] | None = None
+        self,
+        model: nn.Module,
+        hooks: Iterable[Hook] = (),
+        sinks: Iterable[Sink] | None = None,
+        *,
+        total_steps: int | None = None,
     ):
         self.model = model
+        self.total_steps = total_steps
         self.sinks = [MemorySink()] if sinks is None else check_sinks(sinks)
         self.hooks = list(hooks)
         names = [h.name for h in self.hooks]
@@ -139,7 +159,7 @@ class Monitor:
         rows = [
             (ctx.step, *rec)
             for hook in self.hooks
-            if hook.scheduled(event, ctx.step)
+            if hook.scheduled(event, ctx.step, ctx.total_steps)
             for rec in hook(event, ctx)
         ]
         for sink in self.sinks:
@@ -149,6 +169,7 @@ class Monitor:
         return rows
 
     def _fire(self, event: str, step: int, kw: dict[str, Any]) -> list[tuple[int, str, str, float]]:
+        kw = {"total_steps": self.total_steps, **kw}
         return self.fire(event, Context(model=self.model, step=step, **kw))
 
     def start(self, **kw: Any) -> list[tuple[int, str, str, float]]:
@@ -186,3 +207,13 @@ class Monitor:
                 "frame() reads a MemorySink, and this Monitor has none; add MemorySink() to sinks"
             )
         return memory.frame()
+
+
+def rename(metric: str, name: str) -> str:
+    """The stored name of `metric` (a hook's constant, ``"<default name>.<metric>"``) when the
+    hook instance is called `name`: ``rename(HessianSpectrum.EIG, "eig_eval") == "eig_eval.eig"``.
+    """
+    prefix, dot, short = metric.partition(".")
+    if not dot or not short:
+        raise ValueError(f"metric {metric!r} is not of the form '<hook name>.<metric>'")
+    return f"{name}.{short}"

@@ -20,6 +20,14 @@ class LossAccuracy(Hook):
 
     events = ("after_step", "eval")
     default_name = "outcome"
+    PREFIX = "outcome."
+    TRAIN_LOSS = "outcome.train_loss"
+    TRAIN_ACC = "outcome.train_acc"
+    TEST_LOSS = "outcome.test_loss"
+    TEST_ACC = "outcome.test_acc"
+    DATA_LOSS = "outcome.data_loss"
+    DATA_ACC = "outcome.data_acc"
+    METRICS = (TRAIN_LOSS, TRAIN_ACC, TEST_LOSS, TEST_ACC, DATA_LOSS, DATA_ACC)
 
     def __init__(self, *, data=None, loss_fn: Callable = F.cross_entropy, **kw):
         super().__init__(**kw)
@@ -55,6 +63,9 @@ class WeightNorm(Hook):
 
     events = ("start", "after_step")
     default_name = "weight_norm"
+    PREFIX = "weight_norm."
+    L2 = "weight_norm.l2"
+    METRICS = (L2,)
 
     def __init__(self, *, params: Iterable[str] | None = None, **kw):
         super().__init__(**kw)
@@ -70,6 +81,9 @@ class GradNorm(Hook):
 
     events = ("after_backward",)
     default_name = "grad_norm"
+    PREFIX = "grad_norm."
+    L2 = "grad_norm.l2"
+    METRICS = (L2,)
 
     def __init__(self, *, params: Iterable[str] | None = None, **kw):
         super().__init__(**kw)

@@ -1,9 +1,15 @@
-"""Hooks on batch statistics: elimination singularities of the normalization layers."""
+"""Hooks on batch statistics: elimination singularities of the normalization layers, and
+inference example weighing of a trained BN net."""
 
 from collections.abc import Iterable
 
-from normtheory.checks import check_choice
+import numpy as np
+import torch
+
+from normtheory.checks import check_choice, check_int
 from normtheory.hooks.base import Context, Hook, Record
+from normtheory.hooks.schedule import at_end
+from normtheory.measure.outcomes import evaluate, example_weighing, train_eval_discrepancy
 from normtheory.measure.singularity import channel_health
 from normtheory.optim import norm_layers
 from normtheory.state import probe_forward
@@ -26,6 +32,12 @@ class Singularities(Hook):
 
     events = ("start", "after_step", "end")
     default_name = "singular"
+    PREFIX = "singular."
+    DEAD = "singular.dead"
+    OFF = "singular.off"
+    STAT_DIFF = "singular.stat_diff"
+    MEAN_SHIFT = "singular.mean_shift"
+    METRICS = (DEAD, OFF, STAT_DIFF, MEAN_SHIFT)
 
     def __init__(self, *, probe, mode: str = "train", **kw):
         super().__init__(**kw)
@@ -41,3 +53,88 @@ class Singularities(Hook):
             for name, y in outputs.items()
             for metric, value in channel_health(y).summary().items()
         ]
+
+
+class ExampleWeighing(Hook):
+    """Test accuracy and train/inference discrepancy of a trained BN net at several inference
+    example weights w, once at the end of training (Summers & Dinneen 2019).
+
+    At the ``end`` event of a completed run (a diverged run records nothing), for each multiple
+    m of `multiples` it sets w = min(m / B, 1) in every BatchNorm
+    (`normtheory.measure.outcomes.example_weighing`: each example normalized with
+    μ = (1 − w) μ_pop + w μ_i) and records, key = f"{m:g}" (the multiple w·B):
+
+    - ``test_acc``, ``test_loss``: `evaluate` on `test_set` (eval mode, w applied);
+    - ``loss_gap``, ``output_gap``: the means over `n_batches` random training batches of size B
+      of `train_eval_discrepancy`'s eval − train loss and ‖f_train − f_eval‖_F / ‖f_eval‖_F.
+
+    Nothing is retrained: w only changes how the stored statistics are used, and every layer's
+    own w is restored afterwards. The batches are the same at every w (drawn once per run).
+
+    Args:
+        train_set, test_set: the run's datasets (the discrepancy's batches come from
+            `train_set`).
+        batch_size: B, the training batch size (w = m / B, the batches' size).
+        multiples: the multiples m of 1/B (0 is standard eval-mode BN).
+        n_batches: training batches averaged in the discrepancy.
+        seed: seeds the draw of the batches (a local generator; the global RNG is untouched);
+            default 1000 + the run's seed, read as ``torch.initial_seed()`` (the training loop
+            seeds the global RNG with it), so runs draw their own batches, apart from their
+            data order.
+        every: defaults to `at_end()`, the only schedule this hook has.
+    """
+
+    events = ("end",)
+    default_name = "exw"
+    PREFIX = "exw."
+    TEST_ACC = "exw.test_acc"
+    TEST_LOSS = "exw.test_loss"
+    LOSS_GAP = "exw.loss_gap"
+    OUTPUT_GAP = "exw.output_gap"
+    METRICS = (TEST_ACC, TEST_LOSS, LOSS_GAP, OUTPUT_GAP)
+
+    def __init__(
+        self,
+        *,
+        train_set,
+        test_set,
+        batch_size: int,
+        multiples: Iterable[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
+        n_batches: int = 16,
+        seed: int | None = None,
+        **kw,
+    ):
+        super().__init__(**{"every": at_end(), **kw})
+        self.train_set, self.test_set = train_set, test_set
+        self.batch_size = check_int("batch_size", batch_size)
+        self.n_batches = check_int("n_batches", n_batches)
+        self.multiples = tuple(float(m) for m in multiples)
+        if not self.multiples or min(self.multiples) < 0:
+            raise ValueError(f"multiples must be non-negative numbers, got {multiples!r}")
+        self.seed = seed
+
+    def on(self, event: str, ctx: Context) -> Iterable[Record]:
+        if ctx.extras.get("status", "completed") != "completed":
+            return []
+        b, n = self.batch_size, len(self.train_set)
+        seed = 1000 + torch.initial_seed() if self.seed is None else self.seed
+        gen = torch.Generator().manual_seed(seed)
+        batches = [torch.randperm(n, generator=gen)[:b] for _ in range(self.n_batches)]
+        device = next(ctx.model.parameters()).device
+        inputs, targets = self.train_set.tensors[:2]
+        records = []
+        for m in self.multiples:
+            with example_weighing(ctx.model, min(m / b, 1.0)):
+                test = evaluate(ctx.model, self.test_set)
+                gaps = [
+                    train_eval_discrepancy(ctx.model, inputs[i].to(device), targets[i].to(device))
+                    for i in batches
+                ]
+            key = f"{m:g}"
+            records += [
+                ("test_acc", key, test["acc"]),
+                ("test_loss", key, test["loss"]),
+                ("loss_gap", key, float(np.mean([g["loss_gap"] for g in gaps]))),
+                ("output_gap", key, float(np.mean([g["output_gap"] for g in gaps]))),
+            ]
+        return records

@@ -1,9 +1,10 @@
 """Curvature hooks: Hessian spectrum, trace, density and gradient smoothness on a fixed probe batch.
 
 Each hook measures on the same probe batch every time (by default the first training batch it
-sees, copied), so values along training are comparable. They run on their schedule (`every`)
-and/or once at the end of training (`at_end=True`). Measurements leave the model, `.grad`,
-buffers and RNG state untouched (see `normtheory.measure.curvature`).
+sees, copied), so values along training are comparable. They run on their schedule (`every`:
+an int, a callable or a `normtheory.hooks.schedule` schedule; default never) and/or once at the
+end of training (`at_end=True`, or ``every=at_end()`` alone). Measurements leave the model,
+`.grad`, buffers and RNG state untouched (see `normtheory.measure.curvature`).
 """
 
 from collections.abc import Callable, Iterable, Sequence
@@ -12,12 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from normtheory.hooks.base import Context, Hook, Record
-from normtheory.measure.curvature import (
-    gradient_smoothness,
-    hessian_density,
-    hessian_eigenvalues,
-    hessian_trace,
-)
+from normtheory.hooks.schedule import Schedule
+from normtheory.measure.curvature import hessian_density, hessian_eigenvalues
+from normtheory.measure.landscape import gradient_smoothness
+from normtheory.measure.trace import hessian_trace
 
 
 def _never(step: int) -> bool:
@@ -34,7 +33,7 @@ class _CurvatureHook(Hook):
         mode: str = "train",
         params: Sequence[str] | None = None,
         loss_fn: Callable = F.cross_entropy,
-        every: int | Callable[[int], bool] | None = None,
+        every: int | Callable[[int], bool] | Schedule | None = None,
         at_end: bool = False,
         name: str | None = None,
     ):
@@ -62,6 +61,11 @@ class HessianSpectrum(_CurvatureHook):
     """Top-k Hessian eigenvalues (Lanczos). Metrics: ``eig`` (key = rank 1..k), ``n_hvp``, ``converged``."""
 
     default_name = "hessian"
+    PREFIX = "hessian."
+    EIG = "hessian.eig"
+    N_HVP = "hessian.n_hvp"
+    CONVERGED = "hessian.converged"
+    METRICS = (EIG, N_HVP, CONVERGED)
 
     def __init__(self, *, k: int = 1, which: str = "largest", tol: float = 1e-3, **kw):
         super().__init__(**kw)
@@ -85,6 +89,11 @@ class HessianTrace(_CurvatureHook):
     """Hessian trace by Hutch++ (or Hutchinson). Metrics: ``trace``, ``stderr``, ``n_hvp``."""
 
     default_name = "hessian_trace"
+    PREFIX = "hessian_trace."
+    TRACE = "hessian_trace.trace"
+    STDERR = "hessian_trace.stderr"
+    N_HVP = "hessian_trace.n_hvp"
+    METRICS = (TRACE, STDERR, N_HVP)
 
     def __init__(self, *, method: str = "hutch++", n_hvp: int = 60, **kw):
         super().__init__(**kw)
@@ -110,6 +119,11 @@ class HessianDensity(_CurvatureHook):
     """
 
     default_name = "hessian_density"
+    PREFIX = "hessian_density."
+    NODE = "hessian_density.node"
+    WEIGHT = "hessian_density.weight"
+    N_HVP = "hessian_density.n_hvp"
+    METRICS = (NODE, WEIGHT, N_HVP)
 
     def __init__(self, *, n_iter: int = 60, n_runs: int = 1, **kw):
         super().__init__(**kw)
@@ -142,6 +156,14 @@ class Smoothness(_CurvatureHook):
     """
 
     default_name = "smoothness"
+    PREFIX = "smoothness."
+    LOSS_RANGE = "smoothness.loss_range"
+    GRAD_PRED_MIN = "smoothness.grad_pred_min"
+    GRAD_PRED_MAX = "smoothness.grad_pred_max"
+    BETA = "smoothness.beta"
+    GRAD_NORM = "smoothness.grad_norm"
+    N_GRAD = "smoothness.n_grad"
+    METRICS = (LOSS_RANGE, GRAD_PRED_MIN, GRAD_PRED_MAX, BETA, GRAD_NORM, N_GRAD)
 
     def __init__(self, *, lr: float | None = None, multipliers=(0.5, 4.0), n_points: int = 8, **kw):
         super().__init__(**kw)
@@ -176,6 +198,9 @@ class OneStepLoss(_CurvatureHook):
     they are). Runs at the start of training by default. Metric: ``relative_change``."""
 
     default_name = "one_step"
+    PREFIX = "one_step."
+    RELATIVE_CHANGE = "one_step.relative_change"
+    METRICS = (RELATIVE_CHANGE,)
 
     def __init__(self, *, lr: float | None = None, at_start: bool = True, **kw):
         super().__init__(**kw)

@@ -1,19 +1,21 @@
-"""Information hooks: dependence between the units of a layer (IC-CORR, IC-MI) and the sign
-structure of per-sample gradients (IC-SIGN), measured on a fixed probe batch."""
+"""Information hooks: dependence between the units of a layer (IC-CORR, IC-MI), what dropout
+does to it, and the sign structure of per-sample gradients (IC-SIGN), on a fixed probe batch."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
-from normtheory.checks import check_choice
+from normtheory.checks import check_choice, check_int
 from normtheory.hooks.base import Context, Hook, Record
+from normtheory.hooks.schedule import Schedule, at_end
+from normtheory.measure.dropout import dropout_ratios
+from normtheory.measure.gradient_sign import same_sign_fraction
 from normtheory.measure.information import (
     pairwise_correlation,
     pairwise_mutual_information,
     upper,
 )
-from normtheory.measure.weights import same_sign_fraction
 from normtheory.state import probe_forward
 
 SIDES = ("input", "output")
@@ -79,6 +81,15 @@ class NeuronInformation(Hook):
 
     events = ("start", "after_step", "end")
     default_name = "info"
+    PREFIX = "info."
+    CORR_ABS = "info.corr_abs"
+    MI = "info.mi"
+    MI_MAX = "info.mi_max"
+    MI_FLOOR = "info.mi_floor"
+    DEAD = "info.dead"
+    ATOM = "info.atom"
+    SAME_SIGN = "info.same_sign"
+    METRICS = (CORR_ABS, MI, MI_MAX, MI_FLOOR, DEAD, ATOM, SAME_SIGN)
 
     def __init__(
         self,
@@ -153,6 +164,94 @@ class NeuronInformation(Hook):
                 records.append(("mi_floor", name, float(floor.mean())))
             if self.side == "input" and isinstance(modules[name], _WEIGHT_LAYERS):
                 records.append(("same_sign", name, same_sign_fraction(modules[name], acts)))
+        return records
+
+    def on(self, event: str, ctx: Context) -> Iterable[Record]:
+        return self.measure(ctx.model)
+
+
+class DropoutDependence(Hook):
+    """How much element-wise dropout of keep probability q shrinks the pairwise dependence of a
+    layer's units (IC-CORR: corr × q; IC-MI: MI × q²), measured when training ends.
+
+    On its schedule `every` (default `at_end()`: once, at ``end``) it captures the output (or
+    input) of `layer` on the fixed probe batch in train mode (`probe_forward`: parameters, BN
+    statistics, modes and RNG restored) as float64 on the CPU, z of shape (N, d) (conv
+    activations pooled over space, `unit_samples`). `blocks` maps z to the units each block
+    feeds to dropout (default ``{layer: z}``). Per block (key = block name):
+
+    - ``mean_over_std``: mean over units of |mean / std| (IC-CORR assumes E[x] = 0);
+    - ``atom``: fraction of exact zeros (IC-MI assumes no mass at 0);
+
+    and per keep probability q in `keeps` (key = ``"<block>|<q>"``), from
+    `normtheory.measure.dropout.dropout_ratios` (`n_masks` masks per example, drawn from a
+    generator seeded by `seed`):
+
+    - ``corr_ratio``: Σ ρ̂ρ / Σ ρ² over pairs (theory q); ``mi_ratio``: the same for binned MI
+      (theory q²).
+
+    Args:
+        probe: (inputs, targets) or inputs, the fixed batch (N examples).
+        layer: the module name whose output (or input) is captured.
+        keeps: the keep probabilities q, each in (0, 1].
+        side: ``"output"`` or ``"input"`` of `layer`.
+        blocks: ``z -> {block name: units (N, d)}``; default the captured units themselves.
+        n_masks: dropout masks per example.
+        seed: seed of the masks (the same for every block and q).
+    """
+
+    events = ("after_step",)
+    default_name = "ic"
+    PREFIX = "ic."
+    MEAN_OVER_STD = "ic.mean_over_std"
+    ATOM = "ic.atom"
+    CORR_RATIO = "ic.corr_ratio"
+    MI_RATIO = "ic.mi_ratio"
+    METRICS = (MEAN_OVER_STD, ATOM, CORR_RATIO, MI_RATIO)
+
+    def __init__(
+        self,
+        *,
+        probe,
+        layer: str,
+        keeps: Iterable[float],
+        side: str = "output",
+        blocks: Callable[[Tensor], dict[str, Tensor]] | None = None,
+        n_masks: int = 16,
+        seed: int = 0,
+        every: int | Callable[[int], bool] | Schedule | None = None,
+        **kw,
+    ):
+        super().__init__(every=at_end() if every is None else every, **kw)
+        check_choice("side", side, SIDES)
+        self.keeps = tuple(float(q) for q in keeps)
+        bad = [q for q in self.keeps if not 0 < q <= 1]
+        if bad or not self.keeps:
+            raise ValueError(f"keeps must be keep probabilities in (0, 1], got {keeps!r}")
+        self.probe = probe[0] if isinstance(probe, tuple | list) else probe
+        self.layer, self.side, self.seed = layer, side, seed
+        self.blocks = blocks or (lambda z: {layer: z})
+        self.n_masks = check_int("n_masks", n_masks)
+
+    def measure(self, model: nn.Module) -> list[Record]:
+        modules = dict(model.named_modules())
+        if self.layer not in modules or not self.layer:
+            names = ", ".join(n for n in modules if n)
+            raise ValueError(f"unknown layer {self.layer!r}; named modules: {names}")
+        acts = probe_forward(model, self.probe, {self.layer: modules[self.layer]}, side=self.side)
+        z = unit_samples(acts[self.layer]).double().cpu()  # (N, d)
+        records: list[Record] = []
+        for block, units in self.blocks(z).items():
+            records += [
+                ("mean_over_std", block, float((units.mean(0) / units.std(0)).abs().mean())),
+                ("atom", block, float((units == 0).double().mean())),
+            ]
+            for q in self.keeps:
+                ratios = dropout_ratios(units, q, n_masks=self.n_masks, seed=self.seed)
+                records += [
+                    ("corr_ratio", f"{block}|{q}", ratios.corr),
+                    ("mi_ratio", f"{block}|{q}", ratios.mi),
+                ]
         return records
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:

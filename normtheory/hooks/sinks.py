@@ -96,7 +96,7 @@ class ParquetSink(Sink):
         self._memory.write(rows)
 
     def flush(self) -> None:
-        from normtheory.results import atomic_write_bytes
+        from normtheory.atomic import atomic_write_bytes
 
         atomic_write_bytes(self.path, self._memory.frame().to_parquet(index=False))
 

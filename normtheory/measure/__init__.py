@@ -3,14 +3,12 @@
 from normtheory.measure.curvature import (
     DensityResult,
     EigenResult,
-    SmoothnessResult,
-    TraceResult,
-    gradient_smoothness,
     hessian_density,
     hessian_eigenvalues,
-    hessian_trace,
 )
+from normtheory.measure.landscape import SmoothnessResult, gradient_smoothness
 from normtheory.measure.outcomes import accuracy, evaluate
+from normtheory.measure.trace import TraceResult, hessian_trace
 
 __all__ = [
     "DensityResult",

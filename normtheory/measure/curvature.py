@@ -1,11 +1,13 @@
-"""Hessian spectrum, trace, density and gradient smoothness of a network's loss.
+"""Hessian spectrum of a network's loss: extreme eigenvalues and spectral density by Lanczos.
 
-All functions are pure: they take ``(model, loss_fn, data)`` and leave the model, its ``.grad``,
-buffers, train/eval flags and every RNG stream exactly as found. The loss they measure is fixed
-for the whole call (`normtheory.measure._functional.fixed_loss`): in ``mode="train"`` norms use
-batch statistics without updating running statistics, and dropout masks are drawn once. All
-vectors live on the model's device; only tridiagonal matrices go to the CPU. Each result
-records its cost in Hessian-vector products (``n_hvp``) or gradients (``n_grad``).
+All curvature measurements (this module, `normtheory.measure.trace` and
+`normtheory.measure.landscape`) are pure: they take ``(model, loss_fn, data)`` and leave the
+model, its ``.grad``, buffers, train/eval flags and every RNG stream exactly as found. The loss
+they measure is fixed for the whole call (`normtheory.measure._functional.fixed_loss`): in
+``mode="train"`` norms use batch statistics without updating running statistics, and dropout
+masks are drawn once. All vectors live on the model's device; only tridiagonal matrices go to
+the CPU. Each result records its cost in Hessian-vector products (``n_hvp``) or gradients
+(``n_grad``). The Krylov recurrence is `normtheory.measure.lanczos.Lanczos`.
 
 Common arguments:
     model: the network.
@@ -25,19 +27,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from normtheory.checks import check_choice
-from normtheory.measure._functional import (
-    FixedLoss,
-    LossFn,
-    fixed_loss,
-    generator,
-    rademacher,
-)
+from normtheory.checks import check_choice, check_int
+from normtheory.measure._functional import LossFn, fixed_loss, generator, rademacher
 from normtheory.measure.lanczos import Lanczos
 
 WHICH = ("largest", "magnitude", "smallest")
-TRACE_METHODS = ("hutch++", "hutchinson")
-_TRACE_CHUNK = 10  # probes between early-stopping checks
 _ZERO_FLOOR = 1e-3  # Ritz values below this fraction of max |θ| get an absolute tolerance
 
 Params = str | Iterable[str] | None
@@ -64,16 +58,6 @@ class EigenResult:
 
 
 @dataclass(frozen=True)
-class TraceResult:
-    """Stochastic trace estimate: value ± stderr, the cost, and the estimator used."""
-
-    value: float
-    stderr: float
-    n_hvp: int
-    method: str
-
-
-@dataclass(frozen=True)
 class DensityResult:
     """Spectral density by stochastic Lanczos quadrature.
 
@@ -90,34 +74,6 @@ class DensityResult:
     grid: Tensor
     density: Tensor
     n_hvp: int
-
-
-@dataclass(frozen=True)
-class SmoothnessResult:
-    """Loss landscape along the gradient (Santurkar et al. 2018, Sec. 3.1).
-
-    Attributes:
-        loss: L(w) at the current weights.
-        lrs: (P,) step sizes η.
-        losses: (P,) L(w − η g).
-        grad_diffs: (P,) ‖∇L(w) − ∇L(w − η g)‖ (gradient predictiveness).
-        loss_range: max − min of [L(w)] ∪ losses.
-        grad_pred_min, grad_pred_max: min and max of grad_diffs.
-        beta: effective β-smoothness max_η ‖∇L(w) − ∇L(w − η g)‖ / ‖η g‖ (nan if g = 0).
-        grad_norm: ‖g‖.
-        n_grad: gradient evaluations spent (1 + P).
-    """
-
-    loss: float
-    lrs: Tensor
-    losses: Tensor
-    grad_diffs: Tensor
-    loss_range: float
-    grad_pred_min: float
-    grad_pred_max: float
-    beta: float
-    grad_norm: float
-    n_grad: int
 
 
 def hessian_eigenvalues(
@@ -162,8 +118,7 @@ def hessian_eigenvalues(
     check_choice("which", which, WHICH)
     with fixed_loss(model, loss_fn, data, mode=mode, params=params) as f:
         n = f.dim
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
-            raise ValueError(f"k must be an int in [1, n={n}], got {k!r}")
+        check_int("k", k, 1, n)  # n: the number of parameters
         reserve = k if verify else 0  # products kept back for the true residuals
         cap = min(n, 20 * k + 200) + reserve if max_hvp is None else int(max_hvp)
         if cap < k + reserve:
@@ -220,82 +175,6 @@ def _scale(theta: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.maximum(np.abs(theta[idx]), floor)
 
 
-def hessian_trace(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: object,
-    *,
-    mode: str = "train",
-    params: Params = None,
-    method: str = "hutch++",
-    n_hvp: int = 100,
-    rtol: float | None = None,
-    seed: int = 0,
-) -> TraceResult:
-    """Stochastic estimate of tr(H).
-
-    ``hutchinson`` (Hutchinson 1989): tr(H) ≈ (1/m) Σ_i z_iᵀ H z_i with Rademacher z_i;
-    stderr = sample std / √m.
-
-    ``hutch++`` (Meyer, Musco, Musco & Woodruff 2021, Alg. 1): with s = ⌊m/3⌋ Rademacher
-    columns S, Q = qr(H S) (s products), tr(H) = tr(Qᵀ H Q) (exact, s products) + Hutchinson on
-    (I − QQᵀ) H (I − QQᵀ) with the remaining m − 2s probes. The stderr is that of the residual
-    Hutchinson part. When s ≥ n the sketch spans everything: exact, stderr 0, 2n products.
-    The sketch removes the top of the spectrum, so the variance drops when eigenvalues decay.
-
-    Args:
-        method: ``"hutch++"`` or ``"hutchinson"``.
-        n_hvp: budget of Hessian-vector products (>= 2 for hutchinson, >= 4 for hutch++).
-        rtol: stop early once stderr ≤ rtol · |value|, checked every 10 (residual) probes.
-    """
-    check_choice("method", method, TRACE_METHODS)
-    minimum = 4 if method == "hutch++" else 2
-    if isinstance(n_hvp, bool) or not isinstance(n_hvp, int) or n_hvp < minimum:
-        raise ValueError(f"n_hvp must be an int >= {minimum} for {method}, got {n_hvp!r}")
-    with fixed_loss(model, loss_fn, data, mode=mode, params=params) as f:
-        gen = generator(f.device, seed)
-        like = torch.empty(0, dtype=f.dtype, device=f.device)
-        exact, probes, basis = 0.0, n_hvp, None
-        if method == "hutch++":
-            s = min(n_hvp // 3, f.dim)
-            sketch = torch.stack([f.hvp(z) for z in rademacher((s, f.dim), like, gen)], dim=1)
-            basis = torch.linalg.qr(sketch).Q  # (n, s)
-            exact = sum(torch.dot(q, f.hvp(q)).item() for q in basis.T)
-            probes = 0 if s == f.dim else n_hvp - 2 * s
-        quads = _hutchinson(f, probes, basis, like, gen, exact, rtol)
-        m = len(quads)
-        value = exact + (float(np.mean(quads)) if m else 0.0)
-        if m > 1:
-            stderr = float(np.std(quads, ddof=1) / np.sqrt(m))
-        else:  # no residual probes: the sketch was exact
-            stderr = 0.0 if probes == 0 else float("nan")
-        return TraceResult(value=value, stderr=stderr, n_hvp=f.n_hvp, method=method)
-
-
-def _hutchinson(
-    f: FixedLoss,
-    probes: int,
-    basis: Tensor | None,
-    like: Tensor,
-    gen: torch.Generator,
-    offset: float,
-    rtol: float | None,
-) -> list[float]:
-    """Quadratic forms zᵀ P H P z with P = I − QQᵀ (or I), up to `probes` of them."""
-    quads: list[float] = []
-    while len(quads) < probes:
-        z = rademacher((f.dim,), like, gen)
-        if basis is not None:
-            z = z - basis @ (basis.T @ z)
-        quads.append(torch.dot(z, f.hvp(z)).item())
-        m = len(quads)
-        if rtol is not None and m >= _TRACE_CHUNK and m % _TRACE_CHUNK == 0:
-            stderr = np.std(quads, ddof=1) / np.sqrt(m)
-            if stderr <= rtol * abs(offset + np.mean(quads)):
-                break
-    return quads
-
-
 def hessian_density(
     model: nn.Module,
     loss_fn: LossFn,
@@ -326,13 +205,9 @@ def hessian_density(
             runs), or 1 % of max(|θ|, 1) when the range is zero. The grid spacing is then
             about σ / 5; a much smaller sigma needs a larger grid_size to be resolved.
     """
-    for name, value, low in (
-        ("n_iter", n_iter, 1),
-        ("n_runs", n_runs, 1),
-        ("grid_size", grid_size, 2),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    check_int("n_iter", n_iter)
+    check_int("n_runs", n_runs)
+    check_int("grid_size", grid_size, 2)
     if sigma is not None and not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma!r}")
     with fixed_loss(model, loss_fn, data, mode=mode, params=params) as f:
@@ -358,65 +233,3 @@ def hessian_density(
     density /= np.sum(0.5 * (density[1:] + density[:-1]) * np.diff(grid))  # trapezoid rule
     as_t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
     return DensityResult(as_t(nodes), as_t(weights), as_t(grid), as_t(density), n_hvp)
-
-
-def gradient_smoothness(
-    model: nn.Module,
-    loss_fn: LossFn,
-    data: object,
-    *,
-    lr: float,
-    mode: str = "train",
-    params: Params = None,
-    multipliers: tuple[float, float] = (0.5, 4.0),
-    n_points: int = 8,
-) -> SmoothnessResult:
-    """Loss range, gradient predictiveness and effective β-smoothness along −∇L.
-
-    Santurkar, Tsipras, Ilyas & Madry 2018 ("How does batch normalization help
-    optimization?", Sec. 3.1, Fig. 4): with g = ∇L(w) and η_j = lr · geomspace(a, b, P),
-
-        losses_j     = L(w − η_j g)
-        grad_diffs_j = ‖∇L(w) − ∇L(w − η_j g)‖
-        β            = max_j grad_diffs_j / ‖η_j g‖.
-
-    Everything is evaluated on the same batches with the same dropout masks; the weights are
-    never written (the shifted weights go through ``functional_call``).
-
-    Args:
-        lr: the training learning rate (> 0).
-        multipliers: (a, b), 0 < a <= b: the range of η as multiples of lr.
-        n_points: P >= 1 step sizes, geometrically spaced.
-    """
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    a, b = multipliers
-    if not 0 < a <= b:
-        raise ValueError(f"multipliers must satisfy 0 < a <= b, got {multipliers!r}")
-    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
-        raise ValueError(f"n_points must be an int >= 1, got {n_points!r}")
-    lrs = lr * np.geomspace(a, b, n_points)
-    with fixed_loss(model, loss_fn, data, mode=mode, params=params) as f:
-        w = f.flat_params()
-        loss0, g = f.loss_grad()
-        losses, diffs = [], []
-        for eta in lrs:
-            loss, grad = f.loss_grad(w - eta * g)
-            losses.append(loss)
-            diffs.append(torch.linalg.vector_norm(g - grad).item())
-        n_grad = f.n_grad
-    g_norm = torch.linalg.vector_norm(g).item()
-    diffs_np = np.asarray(diffs)
-    beta = float(np.max(diffs_np / (lrs * g_norm))) if g_norm > 0 else float("nan")
-    return SmoothnessResult(
-        lrs=torch.as_tensor(lrs, dtype=torch.float64),
-        loss=float(loss0),
-        losses=torch.as_tensor(losses, dtype=torch.float64),
-        grad_diffs=torch.as_tensor(diffs_np, dtype=torch.float64),
-        loss_range=float(max([loss0, *losses]) - min([loss0, *losses])),
-        grad_pred_min=float(diffs_np.min()),
-        grad_pred_max=float(diffs_np.max()),
-        beta=beta,
-        grad_norm=g_norm,
-        n_grad=n_grad,
-    )

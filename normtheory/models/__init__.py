@@ -12,6 +12,7 @@ import numbers
 
 from torch import nn
 
+from normtheory.checks import check_int, is_int
 from normtheory.models.convnet import build_convnet
 from normtheory.models.layers import PLACEMENTS, build_weight, norm_unit
 from normtheory.models.mlp import build_mlp
@@ -134,21 +135,15 @@ def _check(config: dict) -> None:
         )
     parse_norm_spec(config["norm"])  # unknown norm -> ValueError listing the known norms
     for key in ("num_classes", "width", "depth"):
-        value = config[key]
-        if not _is_int(value) or value < 1:
-            raise ValueError(f"{key} must be a positive int, got {value!r}")
+        check_int(key, config[key])
     keep = config["dropout_keep"]
     if not isinstance(keep, numbers.Real) or isinstance(keep, bool) or not 0.0 < keep <= 1.0:
         raise ValueError(f"dropout_keep must be in (0, 1], got {keep!r}")
     if not (
-        isinstance(in_shape, tuple) and in_shape and all(_is_int(d) and d >= 1 for d in in_shape)
+        isinstance(in_shape, tuple) and in_shape and all(is_int(d) and d >= 1 for d in in_shape)
     ):
         raise ValueError(f"in_shape must be a non-empty tuple of positive ints, got {in_shape!r}")
     if arch != "mlp" and len(in_shape) not in (2, 3):
         raise ValueError(
             f"{arch} needs in_shape (C, L) for 1-D or (C, H, W) for 2-D, got {in_shape!r}"
         )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

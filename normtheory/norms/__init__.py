@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from normtheory.checks import check_int
 from normtheory.norms.batch import BatchNorm, GhostBatchNorm
 from normtheory.norms.frn import FilterResponseNorm
 from normtheory.norms.group import BatchGroupNorm, GroupNorm, InstanceNorm, LayerNorm
@@ -70,8 +71,7 @@ def build_norm(name: str, num_features: int, **kw) -> nn.Module:
     """
     if name not in _REGISTRY:
         raise _unknown(name)
-    if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-        raise ValueError(f"num_features must be a positive int, got {num_features!r}")
+    num_features = check_int("num_features", num_features)
     try:
         return _REGISTRY[name](num_features, **kw)
     except TypeError as err:

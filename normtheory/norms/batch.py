@@ -10,11 +10,7 @@ import torch
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+from normtheory.checks import check_int
 
 
 def _check_eps(eps: object) -> float:
@@ -138,7 +134,7 @@ class BatchNorm(_BatchNorm):
         track_running_stats: bool = True,
         example_weight: float = 0.0,
     ) -> None:
-        _check_int("num_features", num_features, 1)
+        check_int("num_features", num_features)
         ok = isinstance(example_weight, int | float) and not isinstance(example_weight, bool)
         if not ok or not 0.0 <= example_weight <= 1.0:
             raise ValueError(f"example_weight must be a float in [0, 1], got {example_weight!r}")
@@ -213,7 +209,7 @@ class GhostBatchNorm(BatchNorm):
         affine: bool = True,
     ) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats=True)
-        self.ghost_size = _check_int("ghost_size", ghost_size, 1)
+        self.ghost_size = check_int("ghost_size", ghost_size)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, ghost_size={self.ghost_size}"

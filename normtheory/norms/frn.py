@@ -3,7 +3,8 @@
 import torch
 from torch import Tensor, nn
 
-from normtheory.norms.batch import _channel_shape, _check_eps, _check_input, _check_int
+from normtheory.checks import check_int
+from normtheory.norms.batch import _channel_shape, _check_eps, _check_input
 
 
 class FilterResponseNorm(nn.Module):
@@ -27,7 +28,7 @@ class FilterResponseNorm(nn.Module):
 
     def __init__(self, num_features: int, eps: float = 1e-6) -> None:
         super().__init__()
-        self.num_features = _check_int("num_features", num_features, 1)
+        self.num_features = check_int("num_features", num_features)
         self.eps = _check_eps(eps)
         self.weight = nn.Parameter(torch.ones(num_features))  # gamma
         self.bias = nn.Parameter(torch.zeros(num_features))  # beta

@@ -4,12 +4,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from normtheory.checks import check_int
 from normtheory.norms.batch import (
     _affine,
     _blockwise_normalize,
     _check_eps,
     _check_input,
-    _check_int,
     _check_momentum,
     _update_running_stats,
 )
@@ -19,7 +19,7 @@ DEFAULT_GROUPS = 32
 
 def _clip_groups(num_features: int, groups: int) -> int:
     """Largest divisor of `num_features` that is <= `groups` (so 32 groups fit any C)."""
-    _check_int("groups", groups, 1)
+    check_int("groups", groups)
     return max(d for d in range(1, min(groups, num_features) + 1) if num_features % d == 0)
 
 
@@ -57,7 +57,7 @@ class GroupNorm(nn.Module):
         affine: bool = True,
     ) -> None:
         super().__init__()
-        self.num_features = _check_int("num_features", num_features, 1)
+        self.num_features = check_int("num_features", num_features)
         self.groups = _clip_groups(num_features, groups)
         self.eps = _check_eps(eps)
         self.affine = bool(affine)
@@ -97,7 +97,7 @@ class InstanceNorm(GroupNorm):
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
-        _check_int("num_features", num_features, 1)
+        check_int("num_features", num_features)
         super().__init__(num_features, groups=num_features, eps=eps, affine=affine)
 
 
@@ -142,16 +142,16 @@ class BatchGroupNorm(nn.Module):
         track_running_stats: bool = True,
     ) -> None:
         super().__init__()
-        self.num_features = _check_int("num_features", num_features, 1)
+        self.num_features = check_int("num_features", num_features)
         if examples_per_group is not None:
-            _check_int("examples_per_group", examples_per_group, 1)
+            check_int("examples_per_group", examples_per_group)
         self.examples_per_group = examples_per_group
         if groups is not None and channels_per_group is not None:
             raise ValueError(
                 f"give groups ({groups!r}) or channels_per_group ({channels_per_group!r}), not both"
             )
         if channels_per_group is not None:
-            _check_int("channels_per_group", channels_per_group, 1)
+            check_int("channels_per_group", channels_per_group)
             if num_features % channels_per_group:
                 raise ValueError(
                     f"channels_per_group must divide num_features={num_features}, "

@@ -1,7 +1,7 @@
 """The tidy table behind a figure, so anyone can replot it (``reports/results/<figure>.csv``).
 
-A figure function may attach its own table with `attach_data` (the shared helpers in
-`normtheory.report.figures` do); otherwise `figure_data` reads what was drawn back from the
+A figure function may attach its own table with `normtheory.plots.attach_data` (the shared
+helpers in `normtheory.plots` do); otherwise `figure_data` reads what was drawn back from the
 matplotlib artists: every labelled or unlabelled line, its CI band (a `fill_between` of the same
 colour over the same x), scatter points and bars, one row per point with the panel, axis labels
 and series it belongs to.
@@ -15,20 +15,15 @@ from matplotlib.colors import to_rgb
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
+from normtheory.plots.data import attached_data
+
 COLUMNS = ["panel", "xlabel", "ylabel", "series", "kind", "x", "y", "low", "high"]
-_ATTR = "_normtheory_data"
-
-
-def attach_data(fig: Figure, frame: pd.DataFrame) -> Figure:
-    """Attaches `frame`, the tidy data `fig` draws, for the report's ``results/`` folder."""
-    setattr(fig, _ATTR, frame)
-    return fig
 
 
 def figure_data(fig: Figure) -> pd.DataFrame:
     """The attached table of `fig`, or the data of its artists (columns `COLUMNS`)."""
-    attached = getattr(fig, _ATTR, None)
-    if isinstance(attached, pd.DataFrame):
+    attached = attached_data(fig)
+    if attached is not None:
         return attached
     frames = [_axes_data(ax, i) for i, ax in enumerate(fig.axes)]
     frames = [f for f in frames if len(f)]

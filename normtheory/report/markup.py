@@ -6,6 +6,7 @@ import html
 import re
 from collections import Counter
 
+from normtheory.analysis import FINAL_METRIC_POLICY
 from normtheory.report.tables import LEGEND, NOT_RUN, Section, estimate_text, fmt, meta
 
 _CSS = """
@@ -49,7 +50,8 @@ INTRO = (
     "Which claims of the normalization literature hold at this scale: one row per claim of "
     "`CLAIMS.md`, with the verdict of its pre-registered test (`normtheory/claims.toml`), the "
     "statistic it turned on, the source's setting and number next to this run's scale. Each "
-    "run's section below has every statistic row, the manipulation checks and the figures."
+    "run's section below has every statistic row, the manipulation checks and the figures. "
+    + FINAL_METRIC_POLICY
 )
 
 

@@ -3,7 +3,7 @@
 
 Reads only stored run folders: verdicts and figures are recomputed from the tidy tables by the
 study's own functions, so a report regenerates without retraining. The exact-check results of
-``normtheory verify`` (`normtheory.verify.write_results`) are read like a run. Every claim of the
+``exact_checks`` study are a run like any other. Every claim of the
 catalogue gets a row; a claim no run tested, a run with missing cells or a verdict function that
 raises gives a visible "not run" / "partial" row, never a crash.
 """
@@ -11,18 +11,19 @@ raises gives a visible "not run" / "partial" row, never a crash.
 import traceback
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from normtheory import verify
+from normtheory.plots import missing_figure
+from normtheory.provenance import git_commit, now
+from normtheory.registry import list_studies, load_study
 from normtheory.report.data import figure_data
-from normtheory.report.figures import exact_checks_figure, missing_figure
 from normtheory.report.markup import html_page, markdown_page
 from normtheory.report.tables import ROW_COLUMNS, Section, claim_rows, statistic_rows
-from normtheory.results import MANIFEST, ResultsError, RunDir, git_commit, now
+from normtheory.results import MANIFEST, Results, ResultsError, RunDir
 from normtheory.stats import NOT_RUN
-from normtheory.study import Results, list_studies, load_study
-from normtheory.verdicts import ClaimVerdict, judge, judge_study
+from normtheory.verdicts import ClaimVerdict, judge_study
 
 
 def find_runs(root: str | Path = "runs") -> list[Path]:
@@ -34,9 +35,9 @@ def find_runs(root: str | Path = "runs") -> list[Path]:
 
 
 def testers() -> dict[str, list[str]]:
-    """claim -> the commands that test it: ``normtheory verify`` for the exact checks, then
-    ``normtheory run <study>`` (quick profile) for every study declaring the claim."""
-    out: dict[str, list[str]] = {c: ["normtheory verify"] for c in verify.EXACT_CLAIMS}
+    """claim -> the commands that test it: ``normtheory run <study>`` for every study declaring
+    the claim (the exact checks too: ``normtheory run exact_checks``)."""
+    out: dict[str, list[str]] = {}
     for name in list_studies():
         try:
             study = load_study(name)
@@ -55,9 +56,10 @@ def _save_figure(fig, stem: str, out: Path, sec: Section, partial_note: str) -> 
     # No date metadata and a fixed SVG id salt: unchanged figures regenerate byte-identical.
     png = out / "figures" / f"{stem}.png"
     fig.savefig(png, dpi=110, bbox_inches="tight", metadata={"Software": None})
-    fig.savefig(
-        png.with_suffix(".svg"), bbox_inches="tight", metadata={"Date": None, "Creator": None}
-    )
+    with matplotlib.rc_context({"svg.hashsalt": "normtheory"}):  # reproducible SVG ids
+        fig.savefig(
+            png.with_suffix(".svg"), bbox_inches="tight", metadata={"Date": None, "Creator": None}
+        )
     data = figure_data(fig)
     if len(data):
         data.to_csv(out / "results" / f"{stem}.csv", index=False)
@@ -143,33 +145,8 @@ def _study_section(run: Path, manifest: dict, out: Path, figures_only: bool) -> 
     return sec
 
 
-def _exact_section(run: Path, manifest: dict, out: Path) -> Section:
-    verdicts = verify.load_results(run)
-    sec = Section(
-        run,
-        "verify",
-        "Exact checks: the identities, both sides computed",
-        "`normtheory verify` checks every exact claim on a small seeded float64 problem: both "
-        "sides of the identity from the library's measurement functions (autograd for the "
-        "left-hand side, the paper's closed form for the right), in seconds on a CPU.",
-        manifest,
-        judge(verdicts),
-    )
-    sec.measured = (
-        f"Measured: {len(verdicts)} identities, one seeded problem each; the error is relative "
-        "(|lhs − rhs| over the larger side) except for IC-CORR and IC-MI, which hold in "
-        "expectation over dropout masks and are compared with 4 standard errors of the ratio."
-    )
-    table = pd.DataFrame([v.to_dict() for v in verdicts])
-    _save_figure(exact_checks_figure(table), f"{run.name}-exact", out, sec, "")
-    return sec
-
-
 def _section(run: Path, out: Path, figures_only: bool) -> Section:
-    manifest = RunDir(run).manifest()
-    if manifest.get("kind") == verify.KIND:
-        return _exact_section(run, manifest, out)
-    return _study_section(run, manifest, out, figures_only)
+    return _study_section(run, RunDir(run).manifest(), out, figures_only)
 
 
 def build_report(
@@ -186,6 +163,7 @@ def build_report(
     ``results/<run>-cells.csv``, ``results/claims.csv`` and ``PROVENANCE.txt`` in both folders.
     With `figures_only` only the figures and their data are written.
     """
+    matplotlib.use("Agg")  # files only: the report never opens a window
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ResultsError(f"report output {out} is a file, not a folder")
@@ -201,7 +179,7 @@ def build_report(
     for sub in ("figures", "results"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     sections = [_section(run, out, figures_only) for run in runs]
-    sections.sort(key=lambda s: s.manifest.get("kind") != verify.KIND)  # exact checks first
+    sections.sort(key=lambda s: s.study_name != "exact_checks")  # the identities first
     written = sorted(p.name for p in (out / "results").glob("*.csv"))
     (out / "figures" / "PROVENANCE.txt").write_text(provenance + "\n")
     if figures_only:

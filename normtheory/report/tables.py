@@ -101,7 +101,7 @@ def _scale(sec: Section) -> str:
     """This run's scale: dataset, model parameters, steps, independent seeds."""
     cells = sec.cells
     if cells is None or not len(cells):
-        return "exact checks: small float64 problems" if sec.study_name == "verify" else "–"
+        return "–"
     parts = []
     if "dataset" in cells:
         parts.append("/".join(sorted(map(str, cells["dataset"].dropna().unique()))))
@@ -112,7 +112,7 @@ def _scale(sec: Section) -> str:
             parts.append(f"{lo:,}" + (f"–{hi:,}" if hi != lo else "") + " params")
     if "steps_done" in cells:
         s = pd.to_numeric(cells["steps_done"], errors="coerce").dropna()
-        if len(s):
+        if len(s) and s.max() > 0:
             lo, hi = int(s.min()), int(s.max())
             parts.append(f"{lo}" + (f"–{hi}" if hi != lo else "") + " steps")
     parts.append(f"{cells['seed'].nunique()} seeds")
@@ -134,7 +134,7 @@ def _test_status(claim: Claim, sec: Section | None) -> str:
     test (or before the registry existed)."""
     changed = registered_at().get(claim.id, "")
     text = f"test {claim.digest}" + (f" (registered at {changed})" if changed else "")
-    if sec is None or sec.study_name == "verify":
+    if sec is None:
         return text
     ran = sec.manifest.get("tests", {}).get(claim.id)
     if ran is None:
@@ -170,7 +170,7 @@ def _exact_verdict(claim: Claim, sections: list[Section]) -> tuple[Section | Non
     if not rows:
         return _decider(claim, sections)
     failed = [(s, r) for s, r in rows if r.verdict == EXACT[1]]
-    sec, head = (failed or sorted(rows, key=lambda x: x[0].study_name != "verify"))[0]
+    sec, head = (failed or sorted(rows, key=lambda x: x[0].study_name != claim.study))[0]
     runs = sorted({s.run.name for s, _ in rows})
     out = ClaimVerdict(claim.id, EXACT[1] if failed else EXACT[0], headline=head)
     out.reason = (

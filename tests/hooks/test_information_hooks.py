@@ -1,18 +1,17 @@
-"""NeuronInformation records what the measurement functions give on the captured activations,
-leaves training alone, and the same-sign fraction matches a naive loop."""
+"""NeuronInformation records what the measurement functions give on the captured activations
+and leaves training alone."""
 
 import itertools
 
-import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from normtheory.data import load_dataset
-from normtheory.hooks import Monitor, NeuronInformation
+from normtheory.hooks import DropoutDependence, Monitor, NeuronInformation, at_end, every
 from normtheory.hooks.information import unit_samples
+from normtheory.measure.dropout import dropout_ratios
+from normtheory.measure.gradient_sign import same_sign_fraction
 from normtheory.measure.information import pairwise_correlation, pairwise_mutual_information, upper
-from normtheory.measure.weights import same_sign_fraction
 from normtheory.models import build_model
 from normtheory.train import TrainConfig, train
 
@@ -33,41 +32,6 @@ def _convnet(placement="norm_act", keep=1.0, seed=0):
         dropout_keep=keep,
     )
     return model, train_set
-
-
-def _naive_same_sign(layer, x):
-    """Per (sample, position) input patch from an explicit loop; float64."""
-    x = x.double()
-    fractions = []
-    if isinstance(layer, nn.Linear):
-        rows = list(x)
-    else:
-        k, p = layer.kernel_size[0], layer.padding[0]
-        xp = torch.nn.functional.pad(x, (p, p, p, p))
-        rows = [
-            xp[n, :, i : i + k, j : j + k].reshape(-1)
-            for n in range(x.shape[0])
-            for i in range(xp.shape[2] - k + 1)
-            for j in range(xp.shape[3] - k + 1)
-        ]
-    for r in rows:
-        pos, neg = int((r > 0).sum()), int((r < 0).sum())
-        if pos + neg:
-            fractions.append(max(pos, neg) / (pos + neg))
-    return float(np.mean(fractions))
-
-
-def test_same_sign_fraction_matches_a_naive_loop():
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(6, 2, 5, 5, generator=gen)
-    x[x.abs() < 0.3] = 0.0  # some exact zeros are left out
-    conv = nn.Conv2d(2, 3, 3, padding=1)
-    assert same_sign_fraction(conv, x) == pytest.approx(_naive_same_sign(conv, x), abs=1e-12)
-    lin, v = nn.Linear(7, 2), torch.randn(40, 7, generator=gen)
-    assert same_sign_fraction(lin, v) == pytest.approx(_naive_same_sign(lin, v), abs=1e-12)
-    assert same_sign_fraction(lin, v.relu()) == 1.0
-    assert same_sign_fraction(lin, -v.relu()) == 1.0
-    assert np.isnan(same_sign_fraction(lin, torch.zeros(3, 7)))
 
 
 def test_unit_samples_pool_and_positions():
@@ -163,3 +127,82 @@ def test_in_your_own_loop():
     assert {"info.corr_abs", "info.mi", "info.same_sign", "info.atom"} <= metrics
     assert {r[2] for r in rows} == {"conv1", "conv2", "head"}
     assert not list(itertools.chain(*(m._forward_hooks.values() for m in model.modules())))
+
+
+def _mlp(seed=0):
+    train_set, _ = load_dataset("digits", max_train=512)
+    torch.manual_seed(seed)
+    model = build_model(
+        "mlp", norm="batch", in_shape=train_set.in_shape, num_classes=10, width=16, depth=2
+    )
+    return model, train_set
+
+
+def _standardize_and_relu(z):
+    standardized = (z - z.mean(0)) / z.std(0)
+    return {"std": standardized, "relu": standardized.relu()}
+
+
+def test_dropout_dependence_records_dropout_ratios_once_at_the_end():
+    """At the end of training (and only then) the records are `dropout_ratios` of each block of
+    the layer's train-mode output on the probe, with the hook's seed; training is untouched."""
+    config = TrainConfig(lr=0.05, batch_size=32, steps=7, seed=0, device="cpu")
+    keeps = (1.0, 0.6, 0.3)
+    states = []
+    for with_hook in (False, True):
+        model, train_set = _mlp()
+        probe = train_set.inputs[:256]
+        hook = DropoutDependence(
+            probe=(probe, None),
+            layer="fc1",
+            keeps=keeps,
+            blocks=_standardize_and_relu,
+            n_masks=4,
+            seed=5,
+        )
+        hooks = [hook] if with_hook else []
+        result = train(model, train_set, None, config, hooks)
+        states.append(torch.cat([t.flatten().float() for t in model.state_dict().values()]))
+    assert torch.equal(*states)  # the probe left parameters and BN running statistics alone
+    records = result.records
+    assert set(records["step"]) == {7} and set(records["metric"]) == set(DropoutDependence.METRICS)
+    rows = {(m, k): v for m, k, v in records[["metric", "key", "value"]].itertuples(index=False)}
+    assert len(rows) == len(records) == 2 * (2 + 2 * len(keeps))
+    z = {}
+    handle = model.fc1.register_forward_hook(lambda m, a, out: z.setdefault("fc1", out))
+    with torch.no_grad():
+        model.train()(probe)
+    handle.remove()
+    for block, units in _standardize_and_relu(z["fc1"].double()).items():
+        mean_over_std = float((units.mean(0) / units.std(0)).abs().mean())
+        assert rows[DropoutDependence.MEAN_OVER_STD, block] == pytest.approx(mean_over_std)
+        atom = float((units == 0).double().mean())
+        assert rows[DropoutDependence.ATOM, block] == pytest.approx(atom)
+        for q in keeps:
+            expected = dropout_ratios(units, q, n_masks=4, seed=5)
+            assert rows[DropoutDependence.CORR_RATIO, f"{block}|{q}"] == pytest.approx(
+                expected.corr, rel=1e-9
+            )
+            assert rows[DropoutDependence.MI_RATIO, f"{block}|{q}"] == pytest.approx(
+                expected.mi, rel=1e-9
+            )
+    assert rows[DropoutDependence.ATOM, "relu"] > 0.3 and rows[DropoutDependence.ATOM, "std"] == 0
+    assert rows[DropoutDependence.CORR_RATIO, "std|0.3"] == pytest.approx(0.3, abs=0.03)
+
+
+def test_dropout_dependence_schedule_and_bad_arguments():
+    model, train_set = _mlp()
+    probe = train_set.inputs[:64]
+    hook = DropoutDependence(probe=probe, layer="fc1", keeps=[0.5])
+    assert repr(hook.schedule) == repr(at_end()) and hook.events == ("after_step", "end")
+    assert not hook.scheduled("after_step", 0, 10) and hook.scheduled("end", 10, 10)
+    assert {k for _, k, _ in hook.measure(model)} == {"fc1", "fc1|0.5"}
+    stepped = DropoutDependence(probe=probe, layer="fc1", keeps=[0.5], every=every(3))
+    assert stepped.scheduled("after_step", 3) and not stepped.scheduled("after_step", 4)
+    with pytest.raises(ValueError, match="unknown layer 'nope'"):
+        DropoutDependence(probe=probe, layer="nope", keeps=[0.5]).measure(model)
+    for keeps in ([0.0], [1.5], []):
+        with pytest.raises(ValueError, match="keeps must be"):
+            DropoutDependence(probe=probe, layer="fc1", keeps=keeps)
+    with pytest.raises(ValueError, match="n_masks"):
+        DropoutDependence(probe=probe, layer="fc1", keeps=[0.5], n_masks=0)

@@ -1,12 +1,23 @@
-"""Tests for `normtheory.models`: every arch x norm spec x placement builds and trains a step,
-and the structure (layer order, bias, WS, names, residuals) is what the docstrings promise."""
+"""`normtheory.models` (`build_model`) and the norm units of `normtheory.models.layers`, across
+every arch: every arch x norm spec x placement builds and trains a step, and the structure (layer
+order, bias, WS, names) is what the docstrings promise. Arch-specific structure: ``test_mlp.py``,
+``test_convnet.py``, ``test_resnet.py``."""
 
 import pytest
 import torch
+from model_cases import (
+    BATCH,
+    NUM_CLASSES,
+    WEIGHT_TYPES,
+    WS_TYPES,
+    build,
+    call_order,
+    hidden_weights,
+)
 from torch import nn
 
 from normtheory.models import build_model, list_archs, list_placements
-from normtheory.norms import GroupNorm, WSConv1d, WSConv2d, WSLinear, list_norms
+from normtheory.norms import GroupNorm, list_norms
 
 SPECS = [*list_norms(), "group+ws"]
 CASES = [  # (arch, in_shape, depth)
@@ -16,45 +27,6 @@ CASES = [  # (arch, in_shape, depth)
     ("resnet", (1, 8, 8), 8),
     ("resnet", (1, 40), 8),
 ]
-WS_TYPES = (WSLinear, WSConv1d, WSConv2d)
-WEIGHT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, *WS_TYPES)
-BATCH = 4
-NUM_CLASSES = 3
-
-
-def _norm_kw(spec: str) -> dict:
-    """Options that fit width 8 and a batch of 4 (widths 8, 16, 32 in the resnet)."""
-    options = {
-        "group": {"groups": 4},
-        "batch_group": {"groups": 4},
-        "ghost_batch": {"ghost_size": 2},
-    }
-    return options.get(spec.split("+")[0], {})
-
-
-def _build(arch="convnet", in_shape=(1, 8, 8), norm="batch", **kw):
-    torch.manual_seed(0)
-    kw.setdefault("width", 8)
-    kw.setdefault("depth", 8 if arch == "resnet" else 3)
-    kw.setdefault("norm_kw", _norm_kw(norm))
-    return build_model(arch, norm=norm, in_shape=in_shape, num_classes=NUM_CLASSES, **kw)
-
-
-def _hidden_weights(model: nn.Module) -> dict[str, nn.Module]:
-    return {n: m for n, m in model.named_modules() if isinstance(m, WEIGHT_TYPES) and n != "head"}
-
-
-def _call_order(model: nn.Module, x: torch.Tensor) -> list[str]:
-    """Names of the leaf modules in the order the forward pass calls them (oracle for order)."""
-    order, handles = [], []
-    for name, module in model.named_modules():
-        if not list(module.children()):
-            hook = module.register_forward_hook(lambda m, i, o, name=name: order.append(name))
-            handles.append(hook)
-    model(x)
-    for handle in handles:
-        handle.remove()
-    return order
 
 
 def test_lists():
@@ -66,7 +38,7 @@ def test_lists():
 @pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize(("arch", "in_shape", "depth"), CASES)
 def test_forward_backward(arch, in_shape, depth, spec, placement):
-    model = _build(arch, in_shape, spec, depth=depth, placement=placement)
+    model = build(arch, in_shape, spec, depth=depth, placement=placement)
     x = torch.randn(BATCH, *in_shape)
     model.train()
     out = model(x)
@@ -94,8 +66,8 @@ def test_forward_backward(arch, in_shape, depth, spec, placement):
     ],
 )
 def test_ws_layers_iff_weight_std(arch, in_shape, depth, norm, weight_std, expect_ws):
-    model = _build(arch, in_shape, norm, depth=depth, weight_std=weight_std)
-    hidden = _hidden_weights(model)
+    model = build(arch, in_shape, norm, depth=depth, weight_std=weight_std)
+    hidden = hidden_weights(model)
     assert hidden
     assert all(isinstance(m, WS_TYPES) == expect_ws for m in hidden.values()), hidden
     assert type(model.head) is nn.Linear
@@ -104,19 +76,19 @@ def test_ws_layers_iff_weight_std(arch, in_shape, depth, norm, weight_std, expec
 @pytest.mark.parametrize("placement", list_placements())
 @pytest.mark.parametrize(("arch", "in_shape", "depth"), CASES)
 def test_frn_has_no_relu(arch, in_shape, depth, placement):
-    model = _build(arch, in_shape, "frn", depth=depth, placement=placement)
+    model = build(arch, in_shape, "frn", depth=depth, placement=placement)
     assert not any(isinstance(m, nn.ReLU) for m in model.modules())
     # and the ReLU models do have them
-    model = _build(arch, in_shape, "batch", depth=depth, placement=placement)
+    model = build(arch, in_shape, "batch", depth=depth, placement=placement)
     assert any(isinstance(m, nn.ReLU) for m in model.modules())
 
 
 @pytest.mark.parametrize("keep", [1.0, 0.7])
 @pytest.mark.parametrize(("arch", "in_shape", "depth"), CASES)
 def test_ic_order_is_weight_relu_norm_dropout(arch, in_shape, depth, keep):
-    model = _build(arch, in_shape, "batch", depth=depth, placement="ic", dropout_keep=keep)
+    model = build(arch, in_shape, "batch", depth=depth, placement="ic", dropout_keep=keep)
     modules = dict(model.named_modules())
-    for order in (list(modules), _call_order(model, torch.randn(BATCH, *in_shape))):
+    for order in (list(modules), call_order(model, torch.randn(BATCH, *in_shape))):
         main = [n for n in order if "shortcut" not in n and n not in ("pool", "flatten", "head")]
         main = [n for n in main if n and not list(modules[n].children())]  # leaves only
         kinds = [type(modules[n]) for n in main]
@@ -131,113 +103,34 @@ def test_ic_order_is_weight_relu_norm_dropout(arch, in_shape, depth, keep):
 @pytest.mark.parametrize("placement", ["norm_act", "act_norm"])
 @pytest.mark.parametrize(("arch", "in_shape", "depth"), CASES)
 def test_dropout_only_when_keep_below_one(arch, in_shape, depth, placement):
-    model = _build(arch, in_shape, "batch", depth=depth, placement=placement)
+    model = build(arch, in_shape, "batch", depth=depth, placement=placement)
     assert not any(isinstance(m, nn.Dropout) for m in model.modules())
-    model = _build(arch, in_shape, "batch", depth=depth, placement=placement, dropout_keep=0.6)
+    model = build(arch, in_shape, "batch", depth=depth, placement=placement, dropout_keep=0.6)
     drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
-    assert len(drops) == len([n for n in _hidden_weights(model) if "shortcut" not in n])
+    assert len(drops) == len([n for n in hidden_weights(model) if "shortcut" not in n])
     assert all(d.p == pytest.approx(0.4) for d in drops)
-
-
-def test_placement_orders_in_mlp():
-    def names(placement):
-        model = _build("mlp", (16,), placement=placement)
-        return [n for n, _ in model.named_children()]
-
-    assert names("norm_act")[:4] == ["flatten", "fc1", "norm1", "act1"]
-    assert names("act_norm")[:4] == ["flatten", "fc1", "act1", "norm1"]
-    assert names("ic")[:5] == ["flatten", "fc1", "act1", "norm1", "drop1"]
-
-
-def test_resnet_norm_act_applies_last_relu_after_the_addition():
-    model = _build("resnet", norm="batch", placement="norm_act")
-    order = _call_order(model, torch.randn(BATCH, 1, 8, 8))
-    block = [n.removeprefix("stage2.block1.") for n in order if n.startswith("stage2.block1.")]
-    main = ["conv1", "norm1", "act1", "conv2", "norm2"]
-    assert block == [*main, "shortcut.conv", "shortcut.norm", "act2"]
-    model = _build("resnet", norm="batch", placement="act_norm")
-    order = _call_order(model, torch.randn(BATCH, 1, 8, 8))
-    block = [n.removeprefix("stage1.block1.") for n in order if n.startswith("stage1.block1.")]
-    assert block == ["conv1", "act1", "norm1", "conv2", "act2", "norm2", "shortcut"]
-
-
-@pytest.mark.parametrize("in_shape", [(1, 8, 8), (1, 40)])
-def test_resnet_without_residual_has_no_additions(in_shape):
-    res = _build("resnet", in_shape, "batch").eval()
-    plain = _build("resnet", in_shape, "batch", residual=False).eval()
-    assert all(m.residual for n, m in res.named_modules() if ".block" in n and n.count(".") == 1)
-    assert not any("shortcut" in n for n, _ in plain.named_modules())
-    missing, unexpected = plain.load_state_dict(res.state_dict(), strict=False)
-    assert not missing and unexpected and all("shortcut" in k for k in unexpected)
-    x = torch.randn(BATCH, *in_shape)
-    with torch.no_grad():
-        assert not torch.allclose(res(x), plain(x))
-        # oracle: the plain net is the residual net with every addition removed
-        for _, block in res.named_modules():
-            if hasattr(block, "residual"):
-                block.residual = False
-        torch.testing.assert_close(res(x), plain(x))
-
-
-@pytest.mark.parametrize("depth", [8, 14, 20])
-def test_resnet_depth_counts_main_path_weight_layers(depth):
-    model = _build("resnet", norm="batch", depth=depth)
-    main = [n for n in _hidden_weights(model) if "shortcut" not in n]
-    assert len(main) + 1 == depth  # + head
-    assert len(model.stage1) == len(model.stage3) == (depth - 2) // 6
-
-
-@pytest.mark.parametrize("depth", [1, 7, 9, 10, 16])
-def test_resnet_depth_must_be_6n_plus_2(depth):
-    with pytest.raises(ValueError, match=rf"6n\+2.*got {depth}"):
-        _build("resnet", norm="batch", depth=depth)
-
-
-def test_resnet_downsamples_in_stages_2_and_3():
-    model = _build("resnet", (1, 8, 8), "batch")
-    shapes = {}
-    for name in ("stem", "stage1", "stage2", "stage3"):
-        getattr(model, name).register_forward_hook(
-            lambda m, i, o, n=name: shapes.update({n: o.shape})
-        )
-    model(torch.randn(BATCH, 1, 8, 8))
-    assert shapes == {
-        "stem": (BATCH, 8, 8, 8),
-        "stage1": (BATCH, 8, 8, 8),
-        "stage2": (BATCH, 16, 4, 4),
-        "stage3": (BATCH, 32, 2, 2),
-    }
-
-
-@pytest.mark.parametrize(
-    ("in_shape", "depth", "strides"),
-    [((1, 8, 8), 6, [1, 2, 1, 2, 1, 1]), ((1, 40), 4, [1, 2, 1, 2]), ((1, 3, 3), 2, [1, 1])],
-)
-def test_convnet_strides(in_shape, depth, strides):
-    model = _build("convnet", in_shape, "batch", depth=depth)
-    assert [model.get_submodule(f"conv{i}").stride[0] for i in range(1, depth + 1)] == strides
 
 
 @pytest.mark.parametrize(("arch", "in_shape", "depth"), CASES)
 def test_bias_only_without_norm(arch, in_shape, depth):
     for norm, has_bias in [("batch", False), ("group", False), ("frn", False), ("none", True)]:
-        model = _build(arch, in_shape, norm, depth=depth)
-        for name, m in _hidden_weights(model).items():
+        model = build(arch, in_shape, norm, depth=depth)
+        for name, m in hidden_weights(model).items():
             assert (m.bias is not None) == has_bias, (norm, name)
         assert model.head.bias is not None
-    model = _build(arch, in_shape, "none", depth=depth)
+    model = build(arch, in_shape, "none", depth=depth)
     assert not any("norm" in n for n, _ in model.named_modules())
 
 
 def test_stable_names():
-    mlp = dict(_build("mlp", (16,), "batch", depth=2).named_children())
+    mlp = dict(build("mlp", (16,), "batch", depth=2).named_children())
     assert list(mlp) == ["flatten", "fc1", "norm1", "act1", "fc2", "norm2", "act2", "head"]
-    conv = dict(_build("convnet", norm="batch", depth=2, dropout_keep=0.5).named_children())
+    conv = dict(build("convnet", norm="batch", depth=2, dropout_keep=0.5).named_children())
     assert list(conv) == [
         *["conv1", "norm1", "act1", "drop1", "conv2", "norm2", "act2", "drop2"],
         *["pool", "flatten", "head"],
     ]
-    res = dict(_build("resnet", norm="batch").named_modules())
+    res = dict(build("resnet", norm="batch").named_modules())
     block = ["conv1", "norm1", "act1", "conv2", "norm2", "act2", "shortcut"]
     expected = ["stem.conv", "stem.norm", "stem.act", *[f"stage1.block1.{n}" for n in block]]
     expected += ["stage2.block1.shortcut.conv", "stage2.block1.shortcut.norm"]
@@ -245,21 +138,21 @@ def test_stable_names():
     assert set(expected) <= set(res), set(expected) - set(res)
     assert isinstance(res["stage1.block1.shortcut"], nn.Identity)
     for arch, in_shape in [("mlp", (16,)), ("convnet", (1, 40)), ("resnet", (1, 40))]:
-        names = [n for n, _ in _build(arch, in_shape).named_children()]
+        names = [n for n, _ in build(arch, in_shape).named_children()]
         assert names[-1] == "head"
 
 
 def test_norm_kw_reaches_every_norm():
-    model = _build("resnet", norm="group", norm_kw={"groups": 2})
+    model = build("resnet", norm="group", norm_kw={"groups": 2})
     norms = [m for m in model.modules() if isinstance(m, GroupNorm)]
     assert len(norms) == 1 + 2 * 3 + 2  # stem, 2 per block, 2 projection shortcuts
     assert all(m.groups == 2 for m in norms)
     with pytest.raises(ValueError, match="bogus"):
-        _build("mlp", (16,), "batch", norm_kw={"bogus": 1})
+        build("mlp", (16,), "batch", norm_kw={"bogus": 1})
 
 
 def test_config_rebuilds_the_model():
-    model = _build("resnet", (1, 40), "group+ws", placement="ic", dropout_keep=0.9)
+    model = build("resnet", (1, 40), "group+ws", placement="ic", dropout_keep=0.9)
     assert model.config["arch"] == "resnet" and model.config["norm"] == "group+ws"
     assert model.config["in_shape"] == (1, 40) and model.config["norm_kw"] == {"groups": 4}
     torch.manual_seed(0)

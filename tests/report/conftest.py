@@ -1,7 +1,7 @@
 """Tiny run folders for the report tests: a user study of a few training steps (with a figure
 drawn by the shared helpers and stand-in values of GN-BATCH's registered statistics and checks),
 a copy with missing cells, a study whose statistics function raises, and the exact checks of
-``normtheory verify``."""
+``exact_checks`` study."""
 
 import shutil
 
@@ -12,9 +12,9 @@ from normtheory.cli import main
 STUDY = '''
 """A tiny study for the report tests: BN vs no norm on a Gaussian mixture."""
 from normtheory.experiment import TrainCell
-from normtheory.report.figures import metric_panels
+from normtheory.plots import over_steps
 from normtheory.study import Grid, Profile, Study
-from normtheory.verdicts import CheckValue, sample
+from normtheory.evidence import CheckValue, sample
 
 BASE = TrainCell(dataset="gaussian_mixture", arch="mlp", width=8, depth=1, steps=10, batch_size=16)
 
@@ -36,8 +36,8 @@ STUDY = Study(
     name="{name}", title="tiny {name}", claims=("GN-BATCH", "BN-LR"),
     profiles={{"quick": Profile(Grid(BASE, {{"norm": ("batch", "none")}}), seeds=2)}},
     statistics=statistics,
-    figures={{"loss": lambda r: metric_panels(r.records, {{"outcome.train_loss": "train loss"}},
-                                              title="BN-LR: loss")}},
+    figures={{"loss": lambda r: over_steps(r.records, {{"outcome.train_loss": "train loss"}},
+                                            title="BN-LR: loss")}},
 )
 '''
 
@@ -45,7 +45,7 @@ STUDY = Study(
 @pytest.fixture(scope="session")
 def report_runs(tmp_path_factory):
     """{name: run folder}: ``tiny``, ``partial`` (2 of 4 cells removed), ``broken`` (statistics
-    raise) and ``verify`` (exact checks)."""
+    raise) and ``exact`` (the exact_checks study, 2 seeds)."""
     root = tmp_path_factory.mktemp("report_runs")
     runs = {}
     for name, body in (("tiny", "pass"), ("broken", "raise RuntimeError('boom')")):
@@ -59,7 +59,7 @@ def report_runs(tmp_path_factory):
     for record in sorted((partial / "cells").glob("*.json"))[:2]:
         record.unlink()
     runs["partial"] = partial
-    from normtheory import verify
-
-    runs["verify"] = verify.write_results(verify.exact_checks(), root / "runs" / "verify")
+    runs["exact"] = root / "runs" / "exact"
+    argv = ["run", "exact_checks", "--device", "cpu", "--seeds", "2", "--out", str(runs["exact"])]
+    assert main(argv) == 0
     return runs

@@ -5,8 +5,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from normtheory.report.data import attach_data, figure_data
-from normtheory.report.figures import norm_palette
+from normtheory.plots import attach_data
+from normtheory.report.data import figure_data
 
 
 def test_attached_table_is_returned_as_is():
@@ -35,10 +35,3 @@ def test_lines_bands_points_and_bars_are_read_back():
     assert data[data["series"] == "outlier"][["x", "y"]].values.tolist() == [[3.0, 7.0]]
     bars = data[data["kind"] == "bar"]
     assert list(bars["y"]) == [5.0, 6.0] and set(bars["panel"]) == {"panel 2"}
-
-
-def test_none_and_batch_colours_are_far_apart():
-    """Regression: "none" was tab10's cyan, hard to tell from BN's blue in every figure."""
-    pal = norm_palette(["batch", "none", "group"])
-    assert np.abs(np.subtract(pal["batch"], pal["none"])).sum() > 0.6
-    assert len({tuple(c) for c in norm_palette(["batch", "none", "batch+ws"]).values()}) == 3

@@ -9,7 +9,7 @@ import pytest
 
 from normtheory.claims import CLAIMS
 from normtheory.cli import main
-from normtheory.study import load_study
+from normtheory.registry import load_study
 
 
 def own_name(study: str) -> str:
@@ -40,7 +40,7 @@ class StudyCLI:
         rows = rows[rows["run"] == "run"]
         claims = self.claims()
         own = claims[claims["claim"].isin(load_study(study).claims)]
-        # An exact claim decided by another source (`normtheory verify`) stays "not run" at
+        # An exact claim decided by another study (``exact_checks``) stays "not run" at
         # claim level from this run alone; it must still get its rows from this run.
         elsewhere = own["claim"].map(
             lambda c: CLAIMS[c].kind == "exact" and CLAIMS[c].study != own_name(study)

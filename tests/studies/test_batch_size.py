@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from normtheory.study import Results
+from normtheory.results import Results
 from normtheory.verdicts import judge_study
 from studies.batch_size import STUDY, statistics
 
@@ -120,11 +120,26 @@ def test_verdicts_underpowered_with_three_seeds():
         assert verdicts[claim] == "inconclusive (underpowered)", claim
 
 
-def test_diverged_cell_counts_as_error_one():
+def _with_status(status: str, norm: str, batch_size: int, seed: int) -> Results:
     results = _results(HOLDS, noise=0)
     cells = results.cells
-    cells.loc[(cells["norm"] == "frn") & (cells["batch_size"] == 2) & (cells["seed"] == 3),
-              "status"] = "diverged"  # fmt: skip
-    items = {(i.claim, i.name): i for i in statistics(results)}
+    where = (cells["norm"] == norm) & (cells["batch_size"] == batch_size) & (cells["seed"] == seed)
+    cells.loc[where, ["status", "final_test_acc"]] = [status, np.nan]
+    return results
+
+
+def test_diverged_cell_counts_as_error_one():
+    items = {(i.claim, i.name): i for i in statistics(_with_status("diverged", "frn", 2, 3))}
     gap = items["FRN-BATCH", "gn_vs_frn"].values
     assert gap[3] == pytest.approx(0.08 - 1.0) and gap.drop(3).tolist() == pytest.approx([0.03] * 4)
+
+
+def test_failed_cell_is_missing():
+    """The one final-metric policy (`normtheory.analysis.FINAL_METRIC_POLICY`): a failed cell
+    has no outcome, so its seed leaves the pairs it is in (before issue 14 this study counted
+    it as error 1, unlike the others); the check means are over the remaining seeds."""
+    items = {(i.claim, i.name): i for i in statistics(_with_status("failed", "batch", 32, 3))}
+    for key in (("GN-BATCH", "bn_rise"), ("WS-MICRO", "ws_vs_bn")):
+        assert list(items[key].values.index) == [0, 1, 2, 4], key
+    assert items["GN-BATCH", "bn_rise"].values.tolist() == pytest.approx([0.15] * 4)
+    assert items["GN-BATCH", "bn_trained"].value == pytest.approx(0.95)

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from normtheory.cli import main
+from normtheory.hooks import LossAccuracy
 from normtheory.results import load, load_cells
 
 TINY = [
@@ -56,7 +57,9 @@ def test_stored_table_is_tidy_and_sane(tiny_run):
     assert cells.final_test_acc.between(0, 1).all()
     assert set(cells.batch_size) == {4, 16} and set(cells.seed) == {0, 1}
     assert (cells.steps_done == 64 // cells.batch_size).all()  # equal examples seen
-    logged = records[records.metric == "outcome.train_loss"].groupby(["cell", "seed"]).step.unique()
+    logged = (
+        records[records.metric == LossAccuracy.TRAIN_LOSS].groupby(["cell", "seed"]).step.unique()
+    )
     assert all(list(steps) == list(range(0, max(steps) + 1, 10)) for steps in logged)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["study"] == "batch_size" and manifest["config"]["seeds"] == 2
@@ -157,7 +160,7 @@ USER_STUDY = '''
 """A user's own study in a file of their own."""
 from normtheory.experiment import TrainCell
 from normtheory.study import Grid, Profile, Study
-from normtheory.verdicts import sample
+from normtheory.evidence import sample
 
 BASE = TrainCell(dataset="gaussian_mixture", arch="mlp", width=8, depth=1, steps=5, batch_size=16)
 STUDY = Study(name="mine", title="mine", claims=("GN-BATCH",),

@@ -1,7 +1,7 @@
 """dropout_independence: a smoke run through the CLI on a tiny grid, and the slope rows of IC-CORR
 and IC-MI on synthetic ratios whose answer is known.
 
-IC-CORR and IC-MI are exact claims decided by ``normtheory verify``; this study reports only their
+IC-CORR and IC-MI are exact claims decided by the ``exact_checks`` study; this study reports only their
 secondary statistic (the slope in a trained net), so a run of it alone leaves their claim-level
 verdict "not run" and the smoke run reads the statistic rows instead of `study_cli.run`'s
 claim-level gate."""
@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from normtheory.cli import main
-from normtheory.study import Results
-from normtheory.verdicts import Exact, judge, judge_study
-from studies.dropout_independence import BLOCKS, KEEPS, STUDY, ratio_table
+from normtheory.evidence import Exact
+from normtheory.results import Results
+from normtheory.verdicts import judge, judge_study
+from studies.dropout_independence import BLOCKS, KEEPS, RATIOS, STUDY, ratio_table
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,7 +31,9 @@ def test_dropout_independence(tmp_path):
     assert rows.loc["IC-MI", "estimate"] == pytest.approx(2.0, abs=0.1)
     assert (rows["n_seeds"] == 2).all() and not rows["primary"].any()
     claims = pd.read_csv(rep / "results" / "claims.csv", keep_default_na=False)
-    assert set(claims[claims["claim"].isin(STUDY.claims)]["verdict"]) == {"not run"}  # verify's
+    assert set(claims[claims["claim"].isin(STUDY.claims)]["verdict"]) == {
+        "not run"
+    }  # exact_checks'
     for name in ["ratios"]:
         png = rep / "figures" / f"run-{name}.png"
         assert png.exists() and png.stat().st_size > 10_000, name
@@ -56,7 +59,7 @@ def _fake(seeds: int = 5, corr: float = 1.0, mi: float = 2.0, cells=("base",)) -
                             cell=cell,
                             seed=seed,
                             step=30,
-                            metric=f"ic.{which}_ratio",
+                            metric=RATIOS[which],
                             key=f"{block}|{q}",
                             value=q**power,
                         )
@@ -68,7 +71,7 @@ def _fake(seeds: int = 5, corr: float = 1.0, mi: float = 2.0, cells=("base",)) -
 @pytest.mark.parametrize("claim, which", [("IC-CORR", "corr"), ("IC-MI", "mi")])
 def test_slope_rows_on_known_ratios(claim, which):
     """Ratios that follow q (q²) → the slope row is supported; a slope 20 % off → refuted; 3 seeds
-    → underpowered. The claim itself stays "not run" until verify's exact row is added, which
+    → underpowered. The claim itself stays "not run" until the exact_checks row is added, which
     then decides it alone."""
     right = {"corr": 1.0, "mi": 2.0}[which]
 

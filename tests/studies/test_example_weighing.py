@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from normtheory.study import Results
+from normtheory.hooks import ExampleWeighing
+from normtheory.results import Results
 from normtheory.verdicts import judge_study
 from studies.example_weighing import MULTIPLES, STUDY, weighing_table
 
@@ -45,10 +46,12 @@ def _results(gain, out_cut, *, acc0=0.9, seeds=6, sizes=(8, 32)) -> Results:
     `gain` and the output gap lower by `out_cut` than at w = 0, plus seed noise; the loss gap
     (eval − train) falls from 0.05 to 0.02."""
     rng = np.random.default_rng(1)
-    rows = []
+    rows, cells = [], []
     for b in sizes:
         for s in range(seeds):
             base = acc0 + rng.normal(0, 0.01)
+            cell = {"cell": f"batch_size={b}", "seed": s, "batch_size": b}
+            cells.append({**cell, "status": "completed", "final_test_acc": base})  # w = 0
             g, o, lg = rng.normal(gain, 0.003), rng.normal(out_cut, 0.01), rng.normal(0.03, 0.005)
             for m in MULTIPLES:
                 on = m > 0
@@ -59,25 +62,11 @@ def _results(gain, out_cut, *, acc0=0.9, seeds=6, sizes=(8, 32)) -> Results:
                     "loss_gap": 0.05 - on * lg,
                 }
                 rows += [
-                    {
-                        "cell": f"batch_size={b}",
-                        "seed": s,
-                        "step": 99,
-                        "batch_size": b,
-                        "metric": f"exw.{k}",
-                        "key": f"{m:g}",
-                        "value": v,
-                    }
+                    {**cell, "step": 99, "metric": ExampleWeighing.PREFIX + k, "key": f"{m:g}",
+                     "value": v}
                     for k, v in values.items()
-                ]
-    cells = pd.DataFrame(
-        [
-            {"cell": f"batch_size={b}", "seed": s, "status": "completed", "batch_size": b}
-            for b in sizes
-            for s in range(seeds)
-        ]
-    )
-    return Results(pd.DataFrame(rows), cells, {})
+                ]  # fmt: skip
+    return Results(pd.DataFrame(rows), pd.DataFrame(cells), {})
 
 
 def test_example_weighing_verdicts_on_known_answers():
@@ -104,8 +93,19 @@ def test_example_weighing_loss_gap_size_and_sign():
     absolute reduction is 0 while the signed change is 0.1."""
     results = _results(0.01, 0.05)
     rec = results.records
-    lg = (rec["metric"] == "exw.loss_gap") & (rec["key"] != "0")
+    lg = (rec["metric"] == ExampleWeighing.LOSS_GAP) & (rec["key"] != "0")
     rec.loc[lg, "value"] = -0.05
     rows = {r.name: r for r in judge_study(STUDY, results)["EX-WEIGH"].rows}
     assert rows["abs_loss_gap_reduction"].estimate == pytest.approx(0.0, abs=1e-12)
     assert rows["signed_loss_gap_change"].estimate == pytest.approx(0.1)
+
+
+def test_example_weighing_check_counts_a_diverged_net_as_untrained():
+    """``bn_trained`` reads the final test accuracy under the one final-metric policy: a net that
+    diverged (so it has no weighing records) counts as accuracy 0, not as missing."""
+    results = _results(0.01, 0.05)
+    diverged = {"cell": "batch_size=8", "seed": 6, "batch_size": 8, "status": "diverged"}
+    cells = pd.concat([results.cells, pd.DataFrame([diverged])], ignore_index=True)
+    claim = judge_study(STUDY, Results(results.records, cells, {}))["EX-WEIGH"]
+    assert claim.checks[0][1] == pytest.approx(0.9 * 12 / 13, abs=0.01)
+    assert claim.verdict == "not testable at this scale"

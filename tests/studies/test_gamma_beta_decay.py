@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from normtheory.study import Results
+from normtheory.results import Results
 from normtheory.verdicts import judge_study
-from studies.gamma_beta_decay import BOTH, NONE, ORDER, STUDY
+from studies.gamma_beta_decay import BOTH, NONE, ORDER, STUDY, statistics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -19,7 +19,7 @@ def test_gamma_beta_decay(study_cli):
     assert set(rows["claim"]) == {"GAMMA-WD"} and set(rows["name"]) == {"acc_change"}
     assert sorted(rows["condition"].astype(int)) == [8, 16]
     assert (rows["n_seeds"] == 2).all() and np.isfinite(rows["estimate"]).all()
-    study_cli.figures(["accuracy"])
+    study_cli.figures(["accuracy", "accuracy_change"])
     cells = Results.load(out).cells
     assert set(cells["tag"]) == set(ORDER) and len(cells) == 4 * 2 * 2
     # The arms share seed and data, so they differ only through γ/β decay, which acts once γ, β
@@ -71,3 +71,24 @@ def test_gamma_beta_decay_verdicts_on_known_answers():
     assert untrained.verdict == "not testable at this scale"
     few = judge_study(STUDY, _results({32: 0.03}, seeds=3))["GAMMA-WD"]
     assert (few.verdict, few.note) == ("inconclusive", "underpowered")
+
+
+def test_diverged_run_counts_as_accuracy_zero_failed_is_missing():
+    """The one final-metric policy (`normtheory.analysis.FINAL_METRIC_POLICY`): a diverged arm
+    did not train (accuracy 0; before issue 14 this study left it out); a failed run has no
+    outcome and leaves its pair; the check counts the diverged no-decay run as 0."""
+    results = _results({})
+    cells = results.cells
+    at_8 = cells["batch_size"] == 8
+    both, none = at_8 & (cells["tag"] == BOTH), at_8 & (cells["tag"] == NONE)
+    acc_none = cells[none].set_index("seed")["final_test_acc"]
+    cells.loc[both & (cells["seed"] == 1), ["status", "final_test_acc"]] = ["diverged", np.nan]
+    cells.loc[both & (cells["seed"] == 2), ["status", "final_test_acc"]] = ["failed", np.nan]
+    cells.loc[none & (cells["seed"] == 3), ["status", "final_test_acc"]] = ["diverged", np.nan]
+    items = {(i.name, getattr(i, "condition", "")): i for i in statistics(results)}
+    change = items["acc_change", "8"].values
+    assert list(change.index) == [0, 1, 3, 4, 5]
+    assert change[1] == pytest.approx(0.0 - acc_none[1])
+    assert change[3] > 0.8  # the no-decay run diverged: the decayed one is 0.9 better
+    expected = (cells.loc[cells["tag"] == NONE, "final_test_acc"].fillna(0.0)).mean()
+    assert items["baseline_trained", ""].value == pytest.approx(expected)

@@ -5,9 +5,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from normtheory.study import Results
+from normtheory.results import Results
 from normtheory.verdicts import judge_study
-from studies.ghost_batch import MAIN, ORDER, STUDY, outcomes
+from studies.ghost_batch import (
+    MAIN,
+    ORDER,
+    STUDY,
+    TRAINSET_ACC,
+    TRAINSET_LOSS,
+    outcomes,
+    statistics,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,7 +33,7 @@ def test_ghost_batch(study_cli):
     assert all(f"{t}:" in acc_row["detail"] for t in ORDER)
     claim = study_cli.claims().set_index("claim").loc["GHOST-REG"]
     assert claim["verdict"] in {"inconclusive", "not testable at this scale"}  # 2 seeds, tiny nets
-    study_cli.figures(["accuracy"])
+    study_cli.figures(["accuracy", "generalization_gap"])
     table = outcomes(Results.load(out))
     assert len(table) == len(ORDER) * 2 and set(table["tag"]) == set(ORDER)
     assert np.isfinite(table[["gap", "train_set_loss"]]).all().all()
@@ -61,7 +69,7 @@ def _results(gain, *, gap_cut=0.02, bn_acc=0.9, seeds=6) -> Results:
                 )
                 records += [
                     {"cell": label, "seed": s, "step": 99, "metric": m, "key": "", "value": v}
-                    for m, v in (("trainset.data_loss", train_loss), ("trainset.data_acc", 0.99))
+                    for m, v in ((TRAINSET_LOSS, train_loss), (TRAINSET_ACC, 0.99))
                 ]
     return Results(pd.DataFrame(records), pd.DataFrame(cells), {})
 
@@ -90,3 +98,31 @@ def test_ghost_batch_verdicts_on_known_answers():
     assert untrained.verdict == "not testable at this scale"
     few = judge_study(STUDY, _results(0.03, seeds=3))["GHOST-REG"]
     assert (few.verdict, few.note) == ("inconclusive", "underpowered")
+
+
+def test_trainset_metrics_are_the_renamed_hook_constants():
+    assert (TRAINSET_LOSS, TRAINSET_ACC) == ("trainset.data_loss", "trainset.data_acc")
+
+
+def test_diverged_run_counts_as_accuracy_zero_failed_is_missing():
+    """The one final-metric policy (`normtheory.analysis.FINAL_METRIC_POLICY`): a diverged run
+    did not train (accuracy 0; before issue 14 this study left it out) and has no generalization
+    gap; a failed run has no outcome and leaves its pair."""
+    results = _results(0.03)
+    cells = results.cells
+    main_32 = (cells["tag"] == MAIN) & (cells["batch_size"] == 32)
+    cells.loc[main_32 & (cells["seed"] == 1), ["status", "final_test_acc", "final_test_loss"]] = [
+        "diverged", np.nan, np.nan
+    ]  # fmt: skip
+    cells.loc[main_32 & (cells["seed"] == 2), ["status", "final_test_acc"]] = ["failed", np.nan]
+    rows = {(i.name, i.condition): i for i in statistics(results) if hasattr(i, "values")}
+    gain = rows["acc_gain", "32"].values
+    bn = cells[(cells["tag"] == "BN") & (cells["batch_size"] == 32)].set_index("seed")
+    assert list(gain.index) == [0, 1, 3, 4, 5]
+    assert gain[1] == pytest.approx(0.0 - bn.loc[1, "final_test_acc"])
+    # the gap reduction averages the pairs a seed has: seed 1 keeps only batch 128
+    gaps = outcomes(results).set_index(["tag", "batch_size", "seed"])["gap"]
+    assert np.isnan(gaps[MAIN, 32, 1]) and (MAIN, 32, 2) not in gaps.index
+    cut = rows["gap_reduction", ""].values
+    assert cut.index.tolist() == list(range(6))
+    assert cut[1] == pytest.approx(gaps["BN", 128, 1] - gaps[MAIN, 128, 1])

@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 
 from normtheory.claims import get_claim
-from normtheory.results import load
-from normtheory.study import Results
+from normtheory.results import Results, load
 from normtheory.verdicts import judge_study
 from studies.hessian_depth import STUDY
 

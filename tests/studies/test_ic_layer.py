@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from normtheory.study import Results
+from normtheory.hooks import LossAccuracy, NeuronInformation
+from normtheory.results import Results
 from normtheory.verdicts import judge_study
 from studies.ic_layer import BASELINE, IC, ORDER, STUDY, per_run
 
@@ -27,7 +28,7 @@ def test_ic_layer(study_cli):
     order = rows[rows["claim"] == "IC-ORDER"]
     assert (order["n_seeds"] == 2).all() and order["estimate"].notna().all()
     assert set(order["note"]) == {"underpowered: 2 < 5 seeds"}
-    study_cli.figures(["training", "dependence"])
+    study_cli.figures(["training", "accuracy", "dependence"])
     runs = per_run(Results.load(out))
     assert len(runs) == 6 and runs["train_auc"].notna().all()
     assert runs["final_test_acc"].between(0, 1).all()
@@ -55,11 +56,11 @@ def _fake(
             loss = 0.3 + np.exp(-steps / 60) + shift
             cell = dict(cell=f"{dataset},{tag}", seed=seed, dataset=dataset, tag=tag)
             records += [
-                dict(cell, step=t, metric="outcome.train_loss", key="", value=v)
+                dict(cell, step=t, metric=LossAccuracy.TRAIN_LOSS, key="", value=v)
                 for t, v in zip(steps, loss)
             ]
             records += [
-                dict(cell, step=t, metric="outcome.test_loss", key="", value=v + 0.1)
+                dict(cell, step=t, metric=LossAccuracy.TEST_LOSS, key="", value=v + 0.1)
                 for t, v in zip(steps, loss)
             ]
             for t in (0, 50, 100):
@@ -70,7 +71,13 @@ def _fake(
                     if layer == "conv1":
                         fraction = 0.3  # the first layer is fed by the data, not by ReLU
                     records.append(
-                        dict(cell, step=t, metric="info.same_sign", key=layer, value=fraction)
+                        dict(
+                            cell,
+                            step=t,
+                            metric=NeuronInformation.SAME_SIGN,
+                            key=layer,
+                            value=fraction,
+                        )
                     )
             cells.append(dict(cell, status="completed", final_test_acc=acc))
     return Results(pd.DataFrame(records), pd.DataFrame(cells), {})
@@ -104,3 +111,19 @@ def test_ic_sign_verdicts_on_known_runs():
     fails = judge_study(STUDY, _fake(min_sign=0.9))["IC-SIGN"]
     assert fails.verdict == "exact-fails"
     assert fails.headline.estimate == pytest.approx(0.1)
+
+
+def test_ic_order_counts_a_diverged_run_as_accuracy_zero():
+    """Final test accuracy follows the one final-metric policy: a diverged IC net counts as
+    accuracy 0 (its seed's gain is about −0.95, not missing); a failed run is left out."""
+    fake = _fake()
+    cells = fake.cells.copy()
+    diverged = (cells["tag"] == IC) & (cells["seed"] == 0)
+    cells.loc[diverged, ["status", "final_test_acc"]] = ["diverged", np.nan]
+    cells.loc[(cells["tag"] == IC) & (cells["seed"] == 1), "status"] = "failed"
+    results = Results(fake.records, cells, {})
+    runs = per_run(results).set_index(["tag", "seed"])["final_test_acc"]
+    assert runs[IC, 0] == 0 and np.isnan(runs[IC, 1])
+    gain = {r.name: r for r in judge_study(STUDY, results)["IC-ORDER"].rows}["test_acc_gain"]
+    assert gain.n_seeds == 4  # the failed seed has no pair
+    assert gain.estimate == pytest.approx((-0.95 + 3 * 0.01) / 4, abs=0.01)

@@ -7,8 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from normtheory.results import load
-from normtheory.study import Results
+from normtheory.results import Results, load
 from normtheory.verdicts import judge_study
 from studies.lr_stability import LRS, STUDY, lr_resolution, max_stable_lr
 

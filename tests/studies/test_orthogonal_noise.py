@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from normtheory.hooks import OrthogonalWeightNorm
+from normtheory.results import Results
 from normtheory.stats import EXACT
-from normtheory.study import Results
 from normtheory.verdicts import judge_study
 from studies.orthogonal_noise import LR, OPTIMIZERS, SETUPS, STUDY, first_layer, orth_table
 
@@ -76,10 +77,10 @@ def _fake(
             ratio = decay * (1 + wd_dev) if tag == "SGD+WD" and odd else decay
             values = dict(ratio=ratio, drift=drift, relative=relative, complement_dim=18)
             records += [
-                dict(cell, step=t, metric=f"orth.{m}", key=layer, value=v)
+                dict(cell, step=t, metric=OrthogonalWeightNorm.PREFIX + m, key=layer, value=v)
                 for m, v in values.items()
             ]
-            records.append(dict(cell, step=t, metric="orth.updates", key="", value=t))
+            records.append(dict(cell, step=t, metric=OrthogonalWeightNorm.UPDATES, key="", value=t))
         acc = {"SGD+WD": wd_acc, "SGD+WRS": wd_acc + wrs_acc[k] + rng.normal(0, 0.003)}
         cells.append(dict(cell, status="completed", final_test_acc=acc.get(tag, 0.9)))
     return Results(pd.DataFrame(records), pd.DataFrame(cells), {})

@@ -6,7 +6,8 @@ from itertools import product
 import pandas as pd
 import pytest
 
-from normtheory.study import Results
+from normtheory.hooks import ScaleInvariance
+from normtheory.results import Results
 from normtheory.verdicts import judge_study
 from studies.scale_invariance import STUDY
 
@@ -46,7 +47,7 @@ def _fake(seeds: int = 5, bn_cos: float = 1e-5, bn_res: float = 1e-6) -> Results
             if norm == "group":
                 values.update(cosine_channel=0.9, residual_channel=0.1)
             rows += [
-                dict(cell, step=step, metric=f"scale_inv.{m}", key=layer, value=v)
+                dict(cell, step=step, metric=ScaleInvariance.PREFIX + m, key=layer, value=v)
                 for m, v in values.items()
             ]
     return Results(pd.DataFrame(rows), pd.DataFrame(), {})

@@ -5,9 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from normtheory.study import Results
+from normtheory.hooks import Singularities
+from normtheory.results import Results
 from normtheory.verdicts import judge_study
-from studies.singularities import NORMS, STUDY, health, per_run
+from studies.singularities import NORMS, STUDY, per_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,7 +30,7 @@ def test_singularities(study_cli):
     assert rows["detail"].str.contains("Spearman").all()
     study_cli.figures(["drift", "accuracy_relation"])
     results = Results.load(out)
-    singular = results.records[results.records["metric"].str.startswith("singular.")]
+    singular = results.records[results.records["metric"].isin(Singularities.METRICS)]
     assert set(singular["key"]) == {"norm1", "norm2"}
     assert np.isfinite(singular["value"]).all()
     runs = per_run(results)
@@ -40,11 +41,9 @@ def test_singularities(study_cli):
     row = rows.set_index("name").loc["statdiff_gn"]
     assert row["estimate"] == pytest.approx((wide["group"] - wide["group+ws"]).mean(), rel=1e-3)
     # Train-mode BN with γ = 1, β = 0 outputs zero-mean, unit-variance channels at step 0.
-    table = health(results)
-    bn_start = table[(table["norm"] == "batch") & (table["step"] == 0)]["stat_diff"]
-    assert len(bn_start) == 2 and (bn_start < 1e-2).all()
-    gn_start = table[(table["norm"] == "group") & (table["step"] == 0)]["stat_diff"]
-    assert (gn_start > 0.05).all()  # GN normalizes groups, not channels
+    start = runs.set_index(["norm", "seed"])["stat_diff_start"]
+    assert len(start["batch"]) == 2 and (start["batch"] < 1e-2).all()
+    assert (start["group"] > 0.05).all()  # GN normalizes groups, not channels
 
 
 STEPS = (0, 25, 50, 75, 100)
@@ -76,7 +75,7 @@ def _results(rise, *, dead=0.1, seeds=6) -> Results:
                             "seed": s,
                             "step": step,
                             "norm": norm,
-                            "metric": f"singular.{k}",
+                            "metric": Singularities.PREFIX + k,
                             "key": layer,
                             "value": v,
                         }
@@ -111,3 +110,15 @@ def test_singularities_verdicts_on_known_answers():
     assert alive.verdict == "not testable at this scale"
     few = judge_study(STUDY, _results(0.3, seeds=3))["WS-SINGULAR"]
     assert (few.verdict, few.note) == ("inconclusive", "underpowered")
+
+
+def test_singularities_per_run_counts_a_diverged_run_as_accuracy_zero():
+    """The accuracy the detail and the figure relate StatDiff to follows the one final-metric
+    policy: a diverged run is accuracy 0, a failed one is left out."""
+    results = _results(0.3)
+    cells = results.cells.copy()
+    cells.loc[0, "status"], cells.loc[1, "status"] = "diverged", "failed"
+    runs = per_run(Results(results.records, cells, {})).set_index(["norm", "seed"])["test_acc"]
+    assert runs[cells.loc[0, "norm"], cells.loc[0, "seed"]] == 0
+    assert np.isnan(runs[cells.loc[1, "norm"], cells.loc[1, "seed"]])
+    assert runs.drop([(cells.loc[i, "norm"], cells.loc[i, "seed"]) for i in (0, 1)]).gt(0.9).all()

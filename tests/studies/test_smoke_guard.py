@@ -7,7 +7,7 @@ import pytest
 STUDY = """
 from normtheory.experiment import TrainCell
 from normtheory.study import Grid, Profile, Study
-from normtheory.verdicts import CheckValue, sample
+from normtheory.evidence import CheckValue, sample
 
 BASE = TrainCell(dataset="gaussian_mixture", arch="mlp", width=4, depth=1, steps=3, batch_size=16)
 

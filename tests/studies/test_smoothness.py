@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 
 from normtheory.claims import get_claim
-from normtheory.results import load
-from normtheory.study import Results
+from normtheory.results import Results, load
 from normtheory.verdicts import judge_study
 from studies.smoothness import STUDY
 
@@ -112,6 +111,20 @@ def test_diverged_run_counts_as_untrained():
     check = {c.name: value for c, value, _ in out["BN-SMOOTH"].checks}
     assert check["both_trained"] == pytest.approx(0.97 * 3 / 5)
     assert out["BN-SMOOTH"].verdict == "not testable at this scale"
+
+
+def test_failed_run_is_left_out():
+    """`FINAL_METRIC_POLICY`: a failed run (an exception) has no outcome and is left out of the
+    accuracy check, where a diverged one counts as accuracy 0 (the study once counted both as 0).
+    """
+    results = synthetic({"BN-SMOOTH": 2.0, "WS-SMOOTH": 1.0})
+    cells = results.cells.copy()
+    hit = (cells["norm"] == "batch") & (cells["seed"] < 2)
+    cells.loc[hit, ["status", "final_test_acc"]] = ["failed", np.nan]
+    out = verdicts(Results(results.records, cells, {}))
+    check = {c.name: value for c, value, _ in out["BN-SMOOTH"].checks}
+    assert check["both_trained"] == pytest.approx(0.95)  # no norm's 0.95; BN's 3 runs at 0.97
+    assert out["BN-SMOOTH"].verdict == "supported"
 
 
 def test_three_seeds_underpowered():

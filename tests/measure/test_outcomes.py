@@ -1,38 +1,50 @@
-"""Batch-statistics pieces against closed forms: inference example weighing, the train/eval
-discrepancy, dead channels and StatDiff, and the Singularities hook."""
+"""`normtheory.measure.outcomes` against closed forms and direct computation: `accuracy` and
+`evaluate` (eval mode, batch-size weighted mean loss, state restored), inference example weighing
+(Summers & Dinneen 2019; EX-WEIGH of ``CLAIMS.md``) and the train/eval discrepancy."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import TensorDataset
 
-from normtheory.data import load_dataset
-from normtheory.hooks import Monitor, Singularities
-from normtheory.measure.outcomes import example_weighing, train_eval_discrepancy
-from normtheory.measure.singularity import channel_health
-from normtheory.models import build_model
+from normtheory.measure.outcomes import (
+    accuracy,
+    evaluate,
+    example_weighing,
+    train_eval_discrepancy,
+)
 from normtheory.norms import BatchNorm
 
-
-def _trained_bn_convnet(steps=20):
-    from normtheory.train import TrainConfig, train
-
-    train_set, _ = load_dataset("digits", max_train=256)
-    torch.manual_seed(0)
-    model = build_model(
-        "convnet", norm="batch", in_shape=train_set.in_shape, num_classes=10, width=8, depth=2
-    )
-    train(
-        model,
-        train_set,
-        None,
-        TrainConfig(lr=0.1, batch_size=32, steps=steps, seed=0, device="cpu"),
-    )
-    return model.eval(), train_set
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_example_weight_zero_is_standard_eval_and_restores():
-    model, data = _trained_bn_convnet()
+def test_accuracy_is_the_fraction_of_argmax_hits():
+    outputs = torch.tensor([[0.1, 0.9], [2.0, -1.0], [0.3, 0.2], [0.0, 5.0]])
+    assert accuracy(outputs, torch.tensor([1, 0, 1, 0])) == 0.5
+    with pytest.raises(ValueError, match="outputs \\(N, K\\) and targets \\(N,\\)"):
+        accuracy(outputs, torch.tensor([1, 0]))
+
+
+def test_evaluate_is_the_eval_mode_mean_over_uneven_batches(trained_bn_convnet):
+    """Batches of 7 over 30 examples: the loss is weighted by batch size, as one pass gives."""
+    model, data = trained_bn_convnet
+    x, y = data.inputs[:30], data.targets[:30]
+    model.train()
+    buffers = [b.clone() for b in model.buffers()]
+    got = evaluate(model, TensorDataset(x, y), batch_size=7)
+    assert model.training and all(torch.equal(a, b) for a, b in zip(buffers, model.buffers()))
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    assert got["loss"] == pytest.approx(F.cross_entropy(out, y).item(), rel=1e-5)
+    assert got["acc"] == (out.argmax(1) == y).sum().item() / 30 and got["n"] == 30
+    with pytest.raises(ValueError, match="empty dataset"):
+        evaluate(model, TensorDataset(x[:0], y[:0]))
+
+
+def test_example_weight_zero_is_standard_eval_and_restores(trained_bn_convnet):
+    model, data = trained_bn_convnet
     x = data.inputs[:16]
     with torch.no_grad():
         plain = model(x)
@@ -104,8 +116,8 @@ def test_example_weighing_errors():
         pass
 
 
-def test_train_eval_discrepancy_closed_form_and_state_kept():
-    model, data = _trained_bn_convnet()
+def test_train_eval_discrepancy_closed_form_and_state_kept(trained_bn_convnet):
+    model, data = trained_bn_convnet
     x, y = data.inputs[:32], data.targets[:32]
     buffers = [b.clone() for b in model.buffers()]
     got = train_eval_discrepancy(model, x, y)
@@ -124,41 +136,3 @@ def test_train_eval_discrepancy_closed_form_and_state_kept():
     assert got["output_gap"] == pytest.approx(
         float((out_train - out_eval).norm() / out_eval.norm())
     )
-
-
-def test_channel_health_hand_built():
-    y = torch.zeros(4, 3, 2, 2)
-    y[:, 0] = -1.0  # channel 0: always ≤ 0 → dead
-    y[0, 1, 0, 0] = 2.0  # channel 1: on for example 0 only
-    y[:, 2] = torch.randn(4, 2, 2).abs() + 0.1  # channel 2: always on
-    h = channel_health(y)
-    assert h.dead.tolist() == [True, False, False]
-    assert h.off_fraction.tolist() == [1.0, 0.75, 0.0]
-    ch1 = y[:, 1].reshape(-1).double()
-    mu, sd = ch1.mean(), ch1.std(correction=0)
-    assert h.stat_diff[1].item() == pytest.approx(float((mu**2 + (sd - 1) ** 2).sqrt()))
-    assert h.mean_shift[1].item() == pytest.approx(float(mu / sd))
-    assert h.stat_diff[0].item() == pytest.approx(2**0.5)  # mean −1, sd 0
-    assert h.summary()["dead"] == pytest.approx(1 / 3)
-    with pytest.raises(ValueError, match="N >= 2"):
-        channel_health(torch.zeros(1, 3))
-
-
-def test_singularities_hook_records_every_norm_layer():
-    model, data = _trained_bn_convnet()
-    model.train()
-    monitor = Monitor(model, [Singularities(probe=data.inputs[:64])])
-    rows = monitor.start()
-    assert {r[2] for r in rows} == {"norm1", "norm2"}
-    assert {r[1] for r in rows} == {
-        "singular.dead",
-        "singular.off",
-        "singular.stat_diff",
-        "singular.mean_shift",
-    }
-    # train-mode BN output: per channel mean β and sd |γ| (over examples and positions)
-    bn = model.norm1
-    gamma, beta = bn.weight.detach().double(), bn.bias.detach().double()
-    expected = ((beta**2 + (gamma.abs() - 1) ** 2).sqrt()).mean()
-    got = next(r[3] for r in rows if r[1] == "singular.stat_diff" and r[2] == "norm1")
-    assert got == pytest.approx(float(expected), abs=1e-3)

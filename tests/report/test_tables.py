@@ -1,0 +1,123 @@
+"""`normtheory.report.tables`: numbers as the report prints them, and which run's verdict stands
+for a claim when several runs judged it: a run that reached a verdict, complete, of the highest
+profile tier, then the latest; an exact claim holds only when every run's exact rows hold. The
+sections are built by hand, so each rule is checked on its own."""
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from normtheory.claims import CLAIMS
+from normtheory.report.tables import (
+    Section,
+    claim_rows,
+    estimate_text,
+    fmt,
+    meta,
+    statistic_rows,
+)
+from normtheory.stats import NOT_RUN, Verdict
+from normtheory.verdicts import ClaimVerdict
+
+CLAIM = "GN-BATCH"  # empirical, registered to the batch_size study
+EXACT = "BN-GRAD"  # exact, registered to exact_checks
+
+
+def _verdict(claim=CLAIM, verdict="supported", est=0.1, lo=0.05, hi=0.15, n=5, stat="s"):
+    return Verdict(claim, verdict, stat, est, lo, hi, 0.95, n, "t", name=stat)
+
+
+def _section(run, verdict="supported", *, claim=CLAIM, study=None, profile="quick",
+             finished="2026-01-01", expected=4, complete=4, rows=None) -> Section:  # fmt: skip
+    rows = rows if rows is not None else [_verdict(claim, verdict)]
+    cv = ClaimVerdict(claim, verdict, rows=rows, n_seeds=5, headline=rows[0] if rows else None)
+    manifest = {"profile": profile, "finished_at": finished, "tests": {}}
+    return Section(
+        run=Path("runs") / run, study_name=study or CLAIMS[claim].study, title="t",
+        description="", manifest=manifest, claim_verdicts={claim: cv}, expected=expected,
+        complete=complete,
+    )  # fmt: skip
+
+
+def _stands(sections, claim=CLAIM) -> dict:
+    return next(r for r in claim_rows(sections, {}) if r["claim"] == claim)
+
+
+@pytest.mark.parametrize(
+    "x,text",
+    [(None, "–"), (math.nan, "–"), (math.inf, "–"), (0.123456, "0.123"), (1234.5, "1.23e+03"),
+     (5, "5")],
+)  # fmt: skip
+def test_fmt(x, text):
+    assert fmt(x) == text
+
+
+def test_estimate_text():
+    assert estimate_text(_verdict(est=0.1, lo=0.05, hi=0.15)) == "0.1 [0.05, 0.15]"
+    assert estimate_text(_verdict(lo=math.nan, hi=math.nan)) == "0.1"  # no interval
+    assert estimate_text(_verdict(verdict="exact-holds", est=1e-12)) == "1e-12"
+    assert estimate_text(_verdict(verdict=NOT_RUN)) == estimate_text(None) == "–"
+
+
+def test_without_runs_every_claim_is_a_not_run_row_naming_the_command():
+    rows = claim_rows([], {CLAIM: ["normtheory run batch_size", "normtheory run x"]})
+    assert [r["claim"] for r in rows] == list(CLAIMS)
+    assert {r["verdict"] for r in rows} == {NOT_RUN}
+    assert _stands([])["reason"] == "not run: no study tests it yet"
+    row = next(r for r in rows if r["claim"] == CLAIM)
+    assert row["reason"] == "not run: `normtheory run batch_size` or `normtheory run x`"
+
+
+@pytest.mark.parametrize(
+    "a,b",
+    [
+        (dict(verdict=NOT_RUN), dict(verdict="refuted")),  # a verdict beats none
+        (dict(complete=2), dict(finished="2020-01-01")),  # complete beats partial, even older
+        (dict(profile="paper", complete=2), dict(profile="quick")),  # partial loses first
+        (dict(profile="quick"), dict(profile="standard", finished="2020-01-01")),  # tier
+        (dict(finished="2026-01-01"), dict(finished="2026-02-01")),  # then the latest
+        (dict(study="other"), dict(finished="2020-01-01", profile="quick")),  # its own study
+    ],
+    ids=["verdict", "complete", "complete-over-tier", "tier", "latest", "registered-study"],
+)
+def test_which_run_stands_for_a_claim(a, b):
+    sections = [_section("a", **({"verdict": "supported"} | a)), _section("b", **b)]
+    for order in (sections, sections[::-1]):
+        assert _stands(order)["run"] == "b"
+
+
+def test_an_exact_claim_holds_only_when_every_runs_exact_rows_hold():
+    holds = [_verdict(EXACT, "exact-holds", est=1e-12, stat="max_rel_error")]
+    fails = [_verdict(EXACT, "exact-fails", est=0.3, stat="bad identity")]
+    both_hold = [_section("a", "exact-holds", claim=EXACT, rows=holds),
+                 _section("b", "exact-holds", claim=EXACT, rows=holds, study="other")]  # fmt: skip
+    row = _stands(both_hold, EXACT)
+    assert row["verdict"] == "exact-holds" and row["run"] == "a"  # its registered study's run
+    assert row["reason"] == "2 exact check(s) within tolerance in a, b"
+    one_fails = [both_hold[0], _section("c", "exact-fails", claim=EXACT, rows=fails)]
+    row = _stands(one_fails, EXACT)
+    assert row["verdict"] == "exact-fails" and row["run"] == "c"
+    assert row["reason"] == "fails: bad identity" and row["estimate"] == "0.3"
+
+
+def test_statistic_rows_are_every_row_of_every_section():
+    sections = [
+        _section("a", rows=[_verdict(stat="x"), _verdict(stat="y")]),
+        _section("b", rows=[_verdict(stat="z")]),
+    ]
+    rows = statistic_rows(sections)
+    assert [(r["run"], r["name"]) for r in rows] == [("a", "x"), ("a", "y"), ("b", "z")]
+    assert rows[0]["estimate_text"] == "0.1 [0.05, 0.15]" and rows[0]["n_seeds"] == 5
+
+
+def test_meta_counts_the_runs_and_sums_the_training_time():
+    sec = _section("a", expected=4, complete=3)
+    sec.manifest |= {"config": {"seeds": 2, "cells": [{}, {}]}, "git_commit": "abc"}
+    sec.cells = pd.DataFrame({"status": ["completed", "completed", "diverged"],
+                              "wall_time": [1.0, 2.0, 0.5]})  # fmt: skip
+    got = meta(sec)
+    assert got["runs"] == "3 of 4 complete (2 cells × 2 seeds): 2 completed, 1 diverged"
+    assert got["wall time"] == "3.5 s (training)" and got["commit"] == "abc"
+    assert got["finished"] == "2026-01-01" and got["command"] == "–"

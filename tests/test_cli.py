@@ -1,0 +1,184 @@
+"""`normtheory.cli`: argument parsing, what each command calls with which arguments, what it prints
+and its exit code (0 done, 1 failed cells or a failing exact claim, 2 bad input, one line on
+stderr). The commands' work is replaced by stand-ins that record their calls, so these tests run
+in milliseconds; end-to-end runs are in ``test_bad_input.py``, ``test_sweep.py``,
+``test_verify.py``, ``test_sequential.py`` and the report tests."""
+
+import shlex
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+import normtheory.report
+import normtheory.sweep
+import normtheory.verify
+from normtheory import __version__
+from normtheory.claims import CLAIMS
+from normtheory.cli import main
+from normtheory.registry import list_studies, load_study
+from normtheory.sweep import RunSummary
+
+STUDY = str(Path(__file__).with_name("fault_study.py"))
+
+
+@pytest.fixture
+def sweep(monkeypatch, tmp_path):
+    """Replaces `run_sweep`: records (study name, kwargs); ``.failed`` sets failed cells."""
+    calls = SimpleNamespace(args=[], failed=0)
+
+    def fake(study, **kw):
+        calls.args.append((study.name, kw))
+        summary = RunSummary(tmp_path / "run", total=4, completed=4 - calls.failed)
+        summary.failed = calls.failed
+        summary.errors = [f"cell{i} seed=0: RuntimeError: boom" for i in range(calls.failed)]
+        return summary
+
+    monkeypatch.setattr(normtheory.sweep, "run_sweep", fake)
+    return calls
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"normtheory {__version__}"
+
+
+@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["run"], ["run", STUDY, "--bogus"]])
+def test_bad_command_lines_exit_2_with_one_line(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("normtheory: error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_list_prints_every_study_and_the_statements_of_its_claims(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in list_studies():
+        study = load_study(name)
+        assert f"{name:22s} {study.title}" in out
+        for claim in study.claims:
+            assert f"  {claim:14s} {CLAIMS[claim].statement}" in out
+
+
+def test_run_passes_the_options_and_overrides_given_anywhere(sweep, capsys):
+    argv = ["run", STUDY, "steps=5", "--profile", "faults", "--seeds", "3", "--device", "cpu",
+            "--out", "somewhere", "lr=0.1,0.2", "--threads", "2"]  # fmt: skip
+    assert main(argv) == 0
+    ((name, kw),) = sweep.args
+    assert name == "fault_study"
+    assert kw.pop("progress") is not None
+    assert kw == dict(
+        profile="faults", seeds=3, device="cpu", out="somewhere",
+        overrides={"steps": "5", "lr": "0.1,0.2"}, executor="local", workers=1, threads=2,
+        ray_address=None, command="normtheory " + shlex.join(argv),
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert "fault_study: 4 cells × seeds" in out and "next: normtheory report" in out
+
+
+def test_run_defaults(sweep):
+    assert main(["run", STUDY]) == 0
+    ((_, kw),) = sweep.args
+    assert (kw["profile"], kw["seeds"], kw["device"], kw["out"]) == ("quick", None, "auto", None)
+    assert (kw["executor"], kw["workers"], kw["threads"], kw["overrides"]) == ("local", 1, 1, {})
+
+
+@pytest.mark.parametrize(
+    "options,workers",
+    [(["--executor", "process"], 2), (["--executor", "process", "--workers", "3"], 3)],
+)
+def test_a_pool_gets_two_workers_unless_told(options, workers, sweep):
+    assert main(["run", STUDY, *options]) == 0
+    assert sweep.args[0][1]["workers"] == workers
+
+
+def test_failed_cells_exit_1_and_list_at_most_five_errors(sweep, capsys):
+    sweep.failed = 7
+    assert main(["run", STUDY]) == 1
+    out = capsys.readouterr().out
+    assert out.count("  failed: cell") == 5 and "cell4 seed=0" in out and "cell5" not in out
+    assert "7 cell(s) failed" in out and "rerun the same command" in out
+    assert "next: normtheory report" not in out
+
+
+def test_a_multi_line_error_is_shown_as_its_first_line(monkeypatch, capsys):
+    def fake(study, **kw):
+        raise ValueError("the first line\nand more detail")
+
+    monkeypatch.setattr(normtheory.sweep, "run_sweep", fake)
+    assert main(["run", STUDY]) == 2
+    assert capsys.readouterr().err == "normtheory: error: the first line\n"
+
+
+def test_ctrl_c_says_how_to_resume(monkeypatch, capsys):
+    def fake(study, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(normtheory.sweep, "run_sweep", fake)
+    assert main(["run", STUDY]) == 2
+    assert "interrupted; complete cells are stored, rerun the same command" in (
+        capsys.readouterr().err
+    )
+
+
+@pytest.fixture
+def report(monkeypatch, tmp_path):
+    calls = []
+
+    def fake(runs, out, *, command, figures_only):
+        calls.append((list(runs), out, command, figures_only))
+        return Path(out) / "index.html"
+
+    monkeypatch.setattr(normtheory.report, "build_report", fake)
+    monkeypatch.setattr(normtheory.report, "find_runs", lambda root: [tmp_path / "found"])
+    (tmp_path / "found").mkdir()
+    return calls
+
+
+def test_report_of_named_runs_and_of_every_run_under_runs(report, tmp_path, capsys):
+    run = tmp_path / "a"
+    run.mkdir()
+    assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 0
+    assert report[-1] == ([run], str(tmp_path / "rep"), f"normtheory report {run} --out "
+                          f"{tmp_path / 'rep'}", False)  # fmt: skip
+    assert f"report: {tmp_path / 'rep' / 'index.html'} (1 run(s))" in capsys.readouterr().out
+    assert main(["report", "--figures-only"]) == 0
+    assert report[-1][0] == [tmp_path / "found"] and report[-1][1:] == (
+        "reports", "normtheory report --figures-only", True,
+    )  # fmt: skip
+    assert capsys.readouterr().out.strip() == f"figures: {Path('reports') / 'figures'}"
+
+
+def test_report_of_a_missing_folder_is_bad_input(report, tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert f"no results folder at {tmp_path / 'nowhere'}" in capsys.readouterr().err
+    assert report == []
+
+
+@pytest.mark.parametrize(
+    "verdicts,code",
+    [(["exact-holds", "supported"], 0), (["exact-fails", "exact-holds", "refuted"], 1)],
+)
+def test_verify_prints_the_table_and_exits_1_only_for_a_failing_exact_claim(
+    verdicts, code, monkeypatch, tmp_path, capsys
+):
+    calls = []
+    claims = pd.DataFrame({
+        "claim": [f"C{i}" for i in range(len(verdicts))], "verdict": verdicts, "label": verdicts,
+        "statistic": "s", "estimate": "1", "reason": "", "seeds": 5, "profile": "quick",
+    })  # fmt: skip
+
+    def fake(**kw):
+        calls.append(kw)
+        return normtheory.verify.Verified(tmp_path / "index.html", claims, failed_studies=["x"])
+
+    monkeypatch.setattr(normtheory.verify, "verify", fake)
+    assert main(["verify", "--studies", "a, b,", "--device", "cpu", "--out", "o"]) == code
+    (kw,) = calls
+    assert kw["studies"] == ["a", "b"] and kw["skip_studies"] is False
+    assert (kw["runs"], kw["out"], kw["device"], kw["executor"]) == ("runs", "o", "cpu", "local")
+    captured = capsys.readouterr()
+    assert "normtheory: claims" in captured.out and "C0" in captured.out
+    assert "studies with failed cells or not run: x" in captured.err
+    assert ("exact claims that fail: C0" in captured.err) == (code == 1)
