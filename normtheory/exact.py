@@ -1,10 +1,15 @@
 """The exact claims' problems: BN-GRAD, BN-HESS, WS-GRAD, SI-ORTH, SI-GROWTH, SPAN-ORTH, IC-CORR and
 IC-MI (``CLAIMS.md``), each on a small seeded float64 problem, in seconds.
 
-Each check computes both sides of its identity with the library's measurement functions and
-returns the worst deviation as `normtheory.verdicts.Exact` evidence; the registry's tolerance
-decides (`normtheory/claims.toml`: 1e-10 relative for the identities; for IC-CORR and IC-MI,
-which hold in expectation over dropout masks, 4 standard errors of the estimated ratio). The
+Each check computes the left-hand side of its claim through the library's own code (its
+BatchNorm, GroupNorm and WS layers, models from `build_model`, `find_scale_invariant`,
+`InputSpan`, `dropout_ratios`) and the right-hand side independently of it (the closed form on
+an explicit float64 forward with the biased variance and ε = 0, the subspace the inputs were
+drawn from, the factor q or q²), so a bug in the library makes the sides disagree
+(``tests/test_exact_mutations.py`` injects such bugs). It returns the worst deviation as
+`normtheory.verdicts.Exact` evidence and the registry's tolerance decides
+(`normtheory/claims.toml`: 1e-10 relative for the identities; for IC-CORR and IC-MI, which hold
+in expectation over dropout masks, 4 standard errors of the estimated ratio). The
 ``exact_checks`` study runs them as an ordinary study and ``normtheory verify`` runs that study.
 """
 
@@ -105,6 +110,31 @@ def check_si_growth(
     return Exact("SI-GROWTH", "rel_error", worst, 1, detail + "; ".join(parts))
 
 
+def _span_batches(
+    seed: int, steps: int, size: int = 16
+) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    """`steps` batches (size, 8) whose spans differ and overlap, their labels, and an
+    orthonormal basis B (8, 3) of the span of all of them.
+
+    With b1, b2, b3 the columns of B, batch t is drawn from family t mod 3: span{b1, b2},
+    span{b2, b3}, then span{b1 − b3} (a mix of the first two, in neither). No batch spans all
+    of span(B); with 20 steps the last one is from span{b2, b3} and misses b1."""
+    gen = _gen(seed)
+    basis, _ = torch.linalg.qr(torch.randn(8, 3, generator=gen, dtype=torch.float64))
+    b1, b2, b3 = basis.T
+    families = (
+        torch.stack([b1, b2], 1),
+        torch.stack([b2, b3], 1),
+        (b1 - b3)[:, None],
+    )  # (8, k) each
+    xs, ys = [], []
+    for t in range(steps):
+        fam = families[t % 3]
+        xs.append(torch.randn(size, fam.shape[1], generator=gen, dtype=torch.float64) @ fam.T)
+        ys.append(torch.randint(3, (size,), generator=gen))
+    return xs, ys, basis
+
+
 def check_span_orth(
     seed: int = 0,
     *,
@@ -113,15 +143,17 @@ def check_span_orth(
     steps: int = 20,
     shrink: Callable[[float, float], float] = lambda lr, wd: 1 - lr * wd,
 ) -> Exact:
-    """SPAN-ORTH: the first layer of a BN MLP sees inputs in a 3-dim subspace of R⁸; after
-    `steps` SGD steps (plain, with momentum 0.9, and with weight decay λ) its component W·P⊥
-    outside the span of the inputs seen (`InputSpan`) must be unchanged, resp. equal
-    shrink(η, λ)^t · W_0·P⊥ with the claimed shrink = 1 − ηλ. Error: the largest
+    """SPAN-ORTH: the first layer of a BN MLP (`build_model`, ε = 0, float64) is trained for
+    `steps` steps of SGD (plain, with momentum 0.9, and with weight decay λ), batch t drawn from
+    one of three overlapping subspaces of R⁸ (`_span_batches`), together spanning a 3-dim S.
+    The library's `InputSpan` is fed every batch; its complement projector P⊥ gives the left
+    side W_t·P⊥. The right side is the claim on the known span: shrink(η, λ)^t · W_0·Q⊥ with
+    Q⊥ = I − B Bᵀ from the basis B of S the batches were drawn from (shrink = 1 − ηλ with
+    decay, 1 without). A span that forgets earlier batches (or never adds later ones) puts
+    directions the weight moved in into P⊥, and the sides disagree. Error: the largest
     ‖W_t P⊥ − predicted‖ / ‖predicted‖. Passing another `shrink` shows the check can fail."""
-    gen = _gen(seed)
-    basis, _ = torch.linalg.qr(torch.randn(8, 3, generator=gen, dtype=torch.float64))
-    x = torch.randn(64, 3, generator=gen, dtype=torch.float64) @ basis.T  # (64, 8), rank 3
-    y = torch.randint(3, (64,), generator=gen)
+    xs, ys, basis = _span_batches(seed, steps)
+    oracle = torch.eye(8, dtype=torch.float64) - basis @ basis.T  # (8, 8), Q⊥
     worst, parts = 0.0, []
     for tag, momentum, wd in (
         ("SGD", 0.0, 0.0),
@@ -133,21 +165,19 @@ def check_span_orth(
         span = InputSpan(layer)
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=wd)
         w0 = layer.weight.detach().clone()
-        order = torch.Generator().manual_seed(seed + 1)
-        for _ in range(steps):
-            idx = torch.randperm(len(x), generator=order)[:16]
-            span.update(x[idx])
+        for x, y in zip(xs, ys):
+            span.update(x)
             opt.zero_grad()
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            F.cross_entropy(model(x), y).backward()
             opt.step()
-        proj = span.complement_projector()  # (8, 8)
-        predicted = shrink(lr, wd) ** steps * (w0 @ proj) if wd else w0 @ proj
-        err = float((layer.weight.detach() @ proj - predicted).norm() / predicted.norm())
+        got = layer.weight.detach() @ span.complement_projector()  # (16, 8)
+        predicted = (shrink(lr, wd) ** steps if wd else 1.0) * (w0 @ oracle)
+        err = float((got - predicted).norm() / predicted.norm())
         worst = max(worst, err)
         parts.append(f"{tag}: {err:.2g}")
     detail = (
-        f"first layer of a BN MLP, inputs in a 3-dim subspace of R⁸, {steps} steps "
-        f"(η = {lr:g}, λ = {weight_decay:g}); " + "; ".join(parts)
+        f"first layer of a BN MLP, batches from span{{b1, b2}}, span{{b2, b3}}, span{{b1 − b3}} "
+        f"in R⁸ in turn, {steps} steps (η = {lr:g}, λ = {weight_decay:g}); " + "; ".join(parts)
     )
     return Exact("SPAN-ORTH", "rel_error", worst, 1, detail)
 
@@ -227,8 +257,9 @@ _CHECKS = {
 
 def exact_check(claim: str, seed: int = 0) -> Exact:
     """The evidence of one exact claim on the problem of `seed`. BN-GRAD, BN-HESS, WS-GRAD and
-    SI-ORTH come from `run_exact_checks` (both sides of each identity in float64); SI-GROWTH,
-    SPAN-ORTH, IC-CORR and IC-MI from the checks above. The global RNG state is untouched."""
+    SI-ORTH come from `run_exact_checks` (the library's layers against the explicit float64
+    forward); SI-GROWTH, SPAN-ORTH, IC-CORR and IC-MI from the checks above. The global RNG
+    state is untouched."""
     if claim in _CHECKS:
         return _CHECKS[claim](seed)
     checks = [c for c in run_exact_checks(seed) if c.claim == claim]

@@ -1,20 +1,26 @@
 """Exact identities of normalization layers, both sides computed: BN-GRAD, BN-HESS, WS-GRAD,
 SI-ORTH (see CLAIMS.md).
 
-Each check takes the left-hand side from autograd through an explicit float64 forward with
-eps = 0 (`bn_forward_exact`, `ws_forward_exact`) and the right-hand side from the paper's closed
-form, and returns an `IdentityCheck`. Inputs are detached and cast to float64; loss callables
-must accept float64 tensors. `run_exact_checks` builds small random problems for
-``normtheory verify``. Nothing here touches ``.grad``, module state or the global RNG.
+Each check takes the left-hand side from autograd through the layer under test and the
+right-hand side from the paper's closed form evaluated on an explicit float64 forward with
+eps = 0 (`bn_forward_exact`, `ws_forward_exact`), the oracle; without a layer under test the
+explicit forward is differentiated on both sides. Inputs are detached and cast to float64;
+loss callables must accept float64 tensors. `run_exact_checks` builds the small random problems
+of ``normtheory verify``, whose left-hand sides run through the library's own layers. Nothing
+here touches ``.grad`` or the global RNG.
 
 The checks live by claim family: BN-GRAD and BN-HESS in `normtheory.measure.identities_bn`
 (with the notation), WS-GRAD in `normtheory.measure.identities_ws`, SI-ORTH in
 `normtheory.measure.identities_si`; this module gathers them.
 """
 
+from collections.abc import Callable
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+from torch.func import functional_call
 
 from normtheory.measure.identities_bn import (
     BNHessTerms,
@@ -26,6 +32,7 @@ from normtheory.measure.identities_bn import (
 from normtheory.measure.identities_si import check_si_orth
 from normtheory.measure.identities_ws import check_ws_grad, ws_forward_exact
 from normtheory.measure.identity_check import IdentityCheck
+from normtheory.norms import WSConv2d, WSLinear, build_norm
 
 __all__ = [
     "BNHessTerms",
@@ -41,13 +48,47 @@ __all__ = [
 ]
 
 
-def run_exact_checks(seed: int = 0) -> list[IdentityCheck]:
-    """BN-GRAD, BN-HESS, WS-GRAD and SI-ORTH on small random float64 problems (milliseconds).
+def _library_norm(name: str, gamma: Tensor, beta: Tensor, **kw) -> nn.Module:
+    """The registry's norm `name` over len(gamma) channels, ε = 0, train mode, float64, with
+    the affine parameters gamma, beta."""
+    layer = build_norm(name, len(gamma), eps=0.0, **kw).double().train()
+    with torch.no_grad():
+        layer.weight.copy_(gamma)
+        layer.bias.copy_(beta)
+    return layer
 
-    BN: x (16, 5) -> y = x W1^T (16, 4) -> BN (eps = 0, random gamma, beta) -> tanh -> W2 ->
-    cross-entropy over 3 classes, so H != 0 and <g, y_hat> != 0. WS: a (4, 3, 3, 3) conv weight
-    under a softplus-squared loss. SI-ORTH: W1, which feeds the BN. Uses its own generator, so
-    the global RNG state is untouched.
+
+def _on_columns(layer: nn.Module, shape: tuple[int, ...]) -> Callable[[Tensor], Tensor]:
+    """`layer` on an (N, C, *S) input given as its (m, C) channel columns, m = N · prod(S)."""
+    n, c, *spatial = shape
+
+    def forward(y: Tensor) -> Tensor:  # (m, C) -> (m, C)
+        return layer(y.reshape(n, *spatial, c).movedim(-1, 1)).movedim(1, -1).reshape(-1, c)
+
+    return forward
+
+
+def _ce_head(weight: Tensor, targets: Tensor) -> Callable[[Tensor], Tensor]:
+    """z (m, C) -> cross-entropy of tanh(z) W^T against `targets` (m,): a nonlinear head."""
+    return lambda z: F.cross_entropy(torch.tanh(z) @ weight.T, targets)
+
+
+def run_exact_checks(seed: int = 0) -> list[IdentityCheck]:
+    """BN-GRAD, BN-HESS, WS-GRAD and SI-ORTH on small random float64 problems (milliseconds),
+    the left-hand sides through the library's layers, the right-hand sides on the oracle.
+
+    - BN-GRAD, BN-HESS: the library's BN (``build_norm("batch", 4, eps=0.0)``, train mode,
+      random gamma, beta) on x W1^T (16, 4), and on a conv-shaped (2, 4, 3, 3) input (m = 18
+      per channel), each followed by tanh -> linear -> cross-entropy, so H != 0 and
+      <g, y_hat> != 0.
+    - WS-GRAD: the library's `WSConv2d` (4, 3, 3, 3) under a softplus-squared loss and its
+      `WSLinear` (4, 5) under the cross-entropy head, both with ``ws_eps=0``; the raw weight is
+      swapped in with `torch.func.functional_call`.
+    - SI-ORTH: W1 feeding that BN (per-row invariance, checked for the whole tensor), and an
+      (8, 5) weight feeding the library's GroupNorm (2 groups of 4 channels, ε = 0), which is
+      invariant to a common scale of the whole tensor only.
+
+    Uses its own generator and restores the global RNG state after building the layers.
     """
     gen = torch.Generator().manual_seed(seed)
 
@@ -58,22 +99,47 @@ def run_exact_checks(seed: int = 0) -> list[IdentityCheck]:
     x, w1, w2 = randn(m, d), randn(channels, d), randn(classes, channels)
     gamma, beta = 1 + 0.5 * randn(channels), 0.5 * randn(channels)
     targets = torch.randint(classes, (m,), generator=gen)
-
-    def head(z: Tensor) -> Tensor:  # z (m, C) -> scalar
-        return F.cross_entropy(torch.tanh(z) @ w2.T, targets)
-
-    def through_bn(w: Tensor) -> Tensor:
-        return head(bn_forward_exact(x @ w.T, gamma, beta)[0])
-
-    images, conv_w = randn(2, 3, 6, 6), randn(4, 3, 3, 3)
+    grid = (2, channels, 3, 3)  # a conv layer's BN input: 18 values per channel
+    y_grid = 2.0 * randn(grid[0] * 9, channels) + randn(channels)  # (18, C) columns
+    targets_grid = torch.randint(classes, (len(y_grid),), generator=gen)
+    images, conv_w, lin_w = randn(2, 3, 6, 6), randn(4, 3, 3, 3), randn(channels, d)
+    gn_w, gn_head = randn(8, d), randn(classes, 8)
+    gn_gamma, gn_beta = 1 + 0.5 * randn(8), 0.5 * randn(8)
+    with torch.random.fork_rng(devices=[]):  # the conv and linear constructors draw weights
+        conv = WSConv2d(3, 4, 3, bias=False, ws_eps=0.0).double()
+        linear = WSLinear(d, channels, bias=False, ws_eps=0.0).double()
+    bn = _library_norm("batch", gamma, beta)
+    gn = _library_norm("group", gn_gamma, gn_beta, groups=2)
+    head, head_grid = _ce_head(w2, targets), _ce_head(w2, targets_grid)
+    bn_grid = _on_columns(bn, grid)
 
     def conv_loss(w_hat: Tensor) -> Tensor:
         return F.softplus(F.conv2d(images, w_hat)).square().mean()
 
+    def through_conv(w: Tensor) -> Tensor:
+        return F.softplus(functional_call(conv, {"weight": w}, (images,))).square().mean()
+
+    def through_linear(w: Tensor) -> Tensor:
+        return head(functional_call(linear, {"weight": w}, (x,)))
+
+    def through_gn(w: Tensor) -> Tensor:
+        return F.cross_entropy(torch.tanh(gn(x @ w.T)) @ gn_head.T, targets)
+
     y = x @ w1.T  # (m, C)
-    return [
-        check_bn_grad(y, gamma, beta, head),
-        check_bn_hess(y, gamma, beta, head),
-        check_ws_grad(conv_w, conv_loss),
-        *check_si_orth(w1, through_bn),
-    ]
+    parts = {
+        "library BN, (16, 4) input": [
+            check_bn_grad(y, gamma, beta, head, bn=bn),
+            check_bn_hess(y, gamma, beta, head, bn=bn),
+        ],
+        "library BN, (2, 4, 3, 3) input": [
+            check_bn_grad(y_grid, gamma, beta, head_grid, bn=bn_grid),
+            check_bn_hess(y_grid, gamma, beta, head_grid, bn=bn_grid),
+        ],
+        "WSConv2d": [check_ws_grad(conv_w, conv_loss, loss_of_weight=through_conv)],
+        "WSLinear": [
+            check_ws_grad(lin_w, lambda w_hat: head(x @ w_hat.T), loss_of_weight=through_linear)
+        ],
+        "W1 feeding the BN": check_si_orth(w1, lambda w: head(bn(x @ w.T))),
+        "W feeding GroupNorm (2 groups of 4)": check_si_orth(gn_w, through_gn),
+    }
+    return [replace(c, detail=f"{label}: {c.detail}") for label, cs in parts.items() for c in cs]

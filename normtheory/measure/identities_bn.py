@@ -2,16 +2,24 @@
 
 Notation: m = batch size, y = one channel's BN input (m,), y_hat = (y - mu) / sigma with the
 biased sigma (so <1, y_hat> = 0 and ||y_hat||^2 = m), z = gamma y_hat + beta, g = dL/dz.
-The left-hand sides come from autograd through `bn_forward_exact` (float64, eps = 0).
+
+The left-hand sides come from autograd through the BN under test, ``bn`` (the library's
+`BatchNorm` in ``normtheory verify``; by default the explicit `bn_forward_exact`). The
+right-hand sides are the paper's closed forms, always evaluated on the oracle: mu, sigma,
+y_hat from `bn_forward_exact` (float64, biased variance, eps = 0) and g, H taken at its z, so
+a BN that computes its statistics wrongly makes the two sides disagree.
 """
 
 import math
+from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
 from normtheory.measure.identity_check import IdentityCheck, Loss, scalar_loss, worst_channel
+
+Forward = Callable[[Tensor], Tensor]
 
 
 def _bn_inputs(
@@ -50,12 +58,32 @@ def bn_forward_exact(y: Tensor, gamma: Tensor, beta: Tensor) -> tuple[Tensor, Te
     return gamma * y_hat + beta, y_hat, sigma
 
 
+def _under_test(bn: Forward | None, gamma: Tensor, beta: Tensor) -> Forward:
+    """The BN whose derivatives form the left-hand side: `bn`, or the explicit forward."""
+    return bn if bn is not None else (lambda y: bn_forward_exact(y, gamma, beta)[0])
+
+
+def _oracle(
+    y: Tensor, gamma: Tensor, beta: Tensor, loss_of_z: Loss, create_graph: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The right-hand sides' ingredients from the explicit forward on a fresh leaf of y:
+    v = grad_y L (m, C), z (m, C), g = dL/dz (m, C) at that z, y_hat (m, C), sigma (C,).
+    With `create_graph`, g keeps its graph through a leaf z (for H = d^2 L / dz^2)."""
+    y0 = y.detach().requires_grad_(True)
+    z0, y_hat, sigma = bn_forward_exact(y0, gamma, beta)
+    z_leaf = z0.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(scalar_loss(loss_of_z(z_leaf)), z_leaf, create_graph=create_graph)
+    (v,) = torch.autograd.grad(z0, y0, g.detach())  # (m, C): the chain rule, J^T g
+    return v, z_leaf, g, y_hat.detach(), sigma.detach()
+
+
 def check_bn_grad(
     y: Tensor,
     gamma: float | Tensor,
     beta: float | Tensor,
     loss_of_z: Loss,
     *,
+    bn: Forward | None = None,
     form: Literal["1/m", "1/sqrt(m)"] = "1/m",
     tol: float = 1e-10,
 ) -> IdentityCheck:
@@ -68,10 +96,16 @@ def check_bn_grad(
     onto span{1, y_hat}^perp (||y_hat||^2 = m makes y_hat y_hat^T / m a projector). The paper
     prints 1/sqrt(m) on the last term; ``form="1/sqrt(m)"`` checks that version, which fails.
 
+    Left-hand side: autograd of loss_of_z(bn(y)) with respect to y, i.e. through the BN under
+    test. Right-hand side: the closed form with sigma, y_hat from the explicit forward of y and
+    g = dL/dz at the explicit z (see the module doc).
+
     Args:
         y: (m,) or (m, C) BN inputs (train mode, biased variance, eps = 0).
         gamma, beta: floats or (C,).
         loss_of_z: maps the BN output z, shaped like y as (m, C), to a scalar loss.
+        bn: the BN under test, mapping y (m, C) to z (m, C) with these gamma, beta, e.g. the
+            library's `BatchNorm` (eps = 0, train mode, float64); None: `bn_forward_exact`.
         form: coefficient of <g, y_hat>^2: the correct ``"1/m"`` or the printed ``"1/sqrt(m)"``.
         tol: relative tolerance for ``holds``.
 
@@ -80,9 +114,9 @@ def check_bn_grad(
     """
     y, gamma, beta = _bn_inputs(y, gamma, beta)  # (m, C), (C,), (C,)
     m = y.shape[0]
-    z, y_hat, sigma = bn_forward_exact(y, gamma, beta)
-    grad_y, g = torch.autograd.grad(scalar_loss(loss_of_z(z)), (y, z))  # (m, C) each
-    y_hat, sigma = y_hat.detach(), sigma.detach()
+    z = _under_test(bn, gamma, beta)(y)
+    (grad_y,) = torch.autograd.grad(scalar_loss(loss_of_z(z)), y)  # (m, C), the BN under test
+    _, _, g, y_hat, sigma = _oracle(y, gamma, beta, loss_of_z, create_graph=False)
     coef = 1 / m if form == "1/m" else 1 / math.sqrt(m)
     factor = gamma**2 / sigma**2  # (C,)
     g_sq = g.square().sum(0)  # (C,)
@@ -122,6 +156,8 @@ def bn_hess_terms(
     beta: float | Tensor,
     loss_of_z: Loss,
     direction: Tensor | None = None,
+    *,
+    bn: Forward | None = None,
 ) -> BNHessTerms:
     """Both sides of BN-HESS per channel, for v = grad_y L (the claim) or any `direction`.
 
@@ -137,27 +173,32 @@ def bn_hess_terms(
     a time (the diagonal blocks H_jj and d^2 L / dy_j^2, as in the paper); a joint direction
     over several channels adds the cross-channel blocks of H.
 
+    ``lhs`` is differentiated twice through the BN under test, along its own v = grad_y L;
+    the other terms come from the explicit forward (its v = grad_y L, sigma, y_hat, and g, H at
+    its z), so they are the oracle a wrong BN disagrees with.
+
     Args:
-        y, gamma, beta, loss_of_z: as in `check_bn_grad`.
+        y, gamma, beta, loss_of_z, bn: as in `check_bn_grad`.
         direction: (m, C) or (m,) direction, or None for v = grad_y L.
     """
     y, gamma, beta = _bn_inputs(y, gamma, beta)  # (m, C), (C,), (C,)
     m, channels = y.shape
-    z, y_hat, sigma = bn_forward_exact(y, gamma, beta)
+    z = _under_test(bn, gamma, beta)(y)
     (grad_y,) = torch.autograd.grad(scalar_loss(loss_of_z(z)), y, create_graph=True)  # (m, C)
-    v = grad_y.detach() if direction is None else direction.detach().to(y).reshape(y.shape)
-    # H = d^2 L / dz^2 at the same z, through a fresh leaf so only the downstream graph counts
-    z_leaf = z.detach().requires_grad_(True)
-    (g,) = torch.autograd.grad(scalar_loss(loss_of_z(z_leaf)), z_leaf, create_graph=True)
-    y_hat, sigma, g_val = y_hat.detach(), sigma.detach(), g.detach()
+    # the oracle; H = d^2 L / dz^2 through a fresh leaf z, so only the downstream graph counts
+    v_exact, z_leaf, g, y_hat, sigma = _oracle(y, gamma, beta, loss_of_z, create_graph=True)
+    fixed = None if direction is None else direction.detach().to(y).reshape(y.shape)
+    u = grad_y.detach() if fixed is None else fixed  # the direction of the left-hand side
+    v = v_exact if fixed is None else fixed  # the direction of the right-hand side
+    g_val = g.detach()
     v_c = v - v.mean(0)  # (m, C)
     a = (y_hat * v).sum(0) / m  # (C,)
     pv = v_c - a * y_hat  # (m, C)
     lhs, vhv, phpv = (y.new_zeros(channels).detach() for _ in range(3))
     for j in range(channels):
-        e, pe = torch.zeros_like(v), torch.zeros_like(v)  # (m, C), only column j set
-        e[:, j], pe[:, j] = v[:, j], pv[:, j]
-        lhs[j] = (e * _hvp(grad_y, y, e)).sum()
+        e, eu, pe = (torch.zeros_like(v) for _ in range(3))  # (m, C), only column j set
+        e[:, j], eu[:, j], pe[:, j] = v[:, j], u[:, j], pv[:, j]
+        lhs[j] = (eu * _hvp(grad_y, y, eu)).sum()
         vhv[j] = (e * _hvp(g, z_leaf, e)).sum()
         phpv[j] = (pe * _hvp(g, z_leaf, pe)).sum()
     g_yhat = (g_val * y_hat).sum(0)  # (C,)
@@ -173,6 +214,7 @@ def check_bn_hess(
     beta: float | Tensor,
     loss_of_z: Loss,
     *,
+    bn: Forward | None = None,
     tol: float = 1e-10,
 ) -> IdentityCheck:
     """BN-HESS (Santurkar et al. 2018, Thm 4.2) for v = grad_{y_j} L, per channel j:
@@ -185,13 +227,16 @@ def check_bn_hess(
     which reduces to it because v is orthogonal to 1 and y_hat (see `bn_hess_terms` for the
     general-direction form, where the printed one fails).
 
+    Left-hand side through the BN under test, right-hand side on the explicit forward (see
+    `bn_hess_terms`).
+
     Args:
-        y, gamma, beta, loss_of_z: as in `check_bn_grad`.
+        y, gamma, beta, loss_of_z, bn: as in `check_bn_grad`.
         tol: relative tolerance for ``holds``; the scale is |quadratic| + |curvature|.
 
     Returns:
         The check of the worst channel.
     """
-    t = bn_hess_terms(y, gamma, beta, loss_of_z)
+    t = bn_hess_terms(y, gamma, beta, loss_of_z, bn=bn)
     scale = t.quadratic.abs() + t.curvature.abs()
     return worst_channel("BN-HESS", t.lhs, t.quadratic - t.curvature, scale, tol)

@@ -1,6 +1,7 @@
 """BN-GRAD and BN-HESS: both sides agree in float64, the printed 1/sqrt(m) form of BN-GRAD and
-the wrong variants of BN-HESS fail, and the explicit eps = 0 forward matches the library's
-BatchNorm."""
+the wrong variants of BN-HESS fail, the explicit eps = 0 forward matches the library's
+BatchNorm, and with the library's BatchNorm as the BN under test the checks hold while a BN
+with a wrong statistic fails them."""
 
 import pytest
 import torch
@@ -158,3 +159,43 @@ def test_library_batch_norm_with_eps_zero_is_exact_in_train_mode(shape):
         torch.zeros(3, dtype=torch.float64),
     )
     torch.testing.assert_close(exact(x).transpose(0, 1).reshape(3, -1).T, y, rtol=1e-12, atol=1e-12)
+
+
+# The BN under test (``bn=``): the left-hand side runs through it, the right-hand side stays on
+# the explicit forward, so a wrong BN fails both checks.
+
+
+def _wrong_bn(gamma: torch.Tensor, beta: torch.Tensor, kind: str):
+    """(m, C) -> z of a BN with one slip: the unbiased variance, or no centering."""
+
+    def forward(y: torch.Tensor) -> torch.Tensor:
+        var, mean = torch.var_mean(y, dim=0, correction=1 if kind == "unbiased" else 0)
+        return gamma * ((y - mean) if kind == "unbiased" else y) / var.sqrt() + beta
+
+    return forward
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_checks_through_library_batch_norm_hold(seed):
+    y, gamma, beta, head = _bn_problem(seed, 16, 3)
+    layer = build_norm("batch", 3, eps=0.0).double().train()
+    with torch.no_grad():
+        layer.weight.copy_(gamma)
+        layer.bias.copy_(beta)
+    for check in (
+        check_bn_grad(y, gamma, beta, head, bn=layer, tol=TOL),
+        check_bn_hess(y, gamma, beta, head, bn=layer, tol=TOL),
+    ):
+        assert check.holds and check.rel_error <= TOL, check
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("kind", ["unbiased", "uncentered"])
+def test_checks_through_a_wrong_batch_norm_fail(seed, kind):
+    y, gamma, beta, head = _bn_problem(seed, 16, 3)
+    wrong = _wrong_bn(gamma, beta, kind)
+    for check in (
+        check_bn_grad(y, gamma, beta, head, bn=wrong, tol=TOL),
+        check_bn_hess(y, gamma, beta, head, bn=wrong, tol=TOL),
+    ):
+        assert not check.holds and check.rel_error > 1e-3, check
