@@ -92,19 +92,22 @@ def train_eval_discrepancy(
 ) -> dict[str, float]:
     """How differently a batch is treated in training and in inference mode.
 
-    Runs the batch once in train mode (batch statistics) and once in eval mode (population
-    statistics, with whatever example weighing is set), without gradients; everything
-    (modes, running statistics, RNG) is restored afterwards.
+    Runs the batch once in eval mode (the population statistics as they were before the call,
+    with whatever example weighing is set) and once in train mode (batch statistics), without
+    gradients; everything (modes, running statistics, RNG) is restored afterwards.
 
     Returns:
         ``{"train_loss", "eval_loss", "loss_gap": eval − train, "output_gap": ‖f_train(x) −
-        f_eval(x)‖_F / ‖f_eval(x)‖_F}``.
+        f_eval(x)‖_F / ‖f_eval(x)‖_F}``, f_eval with the running statistics from before the
+        call.
     """
     with preserved(model), torch.no_grad():
-        model.train()
-        out_train = model(inputs)
+        # The train-mode pass updates the running statistics in place, so the eval pass runs
+        # first, on the statistics from before the call; preserved() undoes the update.
         model.eval()
-        out_eval = model(inputs)
+        out_eval = model(inputs)  # (B, K)
+        model.train()
+        out_train = model(inputs)  # (B, K)
     train_loss, eval_loss = loss_fn(out_train, targets).item(), loss_fn(out_eval, targets).item()
     return {
         "train_loss": train_loss,

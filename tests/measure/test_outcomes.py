@@ -2,6 +2,8 @@
 `evaluate` (eval mode, batch-size weighted mean loss, state restored), inference example weighing
 (Summers & Dinneen 2019; EX-WEIGH of ``CLAIMS.md``) and the train/eval discrepancy."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -116,23 +118,43 @@ def test_example_weighing_errors():
         pass
 
 
-def test_train_eval_discrepancy_closed_form_and_state_kept(trained_bn_convnet):
-    model, data = trained_bn_convnet
-    x, y = data.inputs[:32], data.targets[:32]
-    buffers = [b.clone() for b in model.buffers()]
-    got = train_eval_discrepancy(model, x, y)
-    assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers()))
-    assert not model.training
+def _buffers(model):
+    return {name: b.clone() for name, b in model.named_buffers()}
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_train_eval_discrepancy_eval_pass_sees_the_running_stats_from_before_the_call(
+    trained_bn_convnet, weight
+):
+    """Regression (EX-WEIGH, issue 15): `train_eval_discrepancy` ran its train-mode pass first,
+    which updated the running statistics, and then its eval-mode pass with those updated
+    statistics, so the eval output was measured against population statistics already pulled
+    towards the batch (output gap 0.334 instead of 0.363 at B = 8, seed 0); `preserved` only put
+    them back afterwards. The old test's oracle repeated the same train-then-eval sequence.
+
+    Independent oracle: two deep copies in float64, copy A running only the eval-mode forward
+    (its running statistics untouched), copy B only the train-mode forward; the gaps by hand from
+    those two outputs. The model's buffers (running_mean/var, num_batches_tracked) must be
+    bit-identical after the call, and its mode kept."""
+    model = copy.deepcopy(trained_bn_convnet[0]).double().eval()
+    data = trained_bn_convnet[1]
+    x, y = data.inputs[:8].double(), data.targets[:8]
+    before = _buffers(model)
+    with example_weighing(model, weight):
+        got = train_eval_discrepancy(model, x, y)
+    after = _buffers(model)
+    assert before.keys() == after.keys() and any("num_batches_tracked" in k for k in after)
+    assert all(torch.equal(before[k], after[k]) for k in before) and not model.training
+
+    eval_copy, train_copy = copy.deepcopy(model), copy.deepcopy(model)
+    with torch.no_grad(), example_weighing(eval_copy, weight):
+        out_eval = eval_copy.eval()(x)  # (B, K), population statistics as before the call
     with torch.no_grad():
-        model.train()
-        out_train = model(x)
-        model.eval()
-        out_eval = model(x)
-    for a, b in zip(buffers, model.buffers()):
-        b.copy_(a)
-    assert got["train_loss"] == pytest.approx(F.cross_entropy(out_train, y).item())
-    assert got["eval_loss"] == pytest.approx(F.cross_entropy(out_eval, y).item())
-    assert got["loss_gap"] == pytest.approx(got["eval_loss"] - got["train_loss"])
-    assert got["output_gap"] == pytest.approx(
-        float((out_train - out_eval).norm() / out_eval.norm())
-    )
+        out_train = train_copy.train()(x)  # (B, K), batch statistics
+    train_loss = F.cross_entropy(out_train, y).item()
+    eval_loss = F.cross_entropy(out_eval, y).item()
+    output_gap = float((out_train - out_eval).norm() / out_eval.norm())
+    assert got["train_loss"] == pytest.approx(train_loss, rel=0, abs=1e-12)
+    assert got["eval_loss"] == pytest.approx(eval_loss, rel=0, abs=1e-12)
+    assert got["loss_gap"] == pytest.approx(eval_loss - train_loss, rel=0, abs=1e-12)
+    assert got["output_gap"] == pytest.approx(output_gap, rel=0, abs=1e-12)
