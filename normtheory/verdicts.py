@@ -187,17 +187,12 @@ def judge_claim(claim_id: str, evidence: Iterable[Evidence], *, looks: int = 1) 
                 raise ValueError(
                     f"{claim_id}/{item.name} is registered {stat.direction}, not exact"
                 )
-            exact_rows.append(
-                exact(
-                    claim_id,
-                    stat.text,
-                    item.value,
-                    stat.sesoi,
-                    n=item.n,
-                    detail=item.detail,
-                    name=stat.name,
-                )  # fmt: skip
-            )
+            row = exact(
+                claim_id, stat.text, item.value, stat.sesoi, n=item.n, detail=item.detail,
+                name=stat.name,
+            )  # fmt: skip
+            # a secondary exact row (e.g. FRN-BATCH's batch_independence) is shown, not counted
+            exact_rows.append(_replace(row, row.verdict, primary=stat.primary))
             continue
         if bool(stat.per) != bool(str(item.condition)):
             raise ValueError(

@@ -11,6 +11,8 @@ are the smallest and largest batch sizes of the grid; every statistic is one val
   ``ws_vs_bn`` = err_GN+WS(B_min) − err_BN(B_max), paired by seed (non-inferiority: < 1 point).
 - FRN-BATCH (Singh & Krishnan 2019): FRN+TLU beats GN at small batches.
   ``gn_vs_frn`` = err_GN(B_min) − err_FRN(B_min); check ``frn_trained``: FRN's accuracy there.
+  Exact ``batch_independence``: the largest FRN `BatchDependence` change at the end of a run
+  (8 probe examples, all but the first replaced by 8 others), over cells, seeds and layers.
 Batch-Group Norm is trained too, for the figure: BGN-TINY is tested by the ``batch_group`` study.
 
 Profiles: ``quick`` trains the four norms the claims compare (BN, GN, GN+WS, FRN) and BGN at batch
@@ -25,8 +27,9 @@ failed one is missing.
 """
 
 from normtheory.analysis import final_outcomes, paired, seed_table
-from normtheory.evidence import CheckValue, sample
-from normtheory.experiment import TrainCell
+from normtheory.evidence import CheckValue, Exact, sample
+from normtheory.experiment import TrainCell, probe_batch
+from normtheory.hooks import BatchDependence, LossAccuracy, at_end
 from normtheory.plots import by_condition, norm_label
 from normtheory.results import Results
 from normtheory.study import Grid, Profile, Study
@@ -46,6 +49,24 @@ BASE = TrainCell(
     ref_batch=32,
     examples=4400,
 )
+
+
+def hooks(cell: TrainCell):
+    x = probe_batch(cell, 16)[0]
+    return [LossAccuracy(every=10), BatchDependence(probe=x[:8], other=x[8:], every=at_end())]
+
+
+def _batch_independence(rec) -> list[Exact]:
+    """Exact row: the largest FRN change (cells, seeds, layers); BN's range as the contrast."""
+    if "metric" not in rec:
+        return []
+    rec = rec[rec["metric"] == BatchDependence.MAX_CHANGE]
+    frn, bn = rec[rec["norm"] == "frn"], rec[rec["norm"] == "batch"]["value"]
+    if frn.empty:
+        return []
+    detail = f"FRN max; contrast BN {bn.min():.2g}–{bn.max():.2g} (same probes)"
+    value, n = float(frn["value"].max()), frn["seed"].nunique()
+    return [Exact("FRN-BATCH", "batch_independence", value, n, detail)]
 
 
 def statistics(results: Results):
@@ -88,7 +109,7 @@ def statistics(results: Results):
             ),
             CheckValue("FRN-BATCH", "frn_trained", 1 - err["frn", lo].mean(), f"FRN@{lo}"),
         ]
-    return out
+    return out + _batch_independence(results.records)
 
 
 def error_vs_batch(results: Results):
@@ -126,6 +147,7 @@ STUDY = Study(
             description="8 batch sizes, 5 seeds",
         ),
     },
+    hooks=hooks,
     statistics=statistics,
     figures={"error_vs_batch": error_vs_batch},
 )

@@ -8,7 +8,7 @@ it records as constants (``LossAccuracy.TEST_LOSS == "outcome.test_loss"``, all 
 
 from normtheory.hooks.base import EVENTS, Context, Hook, Monitor, Record, rename
 from normtheory.hooks.basic import GradNorm, LossAccuracy, WeightNorm
-from normtheory.hooks.batchstats import ExampleWeighing, Singularities
+from normtheory.hooks.batchstats import BatchDependence, ExampleWeighing, Singularities
 from normtheory.hooks.curvature import (
     HessianDensity,
     HessianSpectrum,
@@ -23,6 +23,7 @@ from normtheory.hooks.schedule import Schedule, at_end, evenly, every
 from normtheory.hooks.sinks import CSVSink, MemorySink, ParquetSink, Sink, TensorBoardSink
 
 __all__ = [
+    "BatchDependence",
     "CSVSink",
     "EVENTS",
     "Context",

@@ -1,5 +1,5 @@
-"""Hooks on batch statistics: elimination singularities of the normalization layers, and
-inference example weighing of a trained BN net."""
+"""Hooks on batch statistics: elimination singularities of the normalization layers, inference
+example weighing of a trained BN net, and the batch dependence of a trained net's norm layers."""
 
 from collections.abc import Iterable
 
@@ -9,6 +9,7 @@ import torch
 from normtheory.checks import check_choice, check_int
 from normtheory.hooks.base import Context, Hook, Record
 from normtheory.hooks.schedule import at_end
+from normtheory.measure.batch_dependence import batch_dependence
 from normtheory.measure.outcomes import evaluate, example_weighing, train_eval_discrepancy
 from normtheory.measure.singularity import channel_health
 from normtheory.optim import norm_layers
@@ -138,3 +139,40 @@ class ExampleWeighing(Hook):
                 ("output_gap", key, float(np.mean([g["output_gap"] for g in gaps]))),
             ]
         return records
+
+
+class BatchDependence(Hook):
+    """How much the other examples of a batch change one example's norm outputs, in train mode
+    (Singh & Krishnan 2019: FRN is batch-independent), by default once at the end of training.
+
+    At the ``end`` event of a completed run (a diverged run records nothing) it calls
+    `normtheory.measure.batch_dependence.batch_dependence` on the two fixed probe batches (a
+    float64 copy of the net in train mode; the net itself is untouched) and records per norm
+    layer (key = its name) ``max_change``: max over the `keep` kept examples of
+    ‖y_a − y_b‖ / ‖y_a‖, where y_a is the example's output in `probe` and y_b in `probe` with
+    its other examples replaced by those of `other`. 0 to rounding for FRN, GN, LN, IN.
+
+    Args:
+        probe: (inputs, targets) or inputs, a batch (N, ...).
+        other: the same, of the same shape: its rows from `keep` on replace the probe's.
+        keep: the number of leading probe examples kept.
+        every: defaults to `at_end()`.
+    """
+
+    events = ("end",)
+    default_name = "batchdep"
+    PREFIX = "batchdep."
+    MAX_CHANGE = "batchdep.max_change"
+    METRICS = (MAX_CHANGE,)
+
+    def __init__(self, *, probe, other, keep: int = 1, **kw):
+        super().__init__(**{"every": at_end(), **kw})
+        self.probe = probe[0] if isinstance(probe, tuple | list) else probe
+        self.other = other[0] if isinstance(other, tuple | list) else other
+        self.keep = check_int("keep", keep)
+
+    def on(self, event: str, ctx: Context) -> Iterable[Record]:
+        if ctx.extras.get("status", "completed") != "completed":
+            return []
+        change = batch_dependence(ctx.model, self.probe, self.other, keep=self.keep)
+        return [("max_change", name, value) for name, value in change.items()]

@@ -1,13 +1,23 @@
 """The batch-statistics hooks against the pure measures they wrap: `ExampleWeighing`'s records at
 the end of training equal the measures called by hand on the trained net; `Singularities` records
-every norm layer's channel health, StatDiff matching the closed form of a train-mode BN output."""
+every norm layer's channel health, StatDiff matching the closed form of a train-mode BN output;
+`BatchDependence` records at the end the measure called by hand on the trained net."""
 
 import numpy as np
 import pytest
 import torch
 
 from normtheory.data import load_dataset
-from normtheory.hooks import Context, ExampleWeighing, LossAccuracy, Monitor, Singularities, at_end
+from normtheory.hooks import (
+    BatchDependence,
+    Context,
+    ExampleWeighing,
+    LossAccuracy,
+    Monitor,
+    Singularities,
+    at_end,
+)
+from normtheory.measure.batch_dependence import batch_dependence
 from normtheory.measure.outcomes import evaluate, example_weighing, train_eval_discrepancy
 from normtheory.models import build_model
 from normtheory.norms import BatchNorm
@@ -108,3 +118,26 @@ def test_singularities_hook_records_every_norm_layer(trained_bn_convnet):
     expected = ((beta**2 + (gamma.abs() - 1) ** 2).sqrt()).mean()
     got = next(r[3] for r in rows if r[1] == "singular.stat_diff" and r[2] == "norm1")
     assert got == pytest.approx(float(expected), abs=1e-3)
+
+
+@pytest.mark.parametrize("norm", ["frn", "batch"])
+def test_batch_dependence_records_equal_the_measure_at_the_end(norm):
+    train_set, test_set = load_dataset("digits", max_train=64, max_test=32)
+    probe, other = train_set.tensors[0][:8], train_set.tensors[0][8:16]
+    torch.manual_seed(0)
+    model = build_model(
+        "convnet", norm=norm, in_shape=train_set.in_shape, num_classes=10, width=4, depth=2
+    )
+    hook = BatchDependence(probe=(probe, train_set.tensors[1][:8]), other=other)
+    assert hook.events == ("end",) and repr(hook.schedule) == repr(at_end())
+    config = TrainConfig(lr=0.05, batch_size=8, steps=4, seed=0, device="cpu")
+    result = train(model, train_set, test_set, config, [hook])
+    rows = result.records[result.records["metric"] == BatchDependence.MAX_CHANGE]
+    assert (rows["step"] == result.steps_done).all()
+    got = dict(zip(rows["key"], rows["value"], strict=True))
+    assert got == batch_dependence(model, probe, other) and set(got) == {"norm1", "norm2"}
+    if norm == "frn":
+        assert max(got.values()) <= 1e-12
+    else:
+        assert min(got.values()) > 1e-3
+    assert hook("end", Context(model=model, extras={"status": "diverged"})) == []

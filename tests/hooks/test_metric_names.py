@@ -6,6 +6,7 @@ import torch
 import normtheory.hooks as hooks_pkg
 from normtheory.data import load_dataset
 from normtheory.hooks import (
+    BatchDependence,
     DropoutDependence,
     ExampleWeighing,
     GradNorm,
@@ -54,6 +55,7 @@ def _all_hooks(train_set, test_set, probe) -> list[Hook]:
             train_set=train_set, test_set=test_set, batch_size=16, multiples=(0.0, 1.0), n_batches=2
         ),  # fmt: skip
         DropoutDependence(probe=probe, layer="conv1", keeps=(0.5,), n_masks=2),
+        BatchDependence(probe=probe[0][:8], other=probe[0][8:16]),
     ]
 
 

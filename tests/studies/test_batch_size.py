@@ -1,10 +1,12 @@
 """The batch_size study: a smoke run through the CLI on a tiny grid, and known-answer tests of its
-verdicts on synthetic test errors (GN-BATCH, WS-MICRO, FRN-BATCH)."""
+verdicts on synthetic test errors (GN-BATCH, WS-MICRO, FRN-BATCH) and batch-dependence records
+(FRN-BATCH's exact row)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from normtheory.hooks import BatchDependence
 from normtheory.results import Results
 from normtheory.verdicts import judge_study
 from studies.batch_size import STUDY, statistics
@@ -26,9 +28,14 @@ def test_smoke(study_cli):
     out, rows = study_cli.run("batch_size", *TINY)
     reported = set(zip(rows["claim"], rows["name"]))
     assert {("GN-BATCH", "bn_rise"), ("GN-BATCH", "gn_rise"), ("WS-MICRO", "ws_vs_bn"),
-            ("FRN-BATCH", "gn_vs_frn")} <= reported  # fmt: skip
+            ("FRN-BATCH", "gn_vs_frn"), ("FRN-BATCH", "batch_independence")} <= reported  # fmt: skip
     assert (rows["n_seeds"] == 2).all() and np.isfinite(rows["estimate"]).all()
-    assert rows["detail"].str.contains("test error").all()
+    exact = rows["name"] == "batch_independence"
+    assert rows[~exact]["detail"].str.contains("test error").all()
+    row = rows[exact].iloc[0]  # FRN batch-independent to rounding; BN visibly not
+    assert row["estimate"] <= 1e-10 and row["verdict"] == "exact-holds", row.to_dict()
+    bn_low = float(row["detail"].split("contrast BN ")[1].split("–")[0])
+    assert bn_low > 1e-3, row["detail"]
     claims = study_cli.claims().set_index("claim")
     assert set(claims.loc[["GN-BATCH", "WS-MICRO", "FRN-BATCH"], "verdict"]) <= DECIDED
     study_cli.figures(["error_vs_batch"])
@@ -45,8 +52,12 @@ HOLDS = {
 }
 
 
-def _results(errors: dict, seeds: int = 5, noise: float = 0.004) -> Results:
-    """Cells with the given mean test error per (norm, batch size), plus seeded noise."""
+def _results(
+    errors: dict, seeds: int = 5, noise: float = 0.004, frn_change: float | None = None
+) -> Results:
+    """Cells with the given mean test error per (norm, batch size), plus seeded noise; with
+    `frn_change`, `BatchDependence` records too: FRN 0 except one (seed 3, batch 8, norm2) at
+    `frn_change`, BN 0.1–0.2."""
     rng = np.random.default_rng(0)
     rows = [
         {
@@ -59,7 +70,29 @@ def _results(errors: dict, seeds: int = 5, noise: float = 0.004) -> Results:
         for (n, b), e in errors.items()
         for s in range(seeds)
     ]
-    return Results(pd.DataFrame(), pd.DataFrame(rows), {})
+    records = [
+        {
+            "cell": f"{r['norm']},{r['batch_size']}",
+            "seed": r["seed"],
+            "norm": r["norm"],
+            "batch_size": r["batch_size"],
+            "step": 100,
+            "metric": BatchDependence.MAX_CHANGE,
+            "key": layer,
+            "value": value,
+        }  # fmt: skip
+        for r in rows
+        if frn_change is not None and r["norm"] in ("frn", "batch")
+        for layer, value in _changes(r, frn_change).items()
+    ]
+    return Results(pd.DataFrame(records), pd.DataFrame(rows), {})
+
+
+def _changes(row: dict, frn_change: float) -> dict[str, float]:
+    if row["norm"] == "batch":
+        return {"norm1": 0.1, "norm2": 0.2}
+    odd = row["seed"] == 3 and row["batch_size"] == 8
+    return {"norm1": 0.0, "norm2": frn_change if odd else 0.0}
 
 
 def _verdicts(errors: dict, **kw) -> dict[str, str]:
@@ -92,6 +125,20 @@ def test_verdicts_supported():
         "WS-MICRO": "supported",
         "FRN-BATCH": "supported",
     }
+
+
+def test_batch_independence_row_on_known_records():
+    """FRN's change 0 everywhere → the exact row holds (value 0, n = 5 FRN seeds, BN's range in
+    the detail); one FRN layer of one seed at 1e-3 → the row fails with that value, while the
+    claim-level verdict (the primary gn_vs_frn) is unchanged: the row is secondary."""
+    holds = judge_study(STUDY, _results(HOLDS, frn_change=0.0))["FRN-BATCH"]
+    fails = judge_study(STUDY, _results(HOLDS, frn_change=1e-3))["FRN-BATCH"]
+    for verdict, expect, value in ((holds, "exact-holds", 0.0), (fails, "exact-fails", 1e-3)):
+        row = next(r for r in verdict.rows if r.name == "batch_independence")
+        assert (row.verdict, row.estimate, row.n_seeds) == (expect, value, 5)
+        assert not row.primary and "contrast BN 0.1–0.2" in row.detail
+        assert verdict.verdict == "supported"
+    assert "batch_independence" not in {i.name for i in statistics(_results(HOLDS))}
 
 
 def test_verdicts_refuted():
