@@ -17,7 +17,7 @@ from normtheory.hooks.curvature import (
     Smoothness,
 )
 from normtheory.hooks.geometry import ScaleInvariance
-from normtheory.hooks.information import DropoutDependence, NeuronInformation
+from normtheory.hooks.information import DropoutDependence, GradientSign, NeuronInformation
 from normtheory.hooks.orthogonal import OrthogonalWeightNorm
 from normtheory.hooks.schedule import Schedule, at_end, evenly, every
 from normtheory.hooks.sinks import CSVSink, MemorySink, ParquetSink, Sink, TensorBoardSink
@@ -30,6 +30,7 @@ __all__ = [
     "DropoutDependence",
     "ExampleWeighing",
     "GradNorm",
+    "GradientSign",
     "HessianDensity",
     "HessianSpectrum",
     "HessianTrace",

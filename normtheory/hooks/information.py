@@ -10,7 +10,7 @@ from normtheory.checks import check_choice, check_int
 from normtheory.hooks.base import Context, Hook, Record
 from normtheory.hooks.schedule import Schedule, at_end
 from normtheory.measure.dropout import dropout_ratios
-from normtheory.measure.gradient_sign import same_sign_fraction
+from normtheory.measure.gradient_sign import gradient_sign
 from normtheory.measure.information import (
     pairwise_correlation,
     pairwise_mutual_information,
@@ -60,9 +60,7 @@ class NeuronInformation(Hook):
       `method`); ``mi_max``; with ``n_shuffles`` > 0 ``mi_floor``: the same mean on data with
       every unit permuted independently (the estimator's floor);
     - ``dead``: constant units (left out of the means); ``atom``: mean fraction of samples at a
-      unit's most frequent value (e.g. exact zeros after ReLU);
-    - ``same_sign`` (``side="input"`` on a linear/conv layer): `same_sign_fraction` of the
-      per-sample gradient rows (IC-SIGN).
+      unit's most frequent value (e.g. exact zeros after ReLU).
 
     Conv activations (N, C, H, W) become samples × channels by `unit_samples`: spatially pooled
     (``conv="pool"``, default) or ``n_positions`` sampled positions per example
@@ -88,8 +86,7 @@ class NeuronInformation(Hook):
     MI_FLOOR = "info.mi_floor"
     DEAD = "info.dead"
     ATOM = "info.atom"
-    SAME_SIGN = "info.same_sign"
-    METRICS = (CORR_ABS, MI, MI_MAX, MI_FLOOR, DEAD, ATOM, SAME_SIGN)
+    METRICS = (CORR_ABS, MI, MI_MAX, MI_FLOOR, DEAD, ATOM)
 
     def __init__(
         self,
@@ -141,7 +138,6 @@ class NeuronInformation(Hook):
 
     def measure(self, model: nn.Module) -> list[Record]:
         records: list[Record] = []
-        modules = self._modules(model)
         for name, acts in self.capture(model).items():
             gen = torch.Generator().manual_seed(self.seed)
             units = unit_samples(acts, conv=self.conv, n_positions=self.n_positions, generator=gen)
@@ -162,8 +158,55 @@ class NeuronInformation(Hook):
             if mi.shuffle_floor is not None:
                 floor = mi.shuffle_floor[~mi.matrix.isnan()]
                 records.append(("mi_floor", name, float(floor.mean())))
-            if self.side == "input" and isinstance(modules[name], _WEIGHT_LAYERS):
-                records.append(("same_sign", name, same_sign_fraction(modules[name], acts)))
+        return records
+
+    def on(self, event: str, ctx: Context) -> Iterable[Record]:
+        return self.measure(ctx.model)
+
+
+class GradientSign(Hook):
+    """IC-SIGN: the sign structure of per-sample weight-gradient rows, on a fixed probe batch.
+
+    On its schedule (``after_step``), at ``start`` and at ``end``, it computes the exact
+    per-sample gradients ∇_W ℓ_i of each watched layer's weight on the probe batch, each ℓ_i
+    from one forward pass of the whole batch in mode `mode` (train: BN batch statistics and
+    dropout masks, as the net trains), with `normtheory.measure.gradient_sign.gradient_sign`
+    (model, ``.grad``, BN statistics, modes and RNG untouched), and records, key = layer name:
+
+    - ``same_sign``: mean over rows (examples × output units) of the majority-sign share of the
+      row's non-zero entries, max(#g > 0, #g < 0) / #g ≠ 0 (1.0: one-signed; ≈ 0.5: random);
+    - ``one_signed``: fraction of rows whose non-zero entries share one sign.
+
+    Args:
+        probe: (inputs, targets), the fixed batch (N examples; cost: N backward passes).
+        layers: linear/conv module names; default all of them.
+        mode: ``"train"`` or ``"eval"``.
+    """
+
+    events = ("start", "after_step", "end")
+    default_name = "sign"
+    PREFIX = "sign."
+    SAME_SIGN = "sign.same_sign"
+    ONE_SIGNED = "sign.one_signed"
+    METRICS = (SAME_SIGN, ONE_SIGNED)
+
+    def __init__(self, *, probe, layers: Iterable[str] | None = None, mode: str = "train", **kw):
+        super().__init__(**kw)
+        check_choice("mode", mode, MODES)
+        if not (isinstance(probe, tuple | list) and len(probe) == 2 and probe[1] is not None):
+            raise ValueError("probe must be (inputs, targets): the gradients need the targets")
+        self.probe, self.mode = tuple(probe), mode
+        self.layers = None if layers is None else list(layers)
+
+    def measure(self, model: nn.Module) -> list[Record]:
+        x, y = self.probe
+        device = next(model.parameters()).device
+        fractions = gradient_sign(
+            model, x.to(device), y.to(device), layers=self.layers, train=self.mode == "train"
+        )
+        records: list[Record] = []
+        for name, f in fractions.items():
+            records += [("same_sign", name, f.same_sign), ("one_signed", name, f.one_signed)]
         return records
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:

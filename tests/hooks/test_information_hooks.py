@@ -1,5 +1,5 @@
-"""NeuronInformation records what the measurement functions give on the captured activations
-and leaves training alone."""
+"""NeuronInformation and GradientSign record what the measurement functions give on the probe
+batch and leave training alone."""
 
 import itertools
 
@@ -7,10 +7,17 @@ import pytest
 import torch
 
 from normtheory.data import load_dataset
-from normtheory.hooks import DropoutDependence, Monitor, NeuronInformation, at_end, every
+from normtheory.hooks import (
+    DropoutDependence,
+    GradientSign,
+    Monitor,
+    NeuronInformation,
+    at_end,
+    every,
+)
 from normtheory.hooks.information import unit_samples
 from normtheory.measure.dropout import dropout_ratios
-from normtheory.measure.gradient_sign import same_sign_fraction
+from normtheory.measure.gradient_sign import gradient_sign
 from normtheory.measure.information import pairwise_correlation, pairwise_mutual_information, upper
 from normtheory.models import build_model
 from normtheory.train import TrainConfig, train
@@ -74,27 +81,32 @@ def test_records_equal_direct_measurements_on_the_captured_inputs():
         assert rows["corr_abs", name] == pytest.approx(float(upper(corr).abs().mean()), rel=1e-9)
         assert rows["mi", name] == pytest.approx(float(upper(mi).mean()), rel=1e-9)
         assert rows["dead", name] == len(mi.dead)
-        assert rows["same_sign", name] == pytest.approx(
-            same_sign_fraction(getattr(model, name), captured[name])
-        )
         assert 0 <= rows["mi_floor", name] < rows["mi", name]
-    # W→BN→ReLU: the head's input is a pooled ReLU output, non-negative: one-signed rows.
-    assert rows["same_sign", "head"] == 1.0
 
 
-def test_same_sign_is_one_after_relu_and_near_half_with_bn_after_relu():
-    fractions = {}
-    for placement in ("norm_act", "act_norm"):
-        model, train_set = _convnet(placement)
-        rows = {
-            (m, k): v
-            for m, k, v in NeuronInformation(
-                probe=train_set.inputs[:200], layers=["conv2"]
-            ).measure(model)
-        }
-        fractions[placement] = rows["same_sign", "conv2"]
-    assert fractions["norm_act"] == 1.0
-    assert 0.5 <= fractions["act_norm"] < 0.8
+def test_gradient_sign_records_the_measure_and_leaves_training_alone():
+    """Records equal `gradient_sign` on the probe (train mode); the head of W→BN→ReLU, fed by
+    a pooled ReLU output with no BN after it, is one-signed; a run with the hook on the IC net
+    (dropout) ends in exactly the state of a run without it."""
+    model, train_set = _convnet()
+    probe = (train_set.tensors[0][:48], train_set.tensors[1][:48])
+    rows = {
+        (m, k): v for m, k, v in GradientSign(probe=probe, layers=["conv2", "head"]).measure(model)
+    }
+    want = gradient_sign(model, *probe, layers=["conv2", "head"])
+    for name in ("conv2", "head"):
+        assert rows["same_sign", name] == want[name].same_sign
+        assert rows["one_signed", name] == want[name].one_signed
+    assert rows["same_sign", "head"] == 1.0 and rows["same_sign", "conv2"] < 0.9
+    config = TrainConfig(lr=0.05, batch_size=32, steps=4, seed=0, device="cpu")
+    states = []
+    for hooks in ([], [GradientSign(probe=probe, every=2)]):
+        model, train_set = _convnet("ic", keep=0.5)
+        train(model, train_set, None, config, hooks)
+        states.append(torch.cat([t.flatten().float() for t in model.state_dict().values()]))
+    assert torch.equal(*states)
+    with pytest.raises(ValueError, match="targets"):
+        GradientSign(probe=train_set.inputs[:8])
 
 
 def test_probe_leaves_dropout_stream_and_running_stats_alone():
@@ -124,7 +136,7 @@ def test_in_your_own_loop():
     monitor = Monitor(model, [NeuronInformation(probe=(train_set.inputs[:100], None), every=10)])
     rows = monitor.start()
     metrics = {r[1] for r in rows}
-    assert {"info.corr_abs", "info.mi", "info.same_sign", "info.atom"} <= metrics
+    assert {"info.corr_abs", "info.mi", "info.atom"} <= metrics
     assert {r[2] for r in rows} == {"conv1", "conv2", "head"}
     assert not list(itertools.chain(*(m._forward_hooks.values() for m in model.modules())))
 

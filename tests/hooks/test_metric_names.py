@@ -9,6 +9,7 @@ from normtheory.hooks import (
     BatchDependence,
     DropoutDependence,
     ExampleWeighing,
+    GradientSign,
     GradNorm,
     HessianDensity,
     HessianSpectrum,
@@ -50,6 +51,7 @@ def _all_hooks(train_set, test_set, probe) -> list[Hook]:
         OrthogonalWeightNorm(every=3),
         ScaleInvariance(every=3),
         NeuronInformation(probe=probe, every=3, n_shuffles=1, max_units=8),
+        GradientSign(probe=probe, every=3),
         Singularities(probe=probe, every=3),
         ExampleWeighing(
             train_set=train_set, test_set=test_set, batch_size=16, multiples=(0.0, 1.0), n_batches=2
