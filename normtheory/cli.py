@@ -238,7 +238,10 @@ def _cmd_verify(args, command: str) -> int:
     Console(width=None if sys.stdout.isatty() else 120).print(claims_table(done.claims))
     print(f"report: {done.index}")
     if done.failed_studies:
-        print(f"studies with failed cells or not run: {', '.join(done.failed_studies)}", file=sys.stderr)
+        print(
+            f"studies with failed cells or not run: {', '.join(done.failed_studies)}",
+            file=sys.stderr,
+        )
     if done.failed_exact:
         print(f"exact claims that fail: {', '.join(done.failed_exact)}", file=sys.stderr)
         return 1

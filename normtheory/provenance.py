@@ -19,7 +19,6 @@ _PACKAGES = (
 )
 
 
-
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

@@ -30,6 +30,8 @@ RECORD_COLUMNS = ["run", "cell", "seed", "step", "metric", "key", "value"]
 MANIFEST = "manifest.json"
 _RECORD_KEYS = ("cell_id", "cell_label", "fields", "seed", "status")
 STATUSES = ("completed", "diverged", "failed")
+
+
 class ResultsError(ValueError):
     """A results folder that is missing, corrupt or made with a different config."""
 
