@@ -4,6 +4,7 @@ BGN-TINY verdict on synthetic test errors (per-batch-size rows, the pooled row, 
 import numpy as np
 import pandas as pd
 import pytest
+from study_cases import error_cells
 
 from normtheory.analysis import final_outcomes
 from normtheory.evidence import CheckValue
@@ -43,18 +44,7 @@ HOLDS = {
 
 def _results(errors: dict, seeds: int = 5, noise: float = 0.004) -> Results:
     """Cells with the given mean test error per (norm, batch size), plus seeded noise."""
-    rng = np.random.default_rng(0)
-    rows = [
-        {
-            "norm": n,
-            "batch_size": b,
-            "seed": s,
-            "status": "completed",
-            "final_test_acc": 1 - e - rng.normal(0, noise),
-        }  # fmt: skip
-        for (n, b), e in errors.items()
-        for s in range(seeds)
-    ]
+    rows = error_cells(errors, seeds, noise)
     return Results(pd.DataFrame(), pd.DataFrame(rows), {})
 
 

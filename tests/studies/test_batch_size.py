@@ -5,6 +5,7 @@ verdicts on synthetic test errors (GN-BATCH, WS-MICRO, FRN-BATCH) and batch-depe
 import numpy as np
 import pandas as pd
 import pytest
+from study_cases import error_cells
 
 from normtheory.hooks import BatchDependence
 from normtheory.results import Results
@@ -58,18 +59,7 @@ def _results(
     """Cells with the given mean test error per (norm, batch size), plus seeded noise; with
     `frn_change`, `BatchDependence` records too: FRN 0 except one (seed 3, batch 8, norm2) at
     `frn_change`, BN 0.1–0.2."""
-    rng = np.random.default_rng(0)
-    rows = [
-        {
-            "norm": n,
-            "batch_size": b,
-            "seed": s,
-            "status": "completed",
-            "final_test_acc": 1 - e - rng.normal(0, noise),
-        }  # fmt: skip
-        for (n, b), e in errors.items()
-        for s in range(seeds)
-    ]
+    rows = error_cells(errors, seeds, noise)
     records = [
         {
             "cell": f"{r['norm']},{r['batch_size']}",
