@@ -12,8 +12,10 @@ Claims (``CLAIMS.md``):
 - WRS (empirical): rescaling each output row of the BN-fed weight to unit norm after every step
   (SGD, no decay on those weights) removes the orthogonal "noise" as weight decay does and trains
   as well. Statistics per setup, one value per seed: ``log_orth_ratio`` = log(relative orthogonal
-  norm, WRS / SGD) < 0; ``acc_vs_wd`` = test accuracy WRS − WD, non-inferior with a 1-point
-  margin. Check ``wd_trained``: SGD+WD trains (mean final test accuracy over setups and seeds).
+  norm, WRS / SGD) < 0; ``orth_vs_wd`` = log(relative orthogonal norm, WRS / WD) ≈ 0 (equivalence);
+  ``acc_vs_wd`` = test accuracy WRS − WD, non-inferior with a 1-point
+  margin. Checks ``wd_trained``: SGD+WD trains (mean final test accuracy over setups and seeds);
+  ``wd_removes``: WD itself lowers the relative orthogonal norm against SGD (else not testable).
 
 Protocol: the first layer of three BN networks whose inputs span a strict subspace: an MLP and a
 convnet on the 8×8 digits repeated on 3 channels (a grey image fed to an RGB net: patches span 1 of
@@ -170,14 +172,26 @@ def _wrs(final: pd.DataFrame) -> list:
             ratios.append(
                 sample("WRS", "log_orth_ratio", log_ratio, condition=setup, detail=detail)
             )
+            if wd is not None:  # WRS against WD directly: the same level of orthogonal norm
+                vs_wd = paired(rel, "SGD+WRS", "SGD+WD", log=True)
+                ratios.append(sample("WRS", "orth_vs_wd", vs_wd, condition=setup, detail=detail))
         if (m := _pair_means(acc, "SGD+WRS", "SGD+WD")) is not None:
             detail = f"test accuracy WRS {m['SGD+WRS']:.3f}, WD {m['SGD+WD']:.3f}"
             diff = paired(acc, "SGD+WRS", "SGD+WD")
             accs.append(sample("WRS", "acc_vs_wd", diff, condition=setup, detail=detail))
+    removes = [paired(seed_table(r, "relative", "tag"), "SGD+WD", "SGD", log=True).mean()
+               for _, r in final.groupby("setup")]  # fmt: skip
+    if removes:
+        detail = "log(relative orthogonal norm WD / SGD), mean over setups: " + ", ".join(
+            f"{v:+.3f}" for v in removes
+        )
+        check_wd = [CheckValue("WRS", "wd_removes", float(np.nanmean(removes)), detail=detail)]
+    else:
+        check_wd = []
     wd = final[final["tag"] == "SGD+WD"]["test_acc"]
     detail = f"SGD+WD: mean final test accuracy over {len(wd)} setup × seed runs"
     check = [CheckValue("WRS", "wd_trained", float(wd.mean()), detail=detail)] if len(wd) else []
-    return ratios + accs + check
+    return ratios + accs + check + check_wd
 
 
 def statistics(results: Results):

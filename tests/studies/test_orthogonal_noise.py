@@ -32,7 +32,7 @@ def test_orthogonal_noise(study_cli):
     assert 0 < span.loc["wd_decay", "estimate"] < 1e-5
     assert span.loc["adam_log_drift", "estimate"] > 1  # Adam leaves the rotated subspace
     wrs = rows[rows["claim"] == "WRS"]
-    for name in ("log_orth_ratio", "acc_vs_wd"):
+    for name in ("log_orth_ratio", "orth_vs_wd", "acc_vs_wd"):
         assert sorted(wrs[wrs["name"] == name]["condition"]) == SETUP_NAMES
     assert (wrs["n_seeds"] == 2).all() and wrs["estimate"].notna().all()
     study_cli.figures(["orthogonal_component", "drift", "accuracy"])
@@ -48,6 +48,7 @@ def _fake(
     sgd_drift: float = 1e-10,
     wd_dev: float = 1e-10,
     wrs_shrink: tuple = (0.5, 0.5, 0.5),
+    wd_shrink: tuple = (0.5, 0.5, 0.5),
     wrs_acc: tuple = (0.0, 0.0, 0.0),
     wd_acc: float = 0.92,
 ) -> Results:
@@ -55,7 +56,8 @@ def _fake(
     SGD+momentum move W·P⊥ by `sgd_drift` (one record of seed 1, SGD+momentum, convnet; else
     1e-12), SGD+WD follows (1 − ηλ)^t up to a relative `wd_dev` (one record), Adam drifts 0.05
     (× seed noise) in the teacher setup and 1e-7 on the digits. At the end, per setup, WRS's relative
-    orthogonal norm is `wrs_shrink` × SGD's (seed noise: sd 0.01 on the log), its test accuracy
+    orthogonal norm is `wrs_shrink` × SGD's and WD's `wd_shrink` × SGD's (seed noise: sd 0.01 on
+    the log), its test accuracy
     `wrs_acc` + SGD+WD's (`wd_acc`; seed noise: sd 0.003)."""
     rng = np.random.default_rng(2)
     records, cells = [], []
@@ -65,7 +67,8 @@ def _fake(
         cell = dict(cell=f"{k},{opt['tag']}", seed=seed, **fields)
         tag, layer = opt["tag"], first_layer(setup["arch"])
         adam = 0.05 * np.exp(rng.normal(0, 0.1))
-        relative = 0.8 * (wrs_shrink[k] if tag == "SGD+WRS" else 1) * np.exp(rng.normal(0, 0.01))
+        shrink = {"SGD+WRS": wrs_shrink[k], "SGD+WD": wd_shrink[k]}.get(tag, 1)
+        relative = 0.8 * shrink * np.exp(rng.normal(0, 0.01))
         for t in range(0, 41, 10):
             decay = (1 - LR * fields["weight_decay"]) ** t
             odd = seed == 1 and t == 30 and k == 0
@@ -110,7 +113,9 @@ def test_wrs_verdicts_on_known_records():
     assert supported.verdict == "supported"
     per_setup = [(r.name, r.condition, r.n_seeds) for r in supported.rows]
     assert sorted(per_setup) == sorted(
-        (name, setup, 5) for name in ("log_orth_ratio", "acc_vs_wd") for setup in SETUP_NAMES
+        (name, setup, 5)
+        for name in ("log_orth_ratio", "orth_vs_wd", "acc_vs_wd")
+        for setup in SETUP_NAMES
     )
     ratio = next(r for r in supported.rows if r.name == "log_orth_ratio")
     assert ratio.estimate == pytest.approx(np.log(0.5), abs=0.02)
@@ -120,6 +125,16 @@ def test_wrs_verdicts_on_known_records():
     assert refuted == [("acc_vs_wd", "Convnet, digits on 3 channels")]  # SETUPS[1]
     same = judge_study(STUDY, _fake(wrs_shrink=(1.0, 1.0, 1.0)))["WRS"]
     assert same.verdict == "refuted" and same.headline.name == "log_orth_ratio"
+    # WRS halves the norm but WD removes far more in one setup: "like WD" fails there
+    unlike = judge_study(STUDY, _fake(wd_shrink=(0.5, 0.1, 0.5)))["WRS"]
+    assert unlike.verdict == "refuted"
+    assert [(r.name, r.condition) for r in unlike.rows if r.verdict == "refuted"] == [
+        ("orth_vs_wd", "Convnet, digits on 3 channels")
+    ]
+    # WD itself removes nothing (as on the digits at the quick scale): not testable
+    no_cause = judge_study(STUDY, _fake(wd_shrink=(1.0, 1.0, 1.0), wrs_shrink=(1.0, 1.0, 1.0)))
+    assert no_cause["WRS"].verdict == "not testable at this scale"
+    assert "WD itself removes orthogonal norm" in no_cause["WRS"].reason
     untrained = judge_study(STUDY, _fake(wd_acc=0.5, wrs_acc=(0.45, 0.45, 0.45)))["WRS"]
     assert untrained.verdict == "not testable at this scale"
     few = judge_study(STUDY, _fake(seeds=3))["WRS"]
