@@ -21,9 +21,9 @@ A study reports *evidence* (`Sample`: one value per independent seed of a regist
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from normtheory.claims import CLAIMS, Check, Claim, Statistic, get_claim
+from normtheory.claims import Check, Claim, Statistic, get_claim
 from normtheory.evidence import LEVEL, CheckValue, Evidence, Exact, Sample
 from normtheory.stats import (
     EXACT,
@@ -67,10 +67,6 @@ class ClaimVerdict:
     @property
     def label(self) -> str:
         return f"{self.verdict} ({self.note})" if self.note else self.verdict
-
-    @property
-    def digest(self) -> str:
-        return CLAIMS[self.claim].digest if self.claim in CLAIMS else ""
 
 
 def _p_values(stat: Statistic, est: Estimate) -> tuple[float, float, float]:
@@ -147,8 +143,6 @@ def _decide(
 
 
 def _replace(row: Verdict, verdict: str, **kw) -> Verdict:
-    from dataclasses import replace
-
     return replace(row, verdict=verdict, **kw)
 
 

@@ -2,6 +2,16 @@
 
 import numpy as np
 
+# A batch_size grid small enough for a smoke run (seconds), with every norm its claims compare.
+BATCH_SIZE_TINY = [
+    "norm=batch,group,group+ws,frn,batch_group",
+    "batch_size=4,16",
+    "examples=64",
+    "width=4",
+    "depth=2",
+    "groups=2",
+]
+
 
 def error_cells(errors: dict, seeds: int = 5, noise: float = 0.004) -> list[dict]:
     """Synthetic completed cells: per (norm, batch_size) -> mean test error, `seeds` seeds each,

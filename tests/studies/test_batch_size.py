@@ -5,6 +5,7 @@ verdicts on synthetic test errors (GN-BATCH, WS-MICRO, FRN-BATCH) and batch-depe
 import numpy as np
 import pandas as pd
 import pytest
+from study_cases import BATCH_SIZE_TINY as TINY
 from study_cases import error_cells
 
 from normtheory.hooks import BatchDependence
@@ -14,14 +15,6 @@ from studies.batch_size import STUDY, statistics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = [
-    "norm=batch,group,group+ws,frn,batch_group",
-    "batch_size=4,16",
-    "examples=64",
-    "width=4",
-    "depth=2",
-    "groups=2",
-]
 DECIDED = {"supported", "refuted", "inconclusive", "not testable at this scale"}
 
 

@@ -7,19 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from study_cases import BATCH_SIZE_TINY as TINY
 
 from normtheory.cli import main
 from normtheory.hooks import LossAccuracy
 from normtheory.results import load, load_cells
-
-TINY = [
-    "norm=batch,group,group+ws,frn,batch_group",
-    "batch_size=4,16",
-    "examples=64",
-    "width=4",
-    "depth=2",
-    "groups=2",
-]
 
 
 @pytest.fixture(scope="module")
