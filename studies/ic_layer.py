@@ -3,13 +3,16 @@
 Claims (``CLAIMS.md``; Chen et al. 2019, "Rethinking the usage of batch normalization and
 dropout in the training of deep neural networks"):
 - IC-ORDER (empirical): Weight → ReLU → BN → Dropout → Weight trains faster and more stably than
-  Weight → BN → ReLU at equal epochs. Statistics, paired by seed: the area under the
-  training-loss curve (mean training loss over the run) of W→BN→ReLU minus that of the IC
-  ordering (> 0: IC faster; primary), and the final test accuracy of IC minus W→BN→ReLU (> 0;
-  secondary), one value per seed (averaged over datasets within a seed). The IC net's training
-  loss is measured with its dropout on, which handicaps it; the detail also gives the eval-mode
-  test-loss area, the steps to reach a training loss of 0.3, and the seed spread. Check: the
-  W→BN→ReLU baseline trains (mean final test accuracy).
+  Weight → BN → ReLU at equal steps, compared at the same dropout. Every net's loss on a fixed
+  training subset (the first 1024 examples) is recorded in eval mode (dropout off) every 5
+  steps: the training-batch loss carries the dropout noise and would handicap the dropout nets.
+  Statistics, paired by seed (averaged over datasets within a seed): the area under that loss
+  (its mean over the run) of W→BN→ReLU→Dropout − IC (> 0: IC faster; primary) and log(J_matched
+  / J_IC) with J = sd of the changes of log loss between records over the last half
+  (`normtheory.measure.curves.loss_jitter`; > 0: IC more stable; primary; rule all); the same
+  two against W→BN→ReLU without dropout (the paper's baseline), the area of W→ReLU→BN − IC (the
+  dropout at the IC placement) and the final test accuracy IC − W→BN→ReLU (secondary).
+  Checks: both baselines train (mean final test accuracy).
 - IC-SIGN (empirical): a layer fed by ReLU output (W→BN→ReLU→W) has non-negative inputs, so
   the per-sample gradient rows δ_o x of a linear layer are one-signed; with BN after the ReLU
   about half of a row's entries share its sign. Not an identity for convs (rows sum over
@@ -19,11 +22,12 @@ dropout in the training of deep neural networks"):
   (≈ 1), IC (≈ 0.5). Check: the baseline trains.
 
 Protocol: a 3-layer convnet (width 16) on the digits, SGD with momentum 0.9, η = 0.05, batch 32,
-300 steps; placements ``norm_act`` (W→BN→ReLU), ``act_norm`` (W→ReLU→BN) and ``ic``
-(W→ReLU→BN→Dropout, keep 0.9). On fixed training examples in train mode `NeuronInformation`
-(every 50 steps, 512 examples) records the mean |corr| and binned MI between the channels feeding
-each weight layer (pooled), `GradientSign` (every 100 steps, 128 examples) the same-sign fraction
-of each weight layer's gradient rows. Final test accuracy follows
+300 steps; placements ``norm_act`` (W→BN→ReLU, and W→BN→ReLU→Dropout with keep 0.9),
+``act_norm`` (W→ReLU→BN) and ``ic`` (W→ReLU→BN→Dropout, keep 0.9). `LossAccuracy` records the
+eval-mode loss on the first 1024 training examples every 5 steps. On fixed training examples in
+train mode `NeuronInformation` (every 50 steps, 512 examples) records the mean |corr| and binned
+MI between the channels feeding each weight layer (pooled), `GradientSign` (every 100 steps, 128
+examples) the same-sign fraction of each weight layer's gradient rows. Final test accuracy follows
 `normtheory.analysis.FINAL_METRIC_POLICY` (a diverged run counts as accuracy 0).
 """
 
