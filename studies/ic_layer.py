@@ -34,11 +34,13 @@ examples) the same-sign fraction of each weight layer's gradient rows. Final tes
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from torch.utils.data import TensorDataset
 
 from normtheory.analysis import final_outcomes, metric, paired, seed_table
 from normtheory.evidence import CheckValue, sample
 from normtheory.experiment import TrainCell, probe_batch
 from normtheory.hooks import GradientSign, LossAccuracy, NeuronInformation, every
+from normtheory.measure.curves import loss_jitter
 from normtheory.plots import by_condition, over_steps
 from normtheory.results import Results
 from normtheory.study import Grid, Profile, Study
@@ -46,141 +48,177 @@ from normtheory.study import Grid, Profile, Study
 BASE = TrainCell(dataset="digits", arch="convnet", norm="batch", width=16, depth=3,
                  optimizer="sgd", lr=0.05, momentum=0.9, batch_size=32, steps=300,
                  eval_every=20)  # fmt: skip
+KEEP = 0.9  # the keep probability q of both dropout nets
 CASES = (
     {"tag": "W→BN→ReLU", "placement": "norm_act", "dropout_keep": 1.0},
+    {"tag": "W→BN→ReLU→Drop", "placement": "norm_act", "dropout_keep": KEEP},
     {"tag": "W→ReLU→BN", "placement": "act_norm", "dropout_keep": 1.0},
-    {"tag": "IC: W→ReLU→BN→Drop", "placement": "ic", "dropout_keep": 0.9},
+    {"tag": "IC: W→ReLU→BN→Drop", "placement": "ic", "dropout_keep": KEEP},
 )
 ORDER = [c["tag"] for c in CASES]
-BASELINE, ACT_NORM, IC = ORDER
-COLORS = dict(zip(ORDER, sns.color_palette("Dark2", 3)))
-TARGET_LOSS = 0.3
+BASELINE, MATCHED, ACT_NORM, IC = ORDER
+COLORS = dict(zip(ORDER, sns.color_palette("Dark2", 4)))
+FIT_EXAMPLES, TARGET_LOSS, JITTER_START = 1024, 0.3, 0.5
+FIT_LOSS = LossAccuracy.DATA_LOSS  # eval mode, dropout off, on the fixed training subset
 RUN = ["dataset", "tag", "seed"]
 
 
 def hooks(cell: TrainCell):
     return [
-        LossAccuracy(every=every(5)),
+        LossAccuracy(data=TensorDataset(*probe_batch(cell, FIT_EXAMPLES)), every=every(5)),
         NeuronInformation(probe=probe_batch(cell, 512), every=every(50), max_units=32),
         GradientSign(probe=probe_batch(cell, 128), every=every(100)),
     ]
 
 
 def _steps_to_target(run: pd.DataFrame) -> float:
-    """First step where the training loss, smoothed over 5 records, is below `TARGET_LOSS`."""
+    """First step where the loss, smoothed over 5 records, is below `TARGET_LOSS`."""
     run = run.sort_values("step")
     hit = run["step"][run["value"].rolling(5, min_periods=1).mean() < TARGET_LOSS]
     return float(hit.iloc[0]) if len(hit) else np.nan
 
 
+def _jitter(run: pd.DataFrame) -> float:
+    run = run.sort_values("step")
+    return loss_jitter(run["step"], run["value"], start=JITTER_START)
+
+
 def per_run(results: Results) -> pd.DataFrame:
-    """One row per (dataset, tag, seed): training-loss area (mean training loss over the run),
-    test-loss area, steps to the target loss, final test accuracy (`final_outcomes`)."""
-    train = metric(results.records, LossAccuracy.TRAIN_LOSS)
-    test = metric(results.records, LossAccuracy.TEST_LOSS)
-    if train.empty:
+    """One row per (dataset, tag, seed): fit area (mean eval-mode training-subset loss over the
+    run), its jitter over the last half, its steps to the target loss, the test-loss area, and
+    the final test accuracy (`final_outcomes`)."""
+    fit = metric(results.records, FIT_LOSS).groupby(RUN)
+    if not fit.ngroups:
         return pd.DataFrame()
     rows = pd.DataFrame(
         {
-            "train_auc": train.groupby(RUN)["value"].mean(),
-            "test_auc": test.groupby(RUN)["value"].mean(),
-            "steps_to_target": train.groupby(RUN).apply(_steps_to_target, include_groups=False),
+            "fit_auc": fit["value"].mean(),
+            "jitter": fit.apply(_jitter, include_groups=False),
+            "steps_to_target": fit.apply(_steps_to_target, include_groups=False),
+            "test_auc": metric(results.records, LossAccuracy.TEST_LOSS)
+            .groupby(RUN)["value"]
+            .mean(),
         }
     )
     rows["final_test_acc"] = final_outcomes(results.cells).set_index(RUN)["test_acc"]
     return rows.reset_index()
 
 
-def _gain(runs: pd.DataFrame, column: str, better: str, worse: str) -> pd.Series:
-    """Per seed: `column` of `better` − `worse`, paired within a dataset, mean over datasets."""
-    return paired(seed_table(runs, column, "tag", within="dataset"), better, worse)
+def _gain(runs: pd.DataFrame, column: str, better: str, worse: str, log: bool = False):
+    """Per seed: `column` of `better` − `worse` (log ratio with `log`), paired within a dataset,
+    mean over datasets."""
+    return paired(seed_table(runs, column, "tag", within="dataset"), better, worse, log=log)
 
 
 def _order_detail(runs: pd.DataFrame) -> str:
     by_tag = runs.groupby("tag")
     mean, spread = by_tag.mean(numeric_only=True), by_tag["final_test_acc"].std()
-    reach = by_tag["steps_to_target"].median()
+    jitter, reach = by_tag["jitter"].median(), by_tag["steps_to_target"].median()
     parts = [
-        f"{t}: test-loss area {mean.loc[t, 'test_auc']:.3f}, steps to training loss "
-        f"{TARGET_LOSS} (median) {reach[t]:.0f}, final test acc "
-        f"{mean.loc[t, 'final_test_acc']:.3f} ± {spread[t]:.3f} (sd over seeds)"
+        f"{t}: fit area {mean.loc[t, 'fit_auc']:.3f}, jitter (median) {jitter[t]:.3f}, steps to "
+        f"{TARGET_LOSS} (median) {reach[t]:.0f}, test-loss area {mean.loc[t, 'test_auc']:.3f}, "
+        f"final test acc {mean.loc[t, 'final_test_acc']:.3f} ± {spread[t]:.3f} (sd over seeds)"
         for t in ORDER
         if t in by_tag.groups
     ]
-    return "; ".join(parts) + ". The IC net's training loss includes its dropout noise."
+    return (
+        "; ".join(parts) + f". Fit: eval-mode loss on the first {FIT_EXAMPLES} training examples."
+    )
+
+
+def _trained(runs: pd.DataFrame, tag: str) -> tuple[float, str]:
+    acc = runs[runs["tag"] == tag]["final_test_acc"]
+    return float(acc.mean()), f"{tag}: mean final test accuracy over {acc.notna().sum()} runs"
 
 
 def statistics(results: Results):
-    """IC-ORDER: ``train_auc_gain``, ``test_acc_gain``; IC-SIGN: ``same_sign_gap``,
-    ``same_sign_relu_fed``, ``same_sign_ic``; each with ``baseline_trained`` (module docstring)."""
+    """IC-ORDER: ``fit_auc_gain``, ``jitter_ratio`` (primary), ``fit_auc_gain_plain``,
+    ``jitter_ratio_plain``, ``dropout_fit_gain``, ``test_acc_gain``, checks ``baseline_trained``,
+    ``matched_trained``; IC-SIGN: ``same_sign_gap``, ``same_sign_relu_fed``, ``same_sign_ic``,
+    check ``baseline_trained`` (module docstring)."""
     out, runs = [], per_run(results)
     if not len(runs):
         return out
-    base = runs[runs["tag"] == BASELINE]["final_test_acc"]
-    trained = f"{BASELINE}: mean final test accuracy over {base.notna().sum()} runs"
-    if {BASELINE, IC} <= set(runs["tag"]):
+    base, trained = _trained(runs, BASELINE)
+    if set(ORDER) <= set(runs["tag"]):
         detail = _order_detail(runs)
+        rows = {
+            "fit_auc_gain": _gain(runs, "fit_auc", MATCHED, IC),
+            "jitter_ratio": _gain(runs, "jitter", MATCHED, IC, log=True),
+            "fit_auc_gain_plain": _gain(runs, "fit_auc", BASELINE, IC),
+            "jitter_ratio_plain": _gain(runs, "jitter", BASELINE, IC, log=True),
+            "dropout_fit_gain": _gain(runs, "fit_auc", ACT_NORM, IC),
+            "test_acc_gain": _gain(runs, "final_test_acc", IC, BASELINE),
+        }
+        out += [sample("IC-ORDER", name, v, detail=detail) for name, v in rows.items()]
         out += [
-            sample("IC-ORDER", "train_auc_gain", _gain(runs, "train_auc", BASELINE, IC),
-                   detail=detail),
-            sample("IC-ORDER", "test_acc_gain", _gain(runs, "final_test_acc", IC, BASELINE),
-                   detail=detail),
-            CheckValue("IC-ORDER", "baseline_trained", float(base.mean()), detail=trained),
-        ]  # fmt: skip
+            CheckValue("IC-ORDER", "baseline_trained", base, detail=trained),
+            CheckValue("IC-ORDER", "matched_trained", *_trained(runs, MATCHED)),
+        ]
     sign = metric(results.records, GradientSign.SAME_SIGN, last=True)
     sign = sign[sign["key"] != "conv1"]  # the first layer is fed by the data, not by a ReLU
-    if len(sign) and set(ORDER) <= set(sign["tag"]):
+    if len(sign) and {BASELINE, ACT_NORM, IC} <= set(sign["tag"]):
         per_seed = sign.groupby(RUN, as_index=False)["value"].mean()
         table = seed_table(per_seed, "value", "tag", within="dataset")
         means, seed_mean = table.mean(), table.groupby(level="seed").mean()
-        detail = "mean same-sign fraction: " + "; ".join(f"{t}: {means[t]:.3f}" for t in ORDER)
+        detail = "mean same-sign fraction: " + "; ".join(
+            f"{t}: {means[t]:.3f}" for t in ORDER if t in means
+        )
         out += [
             sample("IC-SIGN", "same_sign_gap", paired(table, BASELINE, ACT_NORM), detail=detail),
             sample("IC-SIGN", "same_sign_relu_fed", seed_mean[BASELINE], detail=detail),
             sample("IC-SIGN", "same_sign_ic", seed_mean[IC], detail=detail),
-            CheckValue("IC-SIGN", "baseline_trained", float(base.mean()), detail=trained),
+            CheckValue("IC-SIGN", "baseline_trained", base, detail=trained),
         ]
     return out
 
 
 def training(results: Results):
-    """Training and test loss over training per placement (mean over seeds, log scale)."""
+    """The eval-mode training-subset loss (shaded: the jitter window), the training-batch loss
+    (dropout on) and the test loss over training per case (mean over seeds, log scale)."""
     fig = over_steps(
         results.records,
         {
-            LossAccuracy.TRAIN_LOSS: (
-                f"Training loss (dotted: {TARGET_LOSS})",
-                "training loss (IC: dropout on)",
+            FIT_LOSS: (
+                f"Training-subset loss, eval mode (dotted: {TARGET_LOSS})",
+                "loss, dropout off",
             ),
+            LossAccuracy.TRAIN_LOSS: ("Training-batch loss", "loss, dropout on"),
             LossAccuracy.TEST_LOSS: ("Test loss", "test loss (eval mode)"),
         },
         hue="tag",
         palette=COLORS,
         legend_title="placement",
-        title="Training with BN before or after ReLU, and the IC layer",
+        title="Training with BN before or after ReLU, with or without dropout, and the IC layer",
     )
     fig.axes[0].axhline(TARGET_LOSS, color="gray", ls=":", lw=1)  # the steps-to-target level
+    last = results.records["step"].max()
+    if last == last:
+        fig.axes[0].axvspan(JITTER_START * last, last, color="0.9", zorder=0)
+    return fig
+
+
+def _per_case(results: Results, column: str, ylabel: str, title: str, log: bool = False):
+    fig = by_condition(per_run(results), column, "tag", hue="tag", order=ORDER, hues=ORDER,
+                       seeds=True, palette=COLORS, legend=None, xlabel="", ylabel=ylabel,
+                       title=title, log=log)  # fmt: skip
+    for ax in fig.axes:
+        ax.tick_params(axis="x", labelsize=7, rotation=15)
     return fig
 
 
 def accuracy(results: Results):
-    """Final test accuracy per placement, with each seed's run as a dot."""
-    fig = by_condition(
-        per_run(results),
-        "final_test_acc",
-        "tag",
-        hue="tag",
-        order=ORDER,
-        hues=ORDER,
-        seeds=True,
-        palette=COLORS,
-        legend=None,
-        xlabel="",
-        ylabel="final test accuracy",
-        title="Final test accuracy per placement (dots: seeds)",
-    )
-    fig.axes[0].tick_params(axis="x", labelsize=7, rotation=15)
-    return fig
+    """Final test accuracy per case, with each seed's run as a dot."""
+    return _per_case(results, "final_test_acc", "final test accuracy",
+                     "Final test accuracy per placement (dots: seeds)")  # fmt: skip
+
+
+def stability(results: Results):
+    """The jitter J per case (`loss_jitter` of the eval-mode training-subset loss over the last
+    half), with each seed's run as a dot: the stability statistic."""
+    return _per_case(results, "jitter", "J = sd of Δ log loss between records (log)",
+                     "Jitter of the eval-mode training-subset loss, last half (dots: seeds)",
+                     log=True)  # fmt: skip
 
 
 def dependence(results: Results):
@@ -208,14 +246,19 @@ STUDY = Study(
     title="BN before or after ReLU, and the IC layer: convergence, stability, gradient signs",
     claims=("IC-ORDER", "IC-SIGN"),
     profiles={
-        "quick": Profile(Grid(BASE, {}, CASES), 5, "3 placements, 300 steps, 5 seeds"),
+        "quick": Profile(Grid(BASE, {}, CASES), 5, "4 cases, 300 steps, 5 seeds"),
         "full": Profile(
             Grid(BASE, {"dataset": ("digits", "mnist1d")}, CASES),
             8,
-            "3 placements × digits, mnist1d, 300 steps, 8 seeds",
+            "4 cases × digits, mnist1d, 300 steps, 8 seeds",
         ),
     },
     hooks=hooks,
     statistics=statistics,
-    figures={"training": training, "accuracy": accuracy, "dependence": dependence},
+    figures={
+        "training": training,
+        "stability": stability,
+        "accuracy": accuracy,
+        "dependence": dependence,
+    },
 )
