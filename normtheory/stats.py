@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
 EXACT = ("exact-holds", "exact-fails")
@@ -198,12 +197,18 @@ def p_tost(est: Estimate, low: float, high: float) -> float:
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm–Bonferroni adjusted p-values (statsmodels); NaN entries stay NaN and do not count."""
+    """Holm–Bonferroni adjusted p-values; NaN entries stay NaN and do not count.
+
+    The step-down rule itself (the i-th smallest p times m − i + 1, made monotone, capped at 1):
+    statsmodels' ``multipletests(method="holm")`` gives the same numbers (tested) but calls
+    ``gc.collect()`` on every call, 0.1–1.5 s each, which dominated judging a study."""
     p = np.asarray(p_values, dtype=float)
     out = np.full(p.shape, math.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        out[ok] = multipletests(p[ok], method="holm")[1]
+    ok = np.flatnonzero(np.isfinite(p))
+    if len(ok):
+        order = ok[np.argsort(p[ok], kind="stable")]
+        scaled = p[order] * np.arange(len(order), 0, -1)
+        out[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
     return out.tolist()
 
 

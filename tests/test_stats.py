@@ -83,6 +83,16 @@ def test_holm_matches_the_step_down_procedure_by_hand():
     assert with_nan[2] == pytest.approx(0.04)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_holm_agrees_with_statsmodels_including_ties_and_the_cap(seed):
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0, 0.6, size=9)
+    p[3] = p[5]  # a tie
+    assert holm(p) == pytest.approx(multipletests(p, method="holm")[1].tolist(), abs=1e-15)
+
+
 @pytest.mark.parametrize("n", [5, 8, 20])
 def test_mde_has_80_percent_power_by_the_noncentral_t(n):
     sd, alpha = 0.03, 0.05
