@@ -20,9 +20,15 @@ def test_hooks_example_runs(capsys):
     (code,) = _blocks("python")
     exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out
-    for metric in ("outcome.data_acc", "grad_norm.l2", "orth.ratio", "scale_inv.effective_lr"):
+    for metric in ("orth.ratio", "orth.complement_dim", "scale_inv.effective_lr", "test accuracy"):
         assert metric in out, metric
     assert "NaN" not in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
+    # conv1 sees 3 identical channels: a complement of 18 dims, shrunk by weight decay; the layers
+    # after it see their whole input space: no ratio there (a ratio of rounding errors).
+    complement, drift, norm, ratio = (float(v) for v in rows["conv1"][1:5])
+    assert complement == 18 and 0 < ratio < 1
+    assert rows["head"][1] == "0.0" and rows["head"][4] == "·"
 
 
 def test_ci_runs_the_readme_test_command():
