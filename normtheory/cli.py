@@ -10,6 +10,7 @@ nothing already stored is changed.
 import argparse
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 from normtheory import __version__
@@ -19,12 +20,17 @@ from normtheory.results import ResultsError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse prints usage + message)
-        raise SystemExit(_fail(f"{self.prog}: {message}"))
+        raise SystemExit(_fail(message, self.prog))
 
 
-def _fail(message: str) -> int:
-    print(f"normtheory: error: {message}", file=sys.stderr)
+def _fail(message: str, prog: str = "normtheory") -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
     return 2
+
+
+def _warn(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. an override some cells ignore) as one line, without the source line."""
+    print(f"normtheory: warning: {message}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -207,6 +213,10 @@ def _cmd_report(args, command: str) -> int:
 
     runs = [Path(r) for r in args.runs] or find_runs("runs")
     for run in runs:
+        if run.is_file():
+            raise ResultsError(
+                f"{run} is a file, not a results folder (a run folder of `normtheory run`)"
+            )
         if not run.is_dir():
             raise ResultsError(f"no results folder at {run}")
     index = build_report(runs, args.out, command=command, figures_only=args.figures_only)
@@ -263,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     command = "normtheory " + shlex.join(argv)
+    warnings.showwarning = _warn
     import matplotlib
 
     matplotlib.use("Agg")  # the CLI writes figures to files only; importing a study sets none
