@@ -10,6 +10,7 @@ nothing already stored is changed.
 import argparse
 import shlex
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -127,16 +128,56 @@ def _executor_kwargs(args) -> dict:
     }
 
 
+class _Lines:
+    """Progress for a pipe or a CI log (no terminal to draw a bar on): one line on stderr per
+    finished run of a sweep (the first task added; per-step tasks are ignored), with the count
+    and the elapsed time. The subset of ``rich.progress.Progress`` the sweep and the loop use."""
+
+    def __init__(self):
+        self._tasks: dict[int, list] = {}  # id -> [description, total, done]
+        self._start = time.monotonic()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, description: str, total: float | None = None, **kw) -> int:
+        task = len(self._tasks)
+        self._tasks[task] = [description, total, 0]
+        if task == 0:
+            self._start = time.monotonic()
+        return task
+
+    def update(self, task: int, advance: float = 0, **kw) -> None:
+        entry = self._tasks.get(task)
+        if task != 0 or entry is None or not advance:
+            return
+        entry[2] += advance
+        secs = int(time.monotonic() - self._start)
+        print(
+            f"{entry[0]}: {entry[2]:.0f}/{entry[1]:.0f} runs done ({secs // 60}m {secs % 60:02d}s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def remove_task(self, task: int) -> None:
+        self._tasks.pop(task, None)
+
+
 def _progress():
+    """A progress bar on a terminal; one line per finished run otherwise (pipes, CI logs)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if not sys.stderr.isatty():
+        return _Lines()
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         transient=True,
-        disable=not sys.stderr.isatty(),
     )
 
 

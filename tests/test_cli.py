@@ -194,3 +194,20 @@ def test_verify_prints_the_table_and_exits_1_only_for_a_failing_exact_claim(
     assert "normtheory: claims" in captured.out and "C0" in captured.out
     assert "studies with failed cells or not run: x" in captured.err
     assert ("exact claims that fail: C0" in captured.err) == (code == 1)
+
+
+def test_without_a_terminal_progress_is_one_line_per_finished_run(capsys):
+    from normtheory.cli import _progress
+
+    with _progress() as progress:  # capsys: stderr is not a terminal
+        sweep = progress.add_task("demo [quick]", total=3)
+        steps = progress.add_task("steps", total=100)  # the loop's bar: no lines
+        progress.update(sweep, advance=1)
+        progress.update(steps, advance=50)
+        progress.update(sweep, advance=2)
+        progress.remove_task(steps)
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in err] == [
+        "demo [quick]: 1/3 runs done",
+        "demo [quick]: 3/3 runs done",
+    ]
