@@ -37,3 +37,19 @@ def test_ci_runs_the_readme_test_command():
     assert tests.strip() in ci
     assert "torch==2.13.0" in setup and "torch==2.13.0" in ci
     assert "normtheory run batch_size --profile quick" in setup and "normtheory report" in setup
+
+
+def test_the_quick_start_leaves_the_committed_reference_alone():
+    """A new user's first run writes into runs/ and reports/ (ignored by git); the reference
+    report lives in reference/, regenerated only by the documented command."""
+    from normtheory.cli import _parser
+
+    setup, _ = _blocks("bash")
+    assert "--out" not in setup
+    assert _parser().parse_args(["report"]).out == "reports"
+    assert _parser().parse_args(["verify"]).out == "reports"
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert "runs/" in ignored and "reports/" in ignored
+    (regenerate,) = _blocks("sh")
+    assert regenerate.strip().endswith("--out reference")
+    assert (ROOT / "reference" / "README.md").exists()
