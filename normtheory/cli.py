@@ -53,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
         "study", help="study name (see `normtheory list`) or path to a .py file defining STUDY"
     )
     run.add_argument("overrides", nargs="*", metavar="key=value", help="cell field overrides")
-    run.add_argument("--profile", default="quick", help="profile: quick (default) or full")
+    run.add_argument(
+        "--profile",
+        default=None,
+        help="profile: quick (the default) or full; a study of your own: its only profile",
+    )
     run.add_argument(
         "--seeds", type=int, default=None, help="number of seeds (default: the profile's)"
     )

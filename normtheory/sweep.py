@@ -59,7 +59,7 @@ class RunSummary:
 def run_sweep(
     study,
     *,
-    profile: str = "quick",
+    profile: str | None = None,
     seeds: int | None = None,
     device: str = "auto",
     out: str | Path | None = None,
@@ -75,7 +75,7 @@ def run_sweep(
 
     Args:
         study: a `normtheory.study.Study`.
-        profile, seeds, overrides: which grid (``overrides`` are CLI-style ``key=value``).
+        profile, seeds, overrides: which grid (default profile: `Study.default_profile`) (``overrides`` are CLI-style ``key=value``).
         device: ``auto``, ``cpu`` or ``cuda``.
         out: the run folder (default ``runs/<study>-<profile>``).
         executor, workers, ray_address: where cells run (see `normtheory.executors`).
@@ -88,6 +88,7 @@ def run_sweep(
     """
     from normtheory.registry import list_studies
 
+    profile = study.default_profile if profile is None else profile
     prof = study.profile(profile)
     grid = prof.grid.override(overrides or {})
     cells = grid.cells()

@@ -92,7 +92,7 @@ def test_run_passes_the_options_and_overrides_given_anywhere(sweep, capsys):
 def test_run_defaults(sweep):
     assert main(["run", STUDY]) == 0
     ((_, kw),) = sweep.args
-    assert (kw["profile"], kw["seeds"], kw["device"], kw["out"]) == ("quick", None, "auto", None)
+    assert (kw["profile"], kw["seeds"], kw["device"], kw["out"]) == (None, None, "auto", None)
     assert (kw["executor"], kw["workers"], kw["threads"], kw["overrides"]) == ("local", 1, 1, {})
 
 

@@ -17,7 +17,7 @@ def _blocks(lang: str) -> list[str]:
 
 
 def test_hooks_example_runs(capsys):
-    (code,) = _blocks("python")
+    code, _ = _blocks("python")
     exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out
     for metric in ("orth.ratio", "orth.complement_dim", "scale_inv.effective_lr", "test accuracy"):
@@ -50,6 +50,32 @@ def test_the_quick_start_leaves_the_committed_reference_alone():
     assert _parser().parse_args(["verify"]).out == "reports"
     ignored = (ROOT / ".gitignore").read_text().split()
     assert "runs/" in ignored and "reports/" in ignored
-    (regenerate,) = _blocks("sh")
+    regenerate = next(b for b in _blocks("sh") if "verify" in b)
     assert regenerate.strip().endswith("--out reference")
     assert (ROOT / "reference" / "README.md").exists()
+
+
+def test_write_your_own_study_runs_as_written(tmp_path, monkeypatch):
+    """The README's own study, saved as it says and run with its commands, gives a report with
+    its claim judged from that run and its figure."""
+    import shlex
+
+    import pandas as pd
+
+    from normtheory.cli import main
+
+    _, code = _blocks("python")
+    (commands,) = [b for b in _blocks("sh") if "my_ghost.py" in b]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_ghost.py").write_text(code)
+    for command in commands.strip().split(" && "):
+        argv = shlex.split(command)
+        assert argv[0] == "normtheory"
+        assert main(argv[1:]) == 0, command
+    claims = pd.read_csv("my-report/results/claims.csv", keep_default_na=False).set_index("claim")
+    assert claims.loc["GHOST-REG", "run"] == "my_ghost-demo"
+    assert claims.loc["GHOST-REG", "verdict"] not in ("not run", "not testable at this scale")
+    rows = pd.read_csv("my-report/results/rows.csv", keep_default_na=False)
+    (gain,) = rows[(rows["claim"] == "GHOST-REG") & (rows["name"] == "acc_gain")].itertuples()
+    assert gain.n_seeds == 3 and str(gain.condition) == "64" and "underpowered" in gain.label
+    assert (tmp_path / "my-report" / "figures" / "my_ghost-demo-accuracy.png").exists()
