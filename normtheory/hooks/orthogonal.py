@@ -43,6 +43,9 @@ def _weight_layers(model: nn.Module, names: Iterable[str] | None) -> dict[str, n
     return {n: usable[n] for n in names}
 
 
+EMPTY_RTOL = 1e-8  # ‖W_0 P⊥‖ / ‖W_0‖ below this: no complement to speak of
+
+
 class OrthogonalWeightNorm(Hook):
     """‖W P⊥‖: the part of each layer's weight outside the span of the inputs it was trained on.
 
@@ -62,7 +65,7 @@ class OrthogonalWeightNorm(Hook):
       when recorded at ``after_step`` or ``end`` — the t of (1 − ηλ)^t.
 
     ``ratio`` and ``drift`` are left out while the complement is empty or W_0's part in it is
-    rounding error (below ``EMPTY_RTOL`` · ‖W_0‖): a ratio of two rounding errors means nothing.
+    rounding error (below `EMPTY_RTOL` · ‖W_0‖): a ratio of two rounding errors means nothing.
 
     Cost: one float64 Gram update per layer and step (a GEMM of the layer's input patches), and
     an eigendecomposition of each fan_in × fan_in Gram per recorded step.
@@ -85,7 +88,6 @@ class OrthogonalWeightNorm(Hook):
     COMPLEMENT_DIM = "orth.complement_dim"
     UPDATES = "orth.updates"
     METRICS = (NORM, RELATIVE, RATIO, DRIFT, COMPLEMENT_DIM, UPDATES)
-    EMPTY_RTOL = 1e-8  # ‖W_0 P⊥‖ / ‖W_0‖ below this: no complement to speak of
 
     def __init__(self, *, layers: Iterable[str] | None = None, rtol: float = 1e-10, **kw):
         super().__init__(**kw)
@@ -173,7 +175,7 @@ class OrthogonalWeightNorm(Hook):
                 ("relative", name, now.relative),
                 ("complement_dim", name, complement),
             ]
-            if complement > 0 and start.total > self.EMPTY_RTOL * float(self._w0[name].norm()):
+            if complement > 0 and start.total > EMPTY_RTOL * float(self._w0[name].norm()):
                 delta = layer.weight.detach().to(torch.float64) - self._w0[name]
                 drift = orthogonal_weight_norm(delta, span).total
                 records += [
