@@ -10,6 +10,8 @@ nothing already stored is changed.
 import argparse
 import shlex
 import sys
+import time
+import warnings
 from pathlib import Path
 
 from normtheory import __version__
@@ -19,12 +21,17 @@ from normtheory.results import ResultsError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse prints usage + message)
-        raise SystemExit(_fail(f"{self.prog}: {message}"))
+        raise SystemExit(_fail(message, self.prog))
 
 
-def _fail(message: str) -> int:
-    print(f"normtheory: error: {message}", file=sys.stderr)
+def _fail(message: str, prog: str = "normtheory") -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
     return 2
+
+
+def _warn(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. an override some cells ignore) as one line, without the source line."""
+    print(f"normtheory: warning: {message}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
         "study", help="study name (see `normtheory list`) or path to a .py file defining STUDY"
     )
     run.add_argument("overrides", nargs="*", metavar="key=value", help="cell field overrides")
-    run.add_argument("--profile", default="quick", help="profile: quick (default) or full")
+    run.add_argument(
+        "--profile",
+        default=None,
+        help="profile: quick (the default) or full; a study of your own: its only profile",
+    )
     run.add_argument(
         "--seeds", type=int, default=None, help="number of seeds (default: the profile's)"
     )
@@ -121,16 +132,56 @@ def _executor_kwargs(args) -> dict:
     }
 
 
+class _Lines:
+    """Progress for a pipe or a CI log (no terminal to draw a bar on): one line on stderr per
+    finished run of a sweep (the first task added; per-step tasks are ignored), with the count
+    and the elapsed time. The subset of ``rich.progress.Progress`` the sweep and the loop use."""
+
+    def __init__(self):
+        self._tasks: dict[int, list] = {}  # id -> [description, total, done]
+        self._start = time.monotonic()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, description: str, total: float | None = None, **kw) -> int:
+        task = len(self._tasks)
+        self._tasks[task] = [description, total, 0]
+        if task == 0:
+            self._start = time.monotonic()
+        return task
+
+    def update(self, task: int, advance: float = 0, **kw) -> None:
+        entry = self._tasks.get(task)
+        if task != 0 or entry is None or not advance:
+            return
+        entry[2] += advance
+        secs = int(time.monotonic() - self._start)
+        print(
+            f"{entry[0]}: {entry[2]:.0f}/{entry[1]:.0f} runs done ({secs // 60}m {secs % 60:02d}s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def remove_task(self, task: int) -> None:
+        self._tasks.pop(task, None)
+
+
 def _progress():
+    """A progress bar on a terminal; one line per finished run otherwise (pipes, CI logs)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if not sys.stderr.isatty():
+        return _Lines()
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         transient=True,
-        disable=not sys.stderr.isatty(),
     )
 
 
@@ -207,6 +258,10 @@ def _cmd_report(args, command: str) -> int:
 
     runs = [Path(r) for r in args.runs] or find_runs("runs")
     for run in runs:
+        if run.is_file():
+            raise ResultsError(
+                f"{run} is a file, not a results folder (a run folder of `normtheory run`)"
+            )
         if not run.is_dir():
             raise ResultsError(f"no results folder at {run}")
     index = build_report(runs, args.out, command=command, figures_only=args.figures_only)
@@ -263,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     command = "normtheory " + shlex.join(argv)
+    warnings.showwarning = _warn
     import matplotlib
 
     matplotlib.use("Agg")  # the CLI writes figures to files only; importing a study sets none

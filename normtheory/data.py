@@ -116,9 +116,12 @@ def _load_mnist1d(seed: int, num_samples: int, train_split: float) -> Arrays:
 
 
 def _missing(name: str, what: str, layout: str) -> FileNotFoundError:
+    """One line (the CLI and a failed cell's record keep the first line of an error)."""
+    layout = " ".join(layout.split())
     return FileNotFoundError(
-        f"{name}: {what}; put a local copy in a folder laid out as\n{layout}\nand pass root=... "
-        "or set the NORMTHEORY_DATA environment variable to it. normtheory never downloads data."
+        f"{name}: {what}; put a local copy in a folder laid out as {layout} and set the "
+        "NORMTHEORY_DATA environment variable to that folder (or pass root=... to load_dataset). "
+        "normtheory never downloads data."
     )
 
 

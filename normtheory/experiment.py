@@ -152,6 +152,24 @@ class TrainCell:
             beta_decay=self.beta_decay,
         )
 
+    def unused_fields(self) -> dict[str, str]:
+        """The fields this cell sets but that do not change its training, each with why: a
+        ``key=value`` override of one of them would be silently ignored."""
+        out = {}
+        if self.examples:
+            out["steps"] = (
+                f"steps = examples // batch_size here (examples={self.examples}, so "
+                f"{self.effective_steps} steps at batch {self.batch_size}); set examples= instead"
+            )
+        if self.lr_scaling == "none":
+            out["ref_batch"] = "the learning rate is not scaled with the batch (lr_scaling=none)"
+        name, _ = parse_norm_spec(self.norm)
+        accepted = inspect.signature(_REGISTRY[name]).parameters
+        for f in _NORM_FIELDS:
+            if f not in accepted:
+                out[f] = f"norm {self.norm!r} does not take {f}"
+        return out
+
     def norm_kw(self) -> dict:
         """The norm options this cell sets that its norm's factory accepts."""
         name, _ = parse_norm_spec(self.norm)

@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import pkgutil
 import sys
+import traceback
 import types
 from pathlib import Path
 
@@ -29,9 +30,9 @@ def load_study(name_or_path: str) -> Study:
     if name_or_path.endswith(".py") or path.is_file():
         if not path.is_file():
             raise ValueError(f"study file {name_or_path!r} does not exist")
-        module = _import_file(path)
+        module = _imported(lambda: _import_file(path), path)
     elif name_or_path in list_studies():
-        module = importlib.import_module(f"studies.{name_or_path}")
+        module = _imported(lambda: importlib.import_module(f"studies.{name_or_path}"), None)
     else:
         raise ValueError(
             f"unknown study {name_or_path!r}; known studies: {', '.join(list_studies()) or '(none)'}"
@@ -44,6 +45,25 @@ def load_study(name_or_path: str) -> Study:
     if module.__name__.startswith("_normtheory_user_study_"):
         study = dataclasses.replace(study, source=str(path.resolve()))
     return study
+
+
+def _imported(load, path: Path | None) -> types.ModuleType:
+    """Runs `load`; an error in the study's own code becomes one line ``file:line: what``
+    (a ValueError: exit 2 on the CLI, no traceback)."""
+    try:
+        return load()
+    except SyntaxError as err:
+        raise ValueError(
+            f"{err.filename}:{err.lineno}: syntax error in the study file: {err.msg}"
+        ) from None
+    except Exception as err:
+        frames = traceback.extract_tb(err.__traceback__)
+        ours = [f for f in frames if path and Path(f.filename).resolve() == path.resolve()]
+        where = ours[-1] if ours else frames[-1]
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(
+            f"{where.filename}:{where.lineno}: the study file raised {type(err).__name__}: {first}"
+        ) from None
 
 
 def _import_file(path: Path) -> types.ModuleType:

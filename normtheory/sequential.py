@@ -48,7 +48,7 @@ def planned_looks(start: int, max_seeds: int, step: int) -> int:
 def run_until_decided(
     study,
     *,
-    profile: str = "quick",
+    profile: str | None = None,
     seeds: int | None = None,
     max_seeds: int = 20,
     step: int = 2,
@@ -58,6 +58,7 @@ def run_until_decided(
     """Runs `study` with more and more seeds until each of its claims is decided (see the
     module docstring). `sweep_kw` go to `run_sweep` (device, out, overrides, executor, ...);
     `on_look(SequentialSummary)` is called after every look."""
+    profile = study.default_profile if profile is None else profile
     start = seeds if seeds is not None else study.profile(profile).seeds
     if step < 1:
         raise ValueError(f"--seed-step must be ≥ 1, got {step}")

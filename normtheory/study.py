@@ -15,7 +15,7 @@ from itertools import product
 from typing import Any
 
 from normtheory.claims import get_claim
-from normtheory.experiment import run_train_cell
+from normtheory.experiment import TrainCell, run_train_cell  # noqa: F401  (re-exported)
 from normtheory.hooks import Hook, LossAccuracy
 from normtheory.results import Results
 
@@ -143,7 +143,9 @@ class Study:
         name: the study's name (its module name).
         title: one line for the report.
         claims: claim ids it tests (see `normtheory.claims`).
-        profiles: at least ``quick`` and ``full``.
+        profiles: name -> `Profile`; the built-in studies have ``quick`` and ``full``, a study
+            of your own may have just one (the default profile is ``quick`` if there is one,
+            else the first).
         hooks: ``cell -> [Hook]``, the measurements of each cell.
         run_cell: ``(cell, seed, *, device, hooks, progress) -> TrainResult``.
         statistics: ``Results -> [Sample | Exact | CheckValue]``: the values of the claims'
@@ -169,7 +171,13 @@ class Study:
         for claim in self.claims:
             get_claim(claim)  # an unknown id raises, naming the known ones
 
-    def profile(self, name: str) -> Profile:
+    @property
+    def default_profile(self) -> str:
+        """``quick`` if the study has it, else its first profile."""
+        return "quick" if "quick" in self.profiles else next(iter(self.profiles))
+
+    def profile(self, name: str | None = None) -> Profile:
+        name = self.default_profile if name is None else name
         if name not in self.profiles:
             raise ValueError(
                 f"unknown profile {name!r} for study {self.name}; valid: {', '.join(self.profiles)}"

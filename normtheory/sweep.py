@@ -17,6 +17,7 @@ import hashlib
 import json
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +35,11 @@ __all__ = ["EXECUTORS", "RunSummary", "run_sweep"]
 
 @dataclass
 class RunSummary:
-    """Counts of a sweep's cells × seeds by outcome; ``skipped`` were complete already."""
+    """Counts of a sweep's runs (cells × seeds) by outcome; ``skipped`` were complete already."""
 
     path: Path
+    cells: int = 0
+    seeds: int = 0
     total: int = 0
     skipped: int = 0
     completed: int = 0
@@ -46,7 +49,8 @@ class RunSummary:
 
     def line(self, name: str) -> str:
         return (
-            f"{name}: {self.total} cells × seeds in {self.path} — {self.completed} completed, "
+            f"{name}: {self.total} runs ({self.cells} cells × {self.seeds} seeds) in {self.path} — "
+            f"{self.completed} completed, "
             f"{self.diverged} diverged, {self.failed} failed, "
             f"{self.skipped} already complete (skipped)"
         )
@@ -55,7 +59,7 @@ class RunSummary:
 def run_sweep(
     study,
     *,
-    profile: str = "quick",
+    profile: str | None = None,
     seeds: int | None = None,
     device: str = "auto",
     out: str | Path | None = None,
@@ -71,7 +75,7 @@ def run_sweep(
 
     Args:
         study: a `normtheory.study.Study`.
-        profile, seeds, overrides: which grid (``overrides`` are CLI-style ``key=value``).
+        profile, seeds, overrides: which grid (default profile: `Study.default_profile`) (``overrides`` are CLI-style ``key=value``).
         device: ``auto``, ``cpu`` or ``cuda``.
         out: the run folder (default ``runs/<study>-<profile>``).
         executor, workers, ray_address: where cells run (see `normtheory.executors`).
@@ -84,9 +88,11 @@ def run_sweep(
     """
     from normtheory.registry import list_studies
 
+    profile = study.default_profile if profile is None else profile
     prof = study.profile(profile)
     grid = prof.grid.override(overrides or {})
     cells = grid.cells()
+    _check_overrides_matter(study.name, cells, overrides or {})
     n_seeds = prof.seeds if seeds is None else seeds
     check_int("seeds", n_seeds)
     check_executor(executor, workers, threads, ray_address)
@@ -126,7 +132,7 @@ def run_sweep(
     run.update_manifest(
         executor={"name": executor, "workers": workers, "threads": threads, "ray": ray_address}
     )
-    summary = RunSummary(run.path)
+    summary = RunSummary(run.path, cells=len(cells), seeds=n_seeds)
     jobs = []
     for cell in cells:
         for seed in range(n_seeds):
@@ -156,6 +162,28 @@ def run_sweep(
         finished_at=now(), counts=dataclasses.asdict(summary) | {"path": str(run.path)}
     )
     return summary
+
+
+class OverrideIgnored(UserWarning):
+    """A ``key=value`` override that some cells of the grid ignore."""
+
+
+def _check_overrides_matter(name: str, cells: list, overrides: dict[str, str]) -> None:
+    """Refuses an override that changes no cell (e.g. ``steps=`` where the study fixes the
+    examples seen), naming why; warns when it changes only some cells."""
+    for key, text in overrides.items():
+        why = [getattr(c, "unused_fields", dict)() for c in cells]
+        unused = [w[key] for w in why if key in w]
+        if not unused:
+            continue
+        if len(unused) == len(cells):
+            raise ValueError(f"{key}={text} would change nothing in {name}: {unused[0]}")
+        warnings.warn(
+            f"{key}={text} is ignored by {len(unused)} of {len(cells)} cells of {name}: "
+            f"{unused[0]}",
+            OverrideIgnored,
+            stacklevel=3,
+        )
 
 
 def _store(run: RunDir, job: Job, outcome: Outcome) -> None:

@@ -86,12 +86,26 @@ CLI_CASES = [
     ([*RUN, "--threads", "0"], "threads must be an integer >= 1, got 0"),
     ([*RUN, "--ray-address", "auto"], "ray_address 'auto' needs executor 'ray', not 'local'"),
     ([*RUN, "lr=0.5"], "holds a run with a different config (differs in: cells"),
+    (
+        [*RUN, "examples=400", "steps=10"],
+        "steps=10 would change nothing in fault_study: steps = "
+        "examples // batch_size here (examples=400, so 25 steps at batch 16); set examples= instead",
+    ),
+    (
+        [*RUN, "ref_batch=8"],
+        "ref_batch=8 would change nothing in fault_study: the learning rate "
+        "is not scaled with the batch (lr_scaling=none)",
+    ),
+    (
+        [*RUN, "ghost_size=4"],
+        "ghost_size=4 would change nothing in fault_study: norm 'batch' does not take ghost_size",
+    ),
     (["run", STUDY, "--out", "{root}/afile", *ONE], "results path {root}/afile is a file"),
     (["run", STUDY, "--out", "{root}/afile/run", *ONE], "cannot write results to {root}/afile/run"),
     (["run", STUDY, "--out", "{unwritable}", *ONE], "cannot write results to {unwritable}"),
     (["run", STUDY, "--out", "{root}", *ONE], "is not empty and not a normtheory run folder"),
     (["report", "{root}/nowhere"], "no results folder at {root}/nowhere"),
-    (["report", "{root}/afile"], "no results folder at {root}/afile"),
+    (["report", "{root}/afile"], "{root}/afile is a file, not a results folder"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ]
 

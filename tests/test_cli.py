@@ -30,7 +30,8 @@ def sweep(monkeypatch, tmp_path):
 
     def fake(study, **kw):
         calls.args.append((study.name, kw))
-        summary = RunSummary(tmp_path / "run", total=4, completed=4 - calls.failed)
+        summary = RunSummary(tmp_path / "run", cells=2, seeds=2, total=4)
+        summary.completed = 4 - calls.failed
         summary.failed = calls.failed
         summary.errors = [f"cell{i} seed=0: RuntimeError: boom" for i in range(calls.failed)]
         return summary
@@ -44,11 +45,22 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"normtheory {__version__}"
 
 
-@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["run"], ["run", STUDY, "--bogus"]])
-def test_bad_command_lines_exit_2_with_one_line(argv, capsys):
+@pytest.mark.parametrize(
+    "argv, prefix",
+    [
+        ([], "normtheory: error: "),
+        (["frobnicate"], "normtheory: error: "),
+        (["run"], "normtheory run: error: "),
+        (["run", STUDY, "--bogus"], "normtheory: error: "),
+        (["run", STUDY, "--device", "gpu"], "normtheory run: error: argument --device"),
+        (["verify", "--executor", "threads"], "normtheory verify: error: argument --executor"),
+    ],
+)
+def test_bad_command_lines_exit_2_with_one_line(argv, prefix, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("normtheory: error: ") and len(err.strip().splitlines()) == 1
+    assert err.startswith(prefix) and len(err.strip().splitlines()) == 1
+    assert err.count("normtheory") == 1  # no doubled "normtheory: error: normtheory run:"
 
 
 def test_list_prints_every_study_and_the_statements_of_its_claims(capsys):
@@ -74,13 +86,13 @@ def test_run_passes_the_options_and_overrides_given_anywhere(sweep, capsys):
         ray_address=None, command="normtheory " + shlex.join(argv),
     )  # fmt: skip
     out = capsys.readouterr().out
-    assert "fault_study: 4 cells × seeds" in out and "next: normtheory report" in out
+    assert "fault_study: 4 runs (2 cells × 2 seeds)" in out and "next: normtheory report" in out
 
 
 def test_run_defaults(sweep):
     assert main(["run", STUDY]) == 0
     ((_, kw),) = sweep.args
-    assert (kw["profile"], kw["seeds"], kw["device"], kw["out"]) == ("quick", None, "auto", None)
+    assert (kw["profile"], kw["seeds"], kw["device"], kw["out"]) == (None, None, "auto", None)
     assert (kw["executor"], kw["workers"], kw["threads"], kw["overrides"]) == ("local", 1, 1, {})
 
 
@@ -182,3 +194,20 @@ def test_verify_prints_the_table_and_exits_1_only_for_a_failing_exact_claim(
     assert "normtheory: claims" in captured.out and "C0" in captured.out
     assert "studies with failed cells or not run: x" in captured.err
     assert ("exact claims that fail: C0" in captured.err) == (code == 1)
+
+
+def test_without_a_terminal_progress_is_one_line_per_finished_run(capsys):
+    from normtheory.cli import _progress
+
+    with _progress() as progress:  # capsys: stderr is not a terminal
+        sweep = progress.add_task("demo [quick]", total=3)
+        steps = progress.add_task("steps", total=100)  # the loop's bar: no lines
+        progress.update(sweep, advance=1)
+        progress.update(steps, advance=50)
+        progress.update(sweep, advance=2)
+        progress.remove_task(steps)
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in err] == [
+        "demo [quick]: 1/3 runs done",
+        "demo [quick]: 3/3 runs done",
+    ]

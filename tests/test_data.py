@@ -186,6 +186,8 @@ def test_cifar10_missing_files_say_what_to_put_where(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="missing test_batch") as err:
         load_dataset("cifar10", root=tmp_path)
     assert "never downloads" in str(err.value) and "python version" in str(err.value)
+    # one line: a failed cell's record and the CLI keep an error's first line only
+    assert len(str(err.value).splitlines()) == 1 and "NORMTHEORY_DATA" in str(err.value)
 
 
 def _idx(magic, shape, data):

@@ -95,11 +95,6 @@ STUDY = Study(name="typo" title="missing comma")
 '''
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 17: a syntax error in a study file raises a bare SyntaxError "
-    "(a traceback on the CLI), not one line naming file:line",
-)
 def test_a_syntax_error_gives_one_line_naming_file_and_line(tmp_path, capsys):
     path = tmp_path / "typo.py"
     path.write_text(SYNTAX_ERROR)
@@ -111,10 +106,13 @@ def test_a_syntax_error_gives_one_line_naming_file_and_line(tmp_path, capsys):
     assert f"{path}:4" in err and len(err.strip().splitlines()) == 1
 
 
-def test_the_syntax_error_today_names_the_file_and_line(tmp_path):
-    """What issue 17 builds on: Python's own error already carries the file and the line."""
-    path = tmp_path / "typo.py"
-    path.write_text(SYNTAX_ERROR)
-    with pytest.raises(SyntaxError) as info:
+def test_an_error_raised_by_the_study_file_names_its_line(tmp_path, capsys):
+    path = tmp_path / "broken.py"
+    path.write_text('"""Broken."""\nfrom normtheory.study import Study\n\nGRID = undefined_name\n')
+    with pytest.raises(ValueError) as info:
         load_study(str(path))
-    assert info.value.filename == str(path) and info.value.lineno == 4
+    assert str(info.value) == (
+        f"{path}:4: the study file raised NameError: name 'undefined_name' is not defined"
+    )
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run").exists()

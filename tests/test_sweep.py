@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from normtheory.cli import main
+from normtheory.experiment import TrainCell
 from normtheory.results import load_cells
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -139,3 +140,16 @@ def test_corrupt_or_foreign_files_named_nothing_deleted(
 
 def _first(run: Path, pattern: str) -> Path:
     return sorted((run / "cells").glob(pattern))[0]
+
+
+def test_an_override_some_cells_ignore_warns_naming_how_many_and_why():
+    from normtheory.sweep import OverrideIgnored, _check_overrides_matter
+
+    cells = [TrainCell(norm="batch"), TrainCell(norm="group"), TrainCell(norm="ghost_batch")]
+    with pytest.warns(
+        OverrideIgnored, match="groups=2 is ignored by 2 of 3 cells of s: norm 'batch'"
+    ):
+        _check_overrides_matter("s", cells, {"groups": "2"})
+    with pytest.raises(ValueError, match="ghost_size=4 would change nothing in s: norm 'batch'"):
+        _check_overrides_matter("s", cells[:2], {"ghost_size": "4"})
+    _check_overrides_matter("s", cells, {"lr": "0.1"})  # used everywhere: silent

@@ -6,6 +6,7 @@ records ``(metric, key, value)`` and the monitor stamps them with the step. Hook
 records and never own the loop.
 """
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,6 +126,31 @@ class Monitor:
             `frame`. Sinks are flushed at the ``end`` event; `close` closes them.
         total_steps: the run's total number of steps, passed to hooks in the context of the
             events fired through `start`, `after_step`, …; needed by ``evenly`` schedules.
+        optimizer: the loop's optimizer, given to every event (an event's own ``optimizer=``
+            wins); the context's learning rate ``lr`` is its first param group's unless an
+            event passes ``lr=``.
+
+    The events and what to pass to them (keyword arguments fill the `Context`)::
+
+        monitor.start()                                   # before the first step
+        monitor.after_backward(step, inputs=x, loss=loss.detach())
+        monitor.after_step(step, inputs=x, targets=y, outputs=out, loss=loss.detach())
+        monitor.eval(step, {"test_loss": ..., "test_acc": ...})   # your own evaluation
+        monitor.end(total_steps)
+
+    What each hook reads (a missing one is an error naming the hook and the argument):
+
+    - `LossAccuracy`: ``loss`` (train_loss), ``outputs`` + ``targets`` (train_acc) when given;
+      its own ``data=`` for evaluation.
+    - `OrthogonalWeightNorm`: `start` first, then ``inputs`` (the very tensor the model was
+      called on) at every `after_backward`.
+    - `ScaleInvariance`: ``optimizer`` (η and λ per group; without one, ``lr``).
+    - `HessianSpectrum`, `HessianTrace`, `HessianDensity`, `Smoothness`, `OneStepLoss`: their
+      ``probe=`` batch, else ``inputs`` + ``targets`` of the first call; `Smoothness` and
+      `OneStepLoss` also a learning rate: their ``lr=``, else ``lr`` / the optimizer's.
+    - `GradNorm`: the gradients in ``.grad`` (fire it at `after_backward`); `WeightNorm`,
+      `NeuronInformation`, `GradientSign`, `Singularities`, `ExampleWeighing`,
+      `BatchDependence`, `DropoutDependence`: the model and their own ``probe=``.
 
     Example:
         >>> monitor = Monitor(model, [GradNorm(every=10)], sinks=[MemorySink(), CSVSink("r.csv")])
@@ -140,9 +166,11 @@ class Monitor:
         sinks: Iterable[Sink] | None = None,
         *,
         total_steps: int | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
     ):
         self.model = model
         self.total_steps = total_steps
+        self.optimizer = optimizer
         self.sinks = [MemorySink()] if sinks is None else check_sinks(sinks)
         self.hooks = list(hooks)
         names = [h.name for h in self.hooks]
@@ -169,7 +197,16 @@ class Monitor:
         return rows
 
     def _fire(self, event: str, step: int, kw: dict[str, Any]) -> list[tuple[int, str, str, float]]:
-        kw = {"total_steps": self.total_steps, **kw}
+        known = {f.name for f in dataclasses.fields(Context)} - {"model", "step"}
+        unknown = sorted(set(kw) - known)
+        if unknown:
+            raise TypeError(
+                f"monitor.{event}() got unknown argument(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(sorted(known))}"
+            )
+        kw = {"total_steps": self.total_steps, "optimizer": self.optimizer, **kw}
+        if kw.get("lr") is None and kw["optimizer"] is not None:
+            kw["lr"] = float(kw["optimizer"].param_groups[0]["lr"])
         return self.fire(event, Context(model=self.model, step=step, **kw))
 
     def start(self, **kw: Any) -> list[tuple[int, str, str, float]]:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from normtheory.hooks.base import Context, Hook, Record
-from normtheory.measure.outcomes import accuracy, evaluate
+from normtheory.measure.outcomes import accuracy, check_eval_data, evaluate
 
 
 class LossAccuracy(Hook):
@@ -16,6 +16,11 @@ class LossAccuracy(Hook):
     used), ``<name>.test_loss``/``test_acc`` (any ``ctx.metrics`` at the eval event). With
     `data`, it also evaluates the model on that dataset on its schedule (``data_loss``,
     ``data_acc``): that is how to use it in your own loop.
+
+    Args:
+        data: evaluation data for your own loop: a tuple ``(inputs, targets)`` of tensors, a
+            `TensorDataset`, a Dataset of (x, y) pairs or a DataLoader; None: no evaluation.
+        loss_fn: ``loss_fn(outputs, targets) -> mean loss`` for `data` (cross-entropy).
     """
 
     events = ("after_step", "eval")
@@ -31,6 +36,8 @@ class LossAccuracy(Hook):
 
     def __init__(self, *, data=None, loss_fn: Callable = F.cross_entropy, **kw):
         super().__init__(**kw)
+        if data is not None:
+            check_eval_data(data)  # a wrong kind fails here, naming the kinds it takes
         self.data = data
         self.loss_fn = loss_fn
 

@@ -47,7 +47,8 @@ class _CurvatureHook(Hook):
         if self.probe is None:
             if ctx.inputs is None:
                 raise ValueError(
-                    f"{self.name}: no probe batch given and the context has no training batch yet"
+                    f"{self.name} ({type(self).__name__}) needs a batch: pass probe=(x, y) to "
+                    "it, or inputs= and targets= to the event"
                 )
             self.probe = (ctx.inputs.detach().clone(), ctx.targets.detach().clone())
         device = next(ctx.model.parameters()).device
@@ -55,6 +56,17 @@ class _CurvatureHook(Hook):
 
     def _kw(self) -> dict:
         return {"mode": self.mode, "params": self.params}
+
+
+def _lr(hook, ctx: Context) -> float:
+    """The step size of `Smoothness` / `OneStepLoss`: theirs, else the loop's (``ctx.lr``)."""
+    lr = hook.lr if hook.lr is not None else ctx.lr
+    if lr is None:
+        raise ValueError(
+            f"{hook.name} ({type(hook).__name__}) needs a learning rate: pass lr= to it, or "
+            "optimizer= to the Monitor (or lr= / optimizer= to the event)"
+        )
+    return float(lr)
 
 
 class HessianSpectrum(_CurvatureHook):
@@ -170,9 +182,7 @@ class Smoothness(_CurvatureHook):
         self.lr, self.multipliers, self.n_points = lr, tuple(multipliers), n_points
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:
-        lr = self.lr if self.lr is not None else ctx.lr
-        if lr is None:
-            raise ValueError(f"{self.name}: no lr given and the context has none")
+        lr = _lr(self, ctx)
         res = gradient_smoothness(
             ctx.model,
             self.loss_fn,
@@ -209,7 +219,7 @@ class OneStepLoss(_CurvatureHook):
         self.lr = lr
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:
-        lr = self.lr if self.lr is not None else ctx.lr
+        lr = _lr(self, ctx)
         res = gradient_smoothness(
             ctx.model,
             self.loss_fn,

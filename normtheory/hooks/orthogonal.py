@@ -43,6 +43,9 @@ def _weight_layers(model: nn.Module, names: Iterable[str] | None) -> dict[str, n
     return {n: usable[n] for n in names}
 
 
+EMPTY_RTOL = 1e-8  # ‖W_0 P⊥‖ / ‖W_0‖ below this: no complement to speak of
+
+
 class OrthogonalWeightNorm(Hook):
     """‖W P⊥‖: the part of each layer's weight outside the span of the inputs it was trained on.
 
@@ -61,7 +64,8 @@ class OrthogonalWeightNorm(Hook):
     - ``updates`` (key ""): the number of training batches seen, i.e. optimizer steps taken
       when recorded at ``after_step`` or ``end`` — the t of (1 − ηλ)^t.
 
-    ``ratio`` and ``drift`` are left out while the complement is empty or W_0 has no part in it.
+    ``ratio`` and ``drift`` are left out while the complement is empty or W_0's part in it is
+    rounding error (below `EMPTY_RTOL` · ‖W_0‖): a ratio of two rounding errors means nothing.
 
     Cost: one float64 Gram update per layer and step (a GEMM of the layer's input patches), and
     an eigendecomposition of each fan_in × fan_in Gram per recorded step.
@@ -165,12 +169,13 @@ class OrthogonalWeightNorm(Hook):
             now = orthogonal_weight_norm(layer.weight, span)
             start = orthogonal_weight_norm(self._w0[name], span)
             dims = now.complement_dim
+            complement = sum(dims) if isinstance(dims, list) else dims
             records += [
                 ("norm", name, now.total),
                 ("relative", name, now.relative),
-                ("complement_dim", name, sum(dims) if isinstance(dims, list) else dims),
+                ("complement_dim", name, complement),
             ]
-            if start.total > 0:
+            if complement > 0 and start.total > EMPTY_RTOL * float(self._w0[name].norm()):
                 delta = layer.weight.detach().to(torch.float64) - self._w0[name]
                 drift = orthogonal_weight_norm(delta, span).total
                 records += [

@@ -20,35 +20,66 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
     return (outputs.argmax(dim=1) == targets).float().mean().item()
 
 
+def check_eval_data(data) -> None:
+    """Raises TypeError naming the accepted kinds unless `data` is one `evaluate` takes."""
+    pair = isinstance(data, (tuple, list)) and len(data) == 2 and all(map(torch.is_tensor, data))
+    if pair or hasattr(data, "tensors") or isinstance(data, torch.utils.data.DataLoader):
+        return
+    if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
+        return
+    raise TypeError(
+        "evaluation data must be (inputs, targets) tensors, a TensorDataset, a Dataset of "
+        f"(x, y) pairs or a DataLoader; got {type(data).__name__}"
+    )
+
+
+def _batches(data, batch_size: int):
+    """(inputs, targets) batches of `data` (see `check_eval_data`); a map-style Dataset is
+    batched by a plain DataLoader in order."""
+    check_eval_data(data)
+    if isinstance(data, (tuple, list)) or hasattr(data, "tensors"):
+        inputs, targets = data if isinstance(data, (tuple, list)) else data.tensors[:2]
+        for start in range(0, len(inputs), batch_size):
+            yield inputs[start : start + batch_size], targets[start : start + batch_size]
+        return
+    if not isinstance(data, torch.utils.data.DataLoader):
+        data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
+    for batch in data:
+        yield batch[0], batch[1]
+
+
 def evaluate(
     model: nn.Module,
-    dataset: torch.utils.data.TensorDataset,
+    dataset,
     *,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
     batch_size: int = 1024,
 ) -> dict[str, float]:
-    """Mean loss and accuracy of `model` in eval mode over `dataset` (inputs, targets tensors).
+    """Mean loss and accuracy of `model` in eval mode over `dataset`: a tuple (inputs, targets)
+    of tensors, a `TensorDataset`, a Dataset of (x, y) pairs or a DataLoader.
 
-    Runs without gradients; mode, buffers, ``.grad`` and RNG state are restored afterwards.
-    Non-finite outputs give ``loss = nan`` rather than raising.
+    Runs without gradients; mode, buffers, ``.grad`` and RNG state are restored afterwards (a
+    DataLoader's own seed draw included). Non-finite outputs give ``loss = nan`` rather than
+    raising.
 
     Returns:
         ``{"loss": mean loss weighted by batch size, "acc": accuracy, "n": examples}``.
     """
-    inputs, targets = dataset.tensors[0], dataset.tensors[1]
-    if len(inputs) == 0:
-        raise ValueError("evaluate got an empty dataset")
-    device = next((p.device for p in model.parameters()), inputs.device)
-    total_loss, correct = 0.0, 0
+    check_eval_data(dataset)
+    batches = _batches(dataset, batch_size)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    total_loss, correct, n = 0.0, 0, 0
     with preserved(model), torch.no_grad():
         model.eval()
-        for start in range(0, len(inputs), batch_size):
-            x = inputs[start : start + batch_size].to(device)  # (B, *in_shape)
-            y = targets[start : start + batch_size].to(device)  # (B,)
+        for x, y in batches:
+            x, y = x.to(device), y.to(device)  # (B, *in_shape), (B,)
             out = model(x)  # (B, K)
             total_loss += loss_fn(out, y).item() * len(y)
             correct += (out.argmax(dim=1) == y).sum().item()
-    return {"loss": total_loss / len(inputs), "acc": correct / len(inputs), "n": float(len(inputs))}
+            n += len(y)
+    if n == 0:
+        raise ValueError("evaluate got an empty dataset")
+    return {"loss": total_loss / n, "acc": correct / n, "n": float(n)}
 
 
 @contextmanager

@@ -42,6 +42,7 @@ class Section:
         figure_data: stems whose data table was written to ``results/<stem>.csv``.
         expected, complete: cells × seeds of the run's grid, and those stored complete.
         measured: the generated sentence saying what was measured.
+        written: the files this section wrote, relative to the report folder.
     """
 
     run: Path
@@ -58,6 +59,7 @@ class Section:
     expected: int = 0
     complete: int = 0
     measured: str = ""
+    written: list[str] = field(default_factory=list)
 
     @property
     def partial(self) -> bool:

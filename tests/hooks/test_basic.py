@@ -58,3 +58,15 @@ def test_loss_accuracy_with_data_evaluates_like_direct_computation():
     assert frame["outcome.data_acc"] == pytest.approx(
         (out.argmax(1) == test_set.targets).float().mean().item()
     )
+
+
+def test_loss_accuracy_takes_a_tuple_of_tensors_and_names_what_it_takes():
+    model, _, test_set = _setup()
+    pair = (test_set.inputs, test_set.targets)
+    monitor = Monitor(model, [LossAccuracy(data=pair, every=5)])
+    monitor.after_step(5)
+    reference = Monitor(model, [LossAccuracy(data=test_set, every=5)])
+    reference.after_step(5)
+    assert monitor.frame().equals(reference.frame())
+    with pytest.raises(TypeError, match="TensorDataset.*got ndarray"):
+        LossAccuracy(data=test_set.inputs.numpy())

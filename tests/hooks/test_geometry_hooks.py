@@ -249,3 +249,19 @@ def test_train_with_rescale_needs_an_invariant_weight_and_excludes_it_from_decay
         sum(p.numel() for g in groups for p in g["params"]),
         sum(p.numel() for p in model.parameters()),
     )
+
+
+def test_layers_whose_inputs_span_everything_get_no_ratio_or_drift():
+    # The head (fc_out / "head") sees the 16-wide hidden layer of 256 examples: its span is the
+    # whole space, so W P⊥ is rounding error and a ratio of two rounding errors would mean nothing.
+    train_set, _ = _low_rank()
+    model = _mlp(train_set)
+    config = TrainConfig(lr=0.2, momentum=0.9, batch_size=32, steps=20, seed=0, device="cpu")
+    result = train(model, train_set, None, config, [OrthogonalWeightNorm(every=10)])
+    rec = result.records
+    full = rec[(rec["metric"] == "orth.complement_dim") & (rec["value"] == 0)]["key"].unique()
+    assert len(full)  # some layer has an empty complement
+    for key in full:
+        assert _frame(result, "orth.ratio", key).empty, key
+        assert _frame(result, "orth.drift", key).empty, key
+    assert not _frame(result, "orth.ratio", "fc1").empty  # the low-rank input layer keeps them

@@ -80,7 +80,8 @@ def test_constants_are_prefixed_and_listed(cls):
 def test_constants_match_the_records_of_a_run():
     """A run that triggers every metric: each recorded name is a constant, each constant is
     recorded (so a renamed or dropped metric breaks this test, not a study's figure)."""
-    train_set, test_set = load_dataset("digits", max_train=128, max_test=64)
+    # 3 identical channels: conv1's inputs leave a complement, so orth.ratio/drift are recorded
+    train_set, test_set = load_dataset("digits", max_train=128, max_test=64, channels=3)
     torch.manual_seed(0)
     model = build_model(
         "convnet", norm="batch", in_shape=train_set.in_shape, num_classes=10, width=4, depth=2

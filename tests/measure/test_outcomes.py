@@ -158,3 +158,30 @@ def test_train_eval_discrepancy_eval_pass_sees_the_running_stats_from_before_the
     assert got["eval_loss"] == pytest.approx(eval_loss, rel=0, abs=1e-12)
     assert got["loss_gap"] == pytest.approx(eval_loss - train_loss, rel=0, abs=1e-12)
     assert got["output_gap"] == pytest.approx(output_gap, rel=0, abs=1e-12)
+
+
+class _Pairs(torch.utils.data.Dataset):
+    """A plain map-style Dataset of (x, y) pairs (no ``.tensors``)."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def test_evaluate_takes_a_tuple_a_dataset_or_a_loader_alike(trained_bn_convnet):
+    model, data = trained_bn_convnet
+    x, y = data.inputs[:30], data.targets[:30]
+    want = evaluate(model, TensorDataset(x, y))
+    rng = torch.get_rng_state()
+    for kind in ((x, y), [x, y], _Pairs(x, y), torch.utils.data.DataLoader(_Pairs(x, y), 8)):
+        got = evaluate(model, kind, batch_size=7)
+        assert got["n"] == 30 and got["acc"] == want["acc"], type(kind)
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-6)
+    assert torch.equal(torch.get_rng_state(), rng)  # a DataLoader's seed draw is undone
+    with pytest.raises(TypeError, match="must be \\(inputs, targets\\) tensors.*got dict"):
+        evaluate(model, {"x": x})

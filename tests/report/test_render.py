@@ -142,3 +142,38 @@ def test_a_run_with_no_cells_is_a_visible_not_run_row(report_runs, tmp_path):
     assert claims.loc["GN-BATCH", "verdict"] == "not run"
     assert "no complete cells stored" in claims.loc["GN-BATCH", "reason"]
     assert (tmp_path / "rep" / "figures" / "empty-loss.png").exists()  # a 'missing' panel
+
+
+def test_a_report_removes_what_it_wrote_before_and_no_longer_belongs(report_runs, tmp_path):
+    """The quick start's report over an old one: the figures and tables of a run no longer
+    reported go; a user's own file in the same folders stays."""
+    out = tmp_path / "rep"
+    both = [str(report_runs["tiny"]), str(report_runs["partial"])]
+    assert main(["report", *both, "--out", str(out)]) == 0
+    assert (out / "figures" / "partial-loss.png").exists()
+    (out / "figures" / "my-notes.txt").write_text("mine")
+    (out / "results" / "mine.csv").write_text("a\n1\n")
+    assert main(["report", both[0], "--out", str(out)]) == 0
+    left = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert not [f for f in left if "partial" in f]
+    assert {"figures/tiny-loss.png", "figures/my-notes.txt", "results/mine.csv"} <= left
+    listed = set(json.loads((out / ".normtheory-report.json").read_text()))
+    assert listed == left - {"figures/my-notes.txt", "results/mine.csv", ".normtheory-report.json"}
+    prov = (out / "results" / "PROVENANCE.txt").read_text()
+    assert "mine.csv" not in prov and "partial" not in prov  # it lists what it wrote
+    # a figures-only pass keeps the pages and the tables it did not redraw
+    assert main(["report", both[0], "--out", str(out), "--figures-only"]) == 0
+    assert (out / "index.html").exists() and (out / "results" / "claims.csv").exists()
+
+
+@pytest.mark.parametrize("what", ["empty", "foreign", "missing"])
+def test_a_refused_report_creates_nothing(tmp_path, what, capsys):
+    run = tmp_path / "run"
+    if what != "missing":
+        run.mkdir()
+    if what == "foreign":
+        (run / "data.txt").write_text("not a run")
+    out = tmp_path / "rep"
+    assert main(["report", str(run), "--out", str(out)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not out.exists()

@@ -80,3 +80,11 @@ def test_the_csv_file_and_the_frame_give_the_same_table(tmp_path):
         texts.append(out.getvalue())
     assert texts[0] == texts[1] == texts[2]
     assert all(claim in texts[0] for claim in rows["claim"])
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_table_fits_the_terminal(width):
+    rows = pd.DataFrame(claim_rows([], {}))
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None).print(claims_table(rows))
+    assert max(len(line) for line in out.getvalue().splitlines()) <= width
