@@ -7,9 +7,14 @@ Claims (``CLAIMS.md``; registered tests in ``normtheory/claims.toml``):
   Statistics, one value per seed, each a mean over the measured steps of a log gap no-BN − BN:
   ``log_beta_gap`` (primary), ``log_loss_range_gap`` and ``log_grad_pred_gap``; all > 0.
 - WS-SMOOTH (Qiao et al. 2019): GN+WS has smaller effective β-smoothness and top Hessian
-  eigenvalue than GN alone at the same point in training. Per seed, mean over steps of
-  ``log_beta_gap`` = log β(GN) − log β(GN+WS) > 0 and ``log_eig_gap`` = log λ_max(GN) −
-  log λ_max(GN+WS) > 0.
+  eigenvalue than GN alone at the same point in training, measured scale-invariantly: the conv
+  weights of both nets are scale-invariant (WS per row, GN per group of rows), so raw β and
+  λ_max move when they are rescaled at an unchanged function. With D = RMS row norm of each
+  invariant group (`normtheory.measure.scale_invariant.invariant_metric`; 1 on the head, γ, β),
+  λ_max(D H D) and β in the coordinates D⁻¹w are the raw measures at the canonical point where
+  every invariant filter has unit norm. Per seed, mean over steps of ``log_beta_gap_inv`` =
+  log β_inv(GN) − log β_inv(GN+WS) > 0 and ``log_eig_gap_inv`` (λ_max(DHD)) > 0 (primary); the
+  raw ``log_beta_gap`` and ``log_eig_gap`` are secondary (not scale-invariant).
 Check ``both_trained`` (each claim): the smaller of the two compared nets' mean final test
 accuracy over seeds (`normtheory.analysis.FINAL_METRIC_POLICY`: a run that diverged counts as
 accuracy 0): a landscape of a net that did not train says nothing.
