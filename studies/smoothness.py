@@ -33,7 +33,7 @@ from normtheory import plots
 from normtheory.analysis import final_outcomes, metric, paired, seed_table
 from normtheory.evidence import CheckValue, sample
 from normtheory.experiment import TrainCell
-from normtheory.hooks import HessianSpectrum, LossAccuracy, Smoothness, every
+from normtheory.hooks import HessianSpectrum, LossAccuracy, Smoothness, every, rename
 from normtheory.results import Results
 from normtheory.study import Grid, Profile, Study
 
@@ -52,12 +52,27 @@ BASE = TrainCell(
 NORMS = ("none", "batch", "group", "group+ws")
 
 
+# WS-SMOOTH's nets are also measured in the scale-invariant metric (`invariant_metric`)
+INVARIANT_NORMS = ("group", "group+ws")
+BETA_INV, EIG_INV = (
+    rename(Smoothness.BETA, "smoothness_inv"),
+    rename(HessianSpectrum.EIG, "hessian_inv"),
+)
+
+
 def hooks(cell: TrainCell):
-    return [
+    smooth, hess = every(max(cell.steps // 12, 1)), every(max(cell.steps // 4, 1))
+    out = [
         LossAccuracy(every=10),
-        Smoothness(every=every(max(cell.steps // 12, 1))),
-        HessianSpectrum(k=1, every=every(max(cell.steps // 4, 1)), at_end=True),
+        Smoothness(every=smooth),
+        HessianSpectrum(k=1, every=hess, at_end=True),
     ]
+    if cell.norm in INVARIANT_NORMS:
+        out += [
+            Smoothness(every=smooth, invariant=True, name="smoothness_inv"),
+            HessianSpectrum(k=1, every=hess, at_end=True, invariant=True, name="hessian_inv"),
+        ]
+    return out
 
 
 # recorded metric -> (panel title, y label); the top eigenvalue is rank 1 (key "1")
@@ -66,6 +81,12 @@ PANELS = {
     Smoothness.GRAD_PRED_MAX: ("Gradient predictiveness", "max ‖∇L(w) − ∇L(w − ηg)‖"),
     Smoothness.BETA: ("Effective β-smoothness", "β (max over η)"),
     HessianSpectrum.EIG: ("Top Hessian eigenvalue", "λ_max"),
+}
+INVARIANT_PANELS = {
+    Smoothness.BETA: ("Effective β, raw weights (not scale-invariant)", "β"),
+    BETA_INV: ("Effective β, scale-invariant metric", "β in u = D⁻¹w"),
+    HessianSpectrum.EIG: ("λ_max, raw weights (not scale-invariant)", "λ_max(H)"),
+    EIG_INV: ("λ_max, scale-invariant metric", "λ_max(D H D)"),
 }
 KEYS = ["", "1"]
 # claim -> (worse, better, {registered statistic: recorded metric})
@@ -82,7 +103,12 @@ TESTS = {
     "WS-SMOOTH": (
         "group",
         "group+ws",
-        {"log_beta_gap": Smoothness.BETA, "log_eig_gap": HessianSpectrum.EIG},
+        {
+            "log_beta_gap_inv": BETA_INV,
+            "log_eig_gap_inv": EIG_INV,
+            "log_beta_gap": Smoothness.BETA,
+            "log_eig_gap": HessianSpectrum.EIG,
+        },
     ),
 }
 
@@ -106,7 +132,9 @@ def statistics(results: Results):
             gap = log_gap(results.records, recorded, worse, better)
             if gap.empty:
                 continue
-            what = PANELS[recorded][0][0].lower() + PANELS[recorded][0][1:]
+            panels = INVARIANT_PANELS if recorded in (BETA_INV, EIG_INV) else PANELS
+            title = panels[recorded][0]
+            what = title[0].lower() + title[1:]
             ratio = np.exp(gap.mean())
             detail = f"{what}: ratio {pair} ×{ratio:.3g} (geometric mean over steps and seeds)"
             out.append(sample(claim, name, gap, detail=detail))
@@ -128,6 +156,18 @@ def landscape(results: Results):
     )
 
 
+def invariance(results: Results):
+    """GN and GN+WS: raw β and λ_max next to the same measures in the scale-invariant metric."""
+    rows = results.records[results.records["norm"].isin(INVARIANT_NORMS)]
+    return plots.over_steps(
+        rows,
+        INVARIANT_PANELS,
+        key=KEYS,
+        ncols=2,
+        title="GN vs GN+WS: raw weight space vs scale-invariant metric D = RMS row norm per group",
+    )
+
+
 STUDY = Study(
     name="smoothness",
     title="Loss-landscape smoothness along the gradient, with and without BN and WS",
@@ -142,5 +182,5 @@ STUDY = Study(
     },
     hooks=hooks,
     statistics=statistics,
-    figures={"landscape": landscape},
+    figures={"landscape": landscape, "invariance": invariance},
 )
