@@ -7,9 +7,14 @@ Claims (``CLAIMS.md``; registered tests in ``normtheory/claims.toml``):
   Statistics, one value per seed, each a mean over the measured steps of a log gap no-BN − BN:
   ``log_beta_gap`` (primary), ``log_loss_range_gap`` and ``log_grad_pred_gap``; all > 0.
 - WS-SMOOTH (Qiao et al. 2019): GN+WS has smaller effective β-smoothness and top Hessian
-  eigenvalue than GN alone at the same point in training. Per seed, mean over steps of
-  ``log_beta_gap`` = log β(GN) − log β(GN+WS) > 0 and ``log_eig_gap`` = log λ_max(GN) −
-  log λ_max(GN+WS) > 0.
+  eigenvalue than GN alone at the same point in training, measured scale-invariantly: the conv
+  weights of both nets are scale-invariant (WS per row, GN per group of rows), so raw β and
+  λ_max move when they are rescaled at an unchanged function. With D = RMS row norm of each
+  invariant group (`normtheory.measure.scale_invariant.invariant_metric`; 1 on the head, γ, β),
+  λ_max(D H D) and β in the coordinates D⁻¹w are the raw measures at the canonical point where
+  every invariant filter has unit norm. Per seed, mean over steps of ``log_beta_gap_inv`` =
+  log β_inv(GN) − log β_inv(GN+WS) > 0 and ``log_eig_gap_inv`` (λ_max(DHD)) > 0 (primary); the
+  raw ``log_beta_gap`` and ``log_eig_gap`` are secondary (not scale-invariant).
 Check ``both_trained`` (each claim): the smaller of the two compared nets' mean final test
 accuracy over seeds (`normtheory.analysis.FINAL_METRIC_POLICY`: a run that diverged counts as
 accuracy 0): a landscape of a net that did not train says nothing.
@@ -28,7 +33,7 @@ from normtheory import plots
 from normtheory.analysis import final_outcomes, metric, paired, seed_table
 from normtheory.evidence import CheckValue, sample
 from normtheory.experiment import TrainCell
-from normtheory.hooks import HessianSpectrum, LossAccuracy, Smoothness, every
+from normtheory.hooks import HessianSpectrum, LossAccuracy, Smoothness, every, rename
 from normtheory.results import Results
 from normtheory.study import Grid, Profile, Study
 
@@ -47,12 +52,27 @@ BASE = TrainCell(
 NORMS = ("none", "batch", "group", "group+ws")
 
 
+# WS-SMOOTH's nets are also measured in the scale-invariant metric (`invariant_metric`)
+INVARIANT_NORMS = ("group", "group+ws")
+BETA_INV, EIG_INV = (
+    rename(Smoothness.BETA, "smoothness_inv"),
+    rename(HessianSpectrum.EIG, "hessian_inv"),
+)
+
+
 def hooks(cell: TrainCell):
-    return [
+    smooth, hess = every(max(cell.steps // 12, 1)), every(max(cell.steps // 4, 1))
+    out = [
         LossAccuracy(every=10),
-        Smoothness(every=every(max(cell.steps // 12, 1))),
-        HessianSpectrum(k=1, every=every(max(cell.steps // 4, 1)), at_end=True),
+        Smoothness(every=smooth),
+        HessianSpectrum(k=1, every=hess, at_end=True),
     ]
+    if cell.norm in INVARIANT_NORMS:
+        out += [
+            Smoothness(every=smooth, invariant=True, name="smoothness_inv"),
+            HessianSpectrum(k=1, every=hess, at_end=True, invariant=True, name="hessian_inv"),
+        ]
+    return out
 
 
 # recorded metric -> (panel title, y label); the top eigenvalue is rank 1 (key "1")
@@ -61,6 +81,12 @@ PANELS = {
     Smoothness.GRAD_PRED_MAX: ("Gradient predictiveness", "max ‖∇L(w) − ∇L(w − ηg)‖"),
     Smoothness.BETA: ("Effective β-smoothness", "β (max over η)"),
     HessianSpectrum.EIG: ("Top Hessian eigenvalue", "λ_max"),
+}
+INVARIANT_PANELS = {
+    Smoothness.BETA: ("Effective β, raw weights (not scale-invariant)", "β"),
+    BETA_INV: ("Effective β, scale-invariant metric", "β in u = D⁻¹w"),
+    HessianSpectrum.EIG: ("λ_max, raw weights (not scale-invariant)", "λ_max(H)"),
+    EIG_INV: ("λ_max, scale-invariant metric", "λ_max(D H D)"),
 }
 KEYS = ["", "1"]
 # claim -> (worse, better, {registered statistic: recorded metric})
@@ -77,7 +103,12 @@ TESTS = {
     "WS-SMOOTH": (
         "group",
         "group+ws",
-        {"log_beta_gap": Smoothness.BETA, "log_eig_gap": HessianSpectrum.EIG},
+        {
+            "log_beta_gap_inv": BETA_INV,
+            "log_eig_gap_inv": EIG_INV,
+            "log_beta_gap": Smoothness.BETA,
+            "log_eig_gap": HessianSpectrum.EIG,
+        },
     ),
 }
 
@@ -101,7 +132,9 @@ def statistics(results: Results):
             gap = log_gap(results.records, recorded, worse, better)
             if gap.empty:
                 continue
-            what = PANELS[recorded][0][0].lower() + PANELS[recorded][0][1:]
+            panels = INVARIANT_PANELS if recorded in (BETA_INV, EIG_INV) else PANELS
+            title = panels[recorded][0]
+            what = title[0].lower() + title[1:]
             ratio = np.exp(gap.mean())
             detail = f"{what}: ratio {pair} ×{ratio:.3g} (geometric mean over steps and seeds)"
             out.append(sample(claim, name, gap, detail=detail))
@@ -123,6 +156,18 @@ def landscape(results: Results):
     )
 
 
+def invariance(results: Results):
+    """GN and GN+WS: raw β and λ_max next to the same measures in the scale-invariant metric."""
+    rows = results.records[results.records["norm"].isin(INVARIANT_NORMS)]
+    return plots.over_steps(
+        rows,
+        INVARIANT_PANELS,
+        key=KEYS,
+        ncols=2,
+        title="GN vs GN+WS: raw weight space vs scale-invariant metric D = RMS row norm per group",
+    )
+
+
 STUDY = Study(
     name="smoothness",
     title="Loss-landscape smoothness along the gradient, with and without BN and WS",
@@ -137,5 +182,5 @@ STUDY = Study(
     },
     hooks=hooks,
     statistics=statistics,
-    figures={"landscape": landscape},
+    figures={"landscape": landscape, "invariance": invariance},
 )

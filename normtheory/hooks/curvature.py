@@ -5,6 +5,11 @@ sees, copied), so values along training are comparable. They run on their schedu
 an int, a callable or a `normtheory.hooks.schedule` schedule; default never) and/or once at the
 end of training (`at_end=True`, or ``every=at_end()`` alone). Measurements leave the model,
 `.grad`, buffers and RNG state untouched (see `normtheory.measure.curvature`).
+
+`HessianSpectrum` and `Smoothness` take ``invariant=True`` to measure in the scale-invariant
+metric D of `normtheory.measure.scale_invariant.invariant_metric` (the weights' groups found on
+the probe batch at each call): λ_max(D H D) and β in the coordinates D⁻¹ w, unchanged when a
+scale-invariant weight is rescaled; give such an instance its own ``name``.
 """
 
 from collections.abc import Callable, Iterable, Sequence
@@ -16,6 +21,7 @@ from normtheory.hooks.base import Context, Hook, Record
 from normtheory.hooks.schedule import Schedule
 from normtheory.measure.curvature import hessian_density, hessian_eigenvalues
 from normtheory.measure.landscape import gradient_smoothness
+from normtheory.measure.scale_invariant import invariant_metric
 from normtheory.measure.trace import hessian_trace
 
 
@@ -57,6 +63,10 @@ class _CurvatureHook(Hook):
     def _kw(self) -> dict:
         return {"mode": self.mode, "params": self.params}
 
+    def _metric(self, ctx: Context, data: tuple, invariant: bool) -> dict | None:
+        """The scale-invariant metric D at the current weights, or None (raw weight space)."""
+        return invariant_metric(ctx.model, data[0]) if invariant else None
+
 
 def _lr(hook, ctx: Context) -> float:
     """The step size of `Smoothness` / `OneStepLoss`: theirs, else the loop's (``ctx.lr``)."""
@@ -70,7 +80,10 @@ def _lr(hook, ctx: Context) -> float:
 
 
 class HessianSpectrum(_CurvatureHook):
-    """Top-k Hessian eigenvalues (Lanczos). Metrics: ``eig`` (key = rank 1..k), ``n_hvp``, ``converged``."""
+    """Top-k Hessian eigenvalues (Lanczos). Metrics: ``eig`` (key = rank 1..k), ``n_hvp``, ``converged``.
+
+    ``invariant=True``: eigenvalues of D H D, D = `invariant_metric` (scale-invariant).
+    """
 
     default_name = "hessian"
     PREFIX = "hessian."
@@ -79,18 +92,28 @@ class HessianSpectrum(_CurvatureHook):
     CONVERGED = "hessian.converged"
     METRICS = (EIG, N_HVP, CONVERGED)
 
-    def __init__(self, *, k: int = 1, which: str = "largest", tol: float = 1e-3, **kw):
+    def __init__(
+        self,
+        *,
+        k: int = 1,
+        which: str = "largest",
+        tol: float = 1e-3,
+        invariant: bool = False,
+        **kw,
+    ):
         super().__init__(**kw)
-        self.k, self.which, self.tol = k, which, tol
+        self.k, self.which, self.tol, self.invariant = k, which, tol, invariant
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:
+        data = self._data(ctx)
         res = hessian_eigenvalues(
             ctx.model,
             self.loss_fn,
-            self._data(ctx),
+            data,
             k=self.k,
             which=self.which,
             tol=self.tol,
+            metric=self._metric(ctx, data, self.invariant),
             **self._kw(),
         )
         rows = [("eig", str(i + 1), float(v)) for i, v in enumerate(res.values)]
@@ -164,7 +187,8 @@ class Smoothness(_CurvatureHook):
     """Santurkar et al.'s landscape measures along the gradient: loss range, gradient
     predictiveness (min/max) and effective β-smoothness, at step sizes lr·[0.5, 4].
 
-    `lr` defaults to the loop's current learning rate (``ctx.lr``).
+    `lr` defaults to the loop's current learning rate (``ctx.lr``). ``invariant=True``: the
+    same measures in the scale-invariant metric D = `invariant_metric` (coordinates D⁻¹ w).
     """
 
     default_name = "smoothness"
@@ -177,19 +201,30 @@ class Smoothness(_CurvatureHook):
     N_GRAD = "smoothness.n_grad"
     METRICS = (LOSS_RANGE, GRAD_PRED_MIN, GRAD_PRED_MAX, BETA, GRAD_NORM, N_GRAD)
 
-    def __init__(self, *, lr: float | None = None, multipliers=(0.5, 4.0), n_points: int = 8, **kw):
+    def __init__(
+        self,
+        *,
+        lr: float | None = None,
+        multipliers=(0.5, 4.0),
+        n_points: int = 8,
+        invariant: bool = False,
+        **kw,
+    ):
         super().__init__(**kw)
         self.lr, self.multipliers, self.n_points = lr, tuple(multipliers), n_points
+        self.invariant = invariant
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:
         lr = _lr(self, ctx)
+        data = self._data(ctx)
         res = gradient_smoothness(
             ctx.model,
             self.loss_fn,
-            self._data(ctx),
+            data,
             lr=lr,
             multipliers=self.multipliers,
             n_points=self.n_points,
+            metric=self._metric(ctx, data, self.invariant),
             **self._kw(),
         )
         return [

@@ -14,7 +14,7 @@ mean loss returned by `loss_fn`. Hessian-vector products are double backward pas
 (Pearlmutter 1994): Hv = ∇_w (∇_w L(w) · v), which works for every norm layer.
 """
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
@@ -128,6 +128,19 @@ class FixedLoss:
     def flat_params(self) -> Tensor:
         """The current values of the selected parameters as one detached vector (n,)."""
         return torch.cat([p.detach().reshape(-1) for p in self._params]).clone()
+
+    def diagonal(self, metric: Mapping[str, Tensor] | None) -> Tensor | None:
+        """A per-parameter scale ``{name: tensor broadcastable to the parameter}`` as one flat
+        vector (n,) over the selected parameters (1 where a name is absent); None stays None."""
+        if metric is None:
+            return None
+        parts = [
+            torch.as_tensor(metric[n], dtype=self.dtype, device=self.device).expand(p.shape)
+            if n in metric
+            else torch.ones(p.shape, dtype=self.dtype, device=self.device)
+            for n, p in zip(self.names, self._params)
+        ]
+        return torch.cat([part.reshape(-1) for part in parts])
 
     def unflatten(self, v: Tensor) -> list[Tensor]:
         """Splits a flat (n,) vector into tensors shaped like the selected parameters."""

@@ -18,9 +18,13 @@ Common arguments:
     params: None (all parameters with ``requires_grad``) or names of parameters or modules,
         whose Hessian block is measured (per-layer spectra).
     seed: seed of the local generator for probe vectors (the global RNG is never used).
+    metric: None, or a per-parameter scale D ``{name: tensor}`` (parameters not named: 1), e.g.
+        `normtheory.measure.scale_invariant.invariant_metric`: the spectrum is then that of
+        D H D, the Hessian in the coordinates u = D⁻¹ w (D held fixed), which is invariant to
+        rescaling scale-invariant weights when D is their size.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,6 +94,7 @@ def hessian_eigenvalues(
     return_vectors: bool = False,
     verify: bool = False,
     seed: int = 0,
+    metric: Mapping[str, Tensor] | None = None,
 ) -> EigenResult:
     """k extreme eigenvalues of the Hessian by Lanczos with full reorthogonalization.
 
@@ -114,6 +119,8 @@ def hessian_eigenvalues(
         return_vectors: also return the unit eigenvectors (n, k) on the model's device.
         verify: compute the true residuals with k extra products instead of reporting the
             Lanczos estimates β_m |s_{m,i}|.
+        metric: eigenpairs of D H D instead of H (see the module docstring); vectors are in
+            the u coordinates.
     """
     check_choice("which", which, WHICH)
     with fixed_loss(model, loss_fn, data, mode=mode, params=params) as f:
@@ -123,9 +130,11 @@ def hessian_eigenvalues(
         cap = min(n, 20 * k + 200) + reserve if max_hvp is None else int(max_hvp)
         if cap < k + reserve:
             raise ValueError(f"max_hvp must be at least {k + reserve} here, got {max_hvp!r}")
+        d = f.diagonal(metric)
+        matvec = f.hvp if d is None else lambda v: d * f.hvp(d * v)  # D H D v
         gen = generator(f.device, seed)
         start = torch.randn(n, generator=gen, dtype=f.dtype, device=f.device)
-        lz = Lanczos(f.hvp, start, gen)
+        lz = Lanczos(matvec, start, gen)
         while lz.steps < min(n, cap - reserve):
             lz.step()
             if lz.steps >= k:
@@ -143,7 +152,7 @@ def hessian_eigenvalues(
         if verify:
             residuals = torch.stack(
                 [
-                    torch.linalg.vector_norm(f.hvp(y) - float(lam) * y)
+                    torch.linalg.vector_norm(matvec(y) - float(lam) * y)
                     for y, lam in zip(vectors.T, values)
                 ]
             ).to(device="cpu", dtype=torch.float64)

@@ -5,6 +5,7 @@ Pure, with the fixed loss and the common arguments of `normtheory.measure.curvat
 shifted weights go through ``functional_call``, so the model's weights are never written.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +55,7 @@ def gradient_smoothness(
     params: Params = None,
     multipliers: tuple[float, float] = (0.5, 4.0),
     n_points: int = 8,
+    metric: Mapping[str, Tensor] | None = None,
 ) -> SmoothnessResult:
     """Loss range, gradient predictiveness and effective β-smoothness along −∇L.
 
@@ -67,10 +69,21 @@ def gradient_smoothness(
     Everything is evaluated on the same batches with the same dropout masks; the weights are
     never written (the shifted weights go through ``functional_call``).
 
+    With a `metric` D (per-parameter scales, e.g.
+    `normtheory.measure.scale_invariant.invariant_metric`) the same quantities are taken in the
+    coordinates u = D⁻¹ w (D held fixed): gradient D g, steps u − η D g, i.e. w − η D² g, and
+
+        grad_diffs_j = ‖D (∇L(w) − ∇L(w − η_j D² g))‖,   β = max_j grad_diffs_j / ‖η_j D g‖,
+
+    with grad_norm ‖D g‖. When D is the size of the scale-invariant weight groups these equal
+    the plain measures at the canonical point D⁻¹ w and do not change when such a group is
+    rescaled (see `invariant_metric`).
+
     Args:
         lr: the training learning rate (> 0).
         multipliers: (a, b), 0 < a <= b: the range of η as multiples of lr.
         n_points: P >= 1 step sizes, geometrically spaced.
+        metric: None (D = 1) or ``{parameter name: D}``, parameters not named having D = 1.
     """
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
@@ -81,14 +94,17 @@ def gradient_smoothness(
     lrs = lr * np.geomspace(a, b, n_points)
     with fixed_loss(model, loss_fn, data, mode=mode, params=params) as f:
         w = f.flat_params()
+        d = f.diagonal(metric)
+        scale = (lambda v: v) if d is None else (lambda v: d * v)  # noqa: E731
         loss0, g = f.loss_grad()
+        step = scale(scale(g))  # D² g: the gradient step in u, mapped back to w
         losses, diffs = [], []
         for eta in lrs:
-            loss, grad = f.loss_grad(w - eta * g)
+            loss, grad = f.loss_grad(w - eta * step)
             losses.append(loss)
-            diffs.append(torch.linalg.vector_norm(g - grad).item())
+            diffs.append(torch.linalg.vector_norm(scale(g - grad)).item())
         n_grad = f.n_grad
-    g_norm = torch.linalg.vector_norm(g).item()
+    g_norm = torch.linalg.vector_norm(scale(g)).item()
     diffs_np = np.asarray(diffs)
     beta = float(np.max(diffs_np / (lrs * g_norm))) if g_norm > 0 else float("nan")
     return SmoothnessResult(

@@ -6,6 +6,7 @@ train-mode BatchNorm with ε = 0; the identities that then hold are in
 from the autograd graph of one forward pass.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -47,14 +48,16 @@ _PASS_THROUGH = (
 )
 
 
-def _norm_kind(norm: nn.Module) -> str | None:
-    """The invariance a norm gives the weight feeding it, None if it is not a norm we know."""
+def _norm_blocks(norm: nn.Module) -> int | None:
+    """Into how many runs of consecutive channels the norm splits its C channels, each
+    normalized by statistics of its own (a common positive scale of one run's inputs leaves the
+    output unchanged); None if it is not a norm we know."""
     if isinstance(norm, _BatchNorm | _InstanceNorm | FilterResponseNorm):
-        return PER_CHANNEL  # BN, Ghost BN (per channel over a batch), IN, FRN (per example)
-    if isinstance(norm, BatchGroupNorm | GroupNorm):  # also LayerNorm, InstanceNorm
-        return PER_CHANNEL if norm.groups == norm.num_features else WHOLE
+        return norm.num_features  # BN, Ghost BN (per channel over a batch), IN, FRN (per example)
+    if isinstance(norm, BatchGroupNorm | GroupNorm):  # also LayerNorm (G = 1), InstanceNorm
+        return norm.groups  # G groups of C/G consecutive channels
     if isinstance(norm, nn.GroupNorm):
-        return PER_CHANNEL if norm.num_groups == norm.num_channels else WHOLE
+        return norm.num_groups
     return None
 
 
@@ -89,7 +92,8 @@ def find_scale_invariant(model: nn.Module, example_input: Tensor | None = None) 
       `WSConv*d`) are always ``"per_channel"`` (with ``ws_eps`` -> 0), whatever follows them.
     - ``"whole"``: unchanged by W -> c W (one common c > 0) but not by a scale of single rows:
       W feeds a Group Norm, Layer Norm or Batch-Group Norm with more than one channel per
-      group (in fact a common scale of the rows of each group suffices).
+      group (in fact a common scale of the rows of each group suffices; `invariant_metric`
+      uses those groups).
 
     "Feeds" means: the weight layer's output reaches the norm through per-channel, positively
     homogeneous modules only (nothing, ReLU, LeakyReLU, Dropout, pooling), and there is no
@@ -110,6 +114,19 @@ def find_scale_invariant(model: nn.Module, example_input: Tensor | None = None) 
     Returns:
         ``{module name: "per_channel" | "whole"}``, in module order.
     """
+    return {
+        name: PER_CHANNEL if blocks == rows else WHOLE
+        for name, (blocks, rows, _) in _invariant_blocks(model, example_input).items()
+    }
+
+
+def _invariant_blocks(
+    model: nn.Module, example_input: Tensor | None
+) -> dict[str, tuple[int, int, bool]]:
+    """{module name: (blocks, rows, standardized)} for each scale-invariant weight layer: its
+    rows (output channels) split into `blocks` runs of consecutive rows, each invariant under
+    one common positive scale; `standardized` for a WS layer (also invariant under adding a
+    constant to a row). See `find_scale_invariant` for the rules."""
     probe = _probe_input(model, example_input)
     names = {m: n for n, m in reversed(list(model.named_modules()))}  # first name wins
     calls: list[_Call] = []
@@ -132,30 +149,39 @@ def find_scale_invariant(model: nn.Module, example_input: Tensor | None = None) 
             m.train(mode)
     root = out.grad_fn if isinstance(out, Tensor) else None
 
-    # One verdict per call of a weight layer; a call that feeds no norm stays None.
-    verdicts: dict[int, str | None] = {}
+    # One verdict (number of invariant row blocks) per call of a weight layer; a call that
+    # feeds no norm stays None.
+    verdicts: dict[int, int | None] = {}
     for i, call in enumerate(calls):
         if isinstance(call.module, _WEIGHT_LAYERS):
-            verdicts[i] = PER_CHANNEL if isinstance(call.module, _STANDARDIZED) else None
-        kind = _norm_kind(call.module)
-        if kind is None:
+            standardized = isinstance(call.module, _STANDARDIZED)
+            verdicts[i] = _rows(call.module) if standardized else None
+        blocks = _norm_blocks(call.module)
+        if blocks is None:
             continue
         j, direct = _producer(calls, i)
         if j is None or isinstance(calls[j].module, _STANDARDIZED):
             continue
         has_bias = getattr(calls[j].module, "bias", None) is not None
         bias_ok = not has_bias or (direct and _removes_channel_bias(call.module))
-        verdicts[j] = kind if bias_ok and _only_path(root, calls[j].node, call.node) else None
-    per_module: dict[nn.Module, list[str | None]] = {}
-    for j, kind in verdicts.items():
-        per_module.setdefault(calls[j].module, []).append(kind)
+        ok = bias_ok and _only_path(root, calls[j].node, call.node)
+        verdicts[j] = blocks if ok and _rows(calls[j].module) % blocks == 0 else None
+    per_module: dict[nn.Module, list[int | None]] = {}
+    for j, blocks in verdicts.items():
+        per_module.setdefault(calls[j].module, []).append(blocks)
+    # A layer called several times is invariant under the scales common to all its calls: runs
+    # of rows that are unions of every call's runs, i.e. gcd(blocks) equal runs.
     result = {
-        names[m]: WHOLE if WHOLE in kinds else PER_CHANNEL
-        for m, kinds in per_module.items()
-        if None not in kinds
+        names[m]: (math.gcd(*blocks), _rows(m), isinstance(m, _STANDARDIZED))
+        for m, blocks in per_module.items()
+        if None not in blocks
     }
     order = [n for n, _ in model.named_modules()]
     return {n: result[n] for n in order if n in result}
+
+
+def _rows(layer: nn.Module) -> int:
+    return layer.weight.shape[0]
 
 
 def _probe_input(model: nn.Module, example_input: Tensor | None) -> Tensor:
@@ -208,3 +234,51 @@ def _only_path(root: object, source: object, through: object) -> bool:
         seen.add(node)
         stack.extend(nxt for nxt, _ in node.next_functions)
     return True
+
+
+def invariant_metric(model: nn.Module, example_input: Tensor | None = None) -> dict[str, Tensor]:
+    """The per-entry scale D of every scale-invariant weight, for curvature in the matched metric.
+
+    Groups: the finest sets of weights that one common positive scale leaves the loss unchanged
+    under (train mode, norms' ε = 0), derived per norm from its statistics:
+
+    - a WS layer (`WSLinear`, `WSConv*d`): each row w_o (output channel) on its own, since
+      Ŵ_o = (w_o − μ_o) / σ_o; it is also unchanged by w_o -> w_o + t·1, so its size is the
+      centred norm ‖w_o − μ_o 1‖ (= √fan_in · σ_o), which neither symmetry moves;
+    - a weight feeding BN, Ghost BN, IN or FRN (statistics per channel): each row on its own;
+    - a weight feeding Group Norm or Batch-Group Norm with G groups of C/G consecutive channels
+      (Layer Norm: G = 1): the C/G rows of each group together (each group is normalized by
+      its own mean and variance), size ‖W_g‖ (Frobenius);
+    - everything else (the head, the norms' γ and β, biases): no group, D = 1.
+
+    For a group g of r_g rows, D = ‖w_g‖ / √r_g on all its entries (the root-mean-square row
+    norm). Why these quantities are scale-invariant: if L(c w_g) = L(w_g) for all c > 0, then
+    ∇_g L(c w) = ∇_g L(w) / c and the Hessian blocks scale as H_gg / c², H_gh / c; rescaling
+    group g by c multiplies D on g by c, so D H D and D ∇L are unchanged. They are the raw
+    Hessian and gradient at the canonical point ŵ = D⁻¹ w of the same function (every group
+    rescaled so its rows have RMS norm 1; a WS row also centred): H(ŵ) = D H(w) D. So the
+    curvature is compared at matched weight norms, one unit-norm filter per output channel, for
+    any net. Groups must be exactly the invariant sets: a coarser one is not invariant under
+    all the symmetries, and a finer one (e.g. per row under GN) gives a D H D that is
+    invariant too but is the Hessian at no point of the same function.
+
+    Args:
+        model: the network; groups come from `find_scale_invariant`'s graph analysis.
+        example_input: one batch the model accepts (see `find_scale_invariant`).
+
+    Returns:
+        ``{parameter name: D}`` with D shaped like the parameter (detached, same dtype and
+        device), for the scale-invariant weights only; absent parameters have D = 1.
+    """
+    out = {}
+    for name, (blocks, rows, standardized) in _invariant_blocks(model, example_input).items():
+        weight = model.get_submodule(name).weight.detach()
+        flat = weight.reshape(rows, -1)  # (rows, fan_in)
+        if standardized:
+            flat = flat - flat.mean(dim=1, keepdim=True)
+        per_block = flat.reshape(blocks, -1).norm(dim=1) / math.sqrt(rows // blocks)  # (blocks,)
+        scale = per_block.repeat_interleave(rows // blocks)  # (rows,)
+        out[f"{name}.weight" if name else "weight"] = (
+            scale[:, None].expand_as(flat).reshape(weight.shape)
+        )
+    return out

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from normtheory.data import load_dataset
 from normtheory.hooks import HessianSpectrum, HessianTrace, Monitor, OneStepLoss, Smoothness
 from normtheory.measure import gradient_smoothness, hessian_eigenvalues, hessian_trace
+from normtheory.measure.scale_invariant import invariant_metric
 from normtheory.models import build_model
 
 
@@ -49,6 +50,26 @@ def test_spectrum_trace_smoothness_match_direct_calls(setup):
     assert _values(monitor, "one_step.relative_change").tolist() == pytest.approx(
         [rel], rel=1e-6
     )  # start only
+
+
+def test_invariant_options_match_direct_calls_in_the_metric(setup):
+    """``invariant=True`` records the measures in `invariant_metric`'s D of the probe batch,
+    which differ from the raw ones (the BN net's conv weights are scale-invariant)."""
+    model, probe = setup
+    hooks = [
+        HessianSpectrum(probe=probe, every=1, invariant=True, name="eig_si"),
+        Smoothness(probe=probe, lr=0.05, every=1, n_points=4, invariant=True, name="smooth_si"),
+    ]
+    monitor = Monitor(model, hooks)
+    monitor.after_step(0)
+    metric = invariant_metric(model, probe[0])
+    assert set(metric) == {"conv1.weight", "conv2.weight"}
+    eig = hessian_eigenvalues(model, F.cross_entropy, probe, tol=1e-3, metric=metric)
+    assert _values(monitor, "eig_si.eig")["1"] == pytest.approx(eig.values[0].item(), rel=1e-4)
+    raw = hessian_eigenvalues(model, F.cross_entropy, probe, tol=1e-3)
+    assert eig.values[0].item() != pytest.approx(raw.values[0].item(), rel=1e-2)
+    smooth = gradient_smoothness(model, F.cross_entropy, probe, lr=0.05, n_points=4, metric=metric)
+    assert _values(monitor, "smooth_si.beta")[""] == pytest.approx(smooth.beta, rel=1e-5)
 
 
 def test_probe_defaults_to_first_training_batch_and_is_kept(setup):

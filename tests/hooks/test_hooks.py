@@ -98,6 +98,8 @@ def test_training_with_all_hooks_is_bit_identical(norm, placement, keep, momentu
             HessianTrace(n_hvp=8, every=6, mode="eval"),
             HessianDensity(n_iter=5, at_end=True),
             Smoothness(every=4, n_points=3),
+            HessianSpectrum(k=1, tol=1e-2, every=6, invariant=True, name="hessian_si"),
+            Smoothness(every=4, n_points=3, invariant=True, name="smoothness_si"),
             OneStepLoss(lr=0.1, every=5, probe=(train_probe.inputs[:32], train_probe.targets[:32])),
             OrthogonalWeightNorm(every=3),
             ScaleInvariance(every=2),

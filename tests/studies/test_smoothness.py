@@ -13,9 +13,17 @@ from studies.smoothness import STUDY
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CLAIMS = ("BN-SMOOTH", "WS-SMOOTH")
-METRICS = ("smoothness.beta", "smoothness.loss_range", "smoothness.grad_pred_max", "hessian.eig")
+METRICS = (
+    "smoothness.beta",
+    "smoothness.loss_range",
+    "smoothness.grad_pred_max",
+    "hessian.eig",
+    "smoothness_inv.beta",
+    "hessian_inv.eig",
+)
+INVARIANT = ("smoothness_inv.beta", "hessian_inv.eig")  # recorded for GN and GN+WS only
 # each metric's gap is the claim's gap times its own factor, so a miswired metric shows
-FACTOR = dict(zip(METRICS, (1.0, 1.25, 1.5, 0.75)))
+FACTOR = dict(zip(METRICS, (1.0, 1.25, 1.5, 0.75, 0.9, 1.1)))
 
 
 def test_smoke(study_cli):
@@ -27,11 +35,13 @@ def test_smoke(study_cli):
     claims = study_cli.claims().set_index("claim")
     # 12 steps train nothing: the manipulation check must say so.
     assert (claims.loc[list(CLAIMS), "verdict"] == "not testable at this scale").all()
-    study_cli.figures(["landscape"])
+    study_cli.figures(["landscape", "invariance"])
     records = load(out)
     for metric in METRICS:
         values = records.loc[records["metric"] == metric, "value"]
         assert len(values) and np.isfinite(values).all() and (values >= 0).all(), metric
+    norms = set(records.loc[records["metric"].isin(INVARIANT), "norm"])
+    assert norms == {"group", "group+ws"}
 
 
 def synthetic(gaps, *, seeds=5, acc=None, lrs=(0.05, 0.1), steps=(0, 25, 50, 75)):
@@ -59,9 +69,11 @@ def synthetic(gaps, *, seeds=5, acc=None, lrs=(0.05, 0.1), steps=(0, 25, 50, 75)
                 for metric in METRICS:
                     base = rng.lognormal(0, 1)  # shared by all norms: only the gaps matter
                     for norm in gap:
+                        if metric in INVARIANT and norm not in ("group", "group+ws"):
+                            continue
                         records.append(
                             dict(run="syn", cell=f"norm={norm},lr={lr}", seed=seed, step=step,
-                                 metric=metric, key="1" if metric == "hessian.eig" else "",
+                                 metric=metric, key="1" if metric.endswith(".eig") else "",
                                  value=base * np.exp(gap[norm] * FACTOR[metric] + noise[norm]),
                                  norm=norm, lr=lr)
                         )  # fmt: skip
@@ -84,7 +96,10 @@ def test_supported():
         {"log_beta_gap": 2.0, "log_loss_range_gap": 2.5, "log_grad_pred_gap": 3.0}, abs=0.15
     )
     ws = {r.name: r.estimate for r in out["WS-SMOOTH"].rows}
-    assert ws == pytest.approx({"log_beta_gap": 1.0, "log_eig_gap": 0.75}, abs=0.15)
+    expected = {"log_beta_gap_inv": 0.9, "log_eig_gap_inv": 1.1}
+    assert ws == pytest.approx({**expected, "log_beta_gap": 1.0, "log_eig_gap": 0.75}, abs=0.15)
+    primary = {r.name for r in out["WS-SMOOTH"].rows if r.primary}
+    assert primary == set(expected)
 
 
 def test_refuted():
@@ -131,3 +146,17 @@ def test_three_seeds_underpowered():
     out = verdicts(synthetic({"BN-SMOOTH": 2.0, "WS-SMOOTH": 1.0}, seeds=3))
     for v in out.values():
         assert (v.verdict, v.note) == ("inconclusive", "underpowered")
+
+
+def test_ws_verdict_follows_the_scale_invariant_rows():
+    """Raw gaps alone (not scale-invariant, secondary) cannot support WS-SMOOTH: with the
+    invariant gaps at 0 the claim is not supported although the raw rows are."""
+    results = synthetic({"BN-SMOOTH": 2.0, "WS-SMOOTH": 1.0})
+    records = results.records.copy()
+    hit = records["metric"].isin(INVARIANT) & (records["norm"] == "group")
+    records.loc[hit, "value"] /= np.exp(1.0 * records.loc[hit, "metric"].map(FACTOR))
+    out = verdicts(Results(records, results.cells, {}))["WS-SMOOTH"]
+    rows = {r.name: r for r in out.rows}
+    assert rows["log_beta_gap"].verdict == rows["log_eig_gap"].verdict == "supported"
+    assert out.verdict != "supported"
+    assert out.headline.name in ("log_beta_gap_inv", "log_eig_gap_inv")
