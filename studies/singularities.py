@@ -12,7 +12,8 @@ positions, and the dead-channel fraction. Registered statistics (``normtheory/cl
 paired by seed, each claimed > 0, for GN − GN+WS (``_gn``) and LN − LN+WS (``_ln``):
 ``statdiff_*``, StatDiff averaged over layers and the probes of training (step 0 excluded: "keeps
 them away"); ``drift_*``, its change from step 0 to the end (a gap already there at
-initialization is not a drift). Check ``dead_channels``: the largest final dead-channel fraction
+initialization is not a drift); secondary, ``dead_*``, the final dead-channel fraction (layer
+mean), the paper's own measure. Check ``dead_channels``: the largest final dead-channel fraction
 of a plain GN or LN run is > 0 (the singularity WS is claimed to prevent occurs at this scale).
 The detail gives StatDiff at the start and end, the final dead and off fractions and test accuracy
 per norm, and Spearman's ρ across runs between the final StatDiff (and off fraction) and the
@@ -24,12 +25,17 @@ learnt affine alone. With 8×8 maps a channel is rarely off for a whole image: t
 (the mean share of examples whose map a ReLU zeroes) is the graded version of the dead count.
 
 Protocol: a 6-layer convnet (width 16, W → N → ReLU) on the 8×8 digits, GN with 4 groups
-of 4 channels, SGD with momentum 0.9, η = 0.05, batch 32, constant learning rate; norms GN,
+of 4 channels, SGD with momentum 0.9, η = 0.5, batch 32, constant learning rate; norms GN,
 GN+WS, LN, LN+WS and BN. `Singularities` probes 256 fixed training examples in train mode
 (batch statistics for BN) 17 times over training; `LossAccuracy` records the loss every 10 steps
-and the test set every 50. ``quick``: 400 steps, 5 seeds; ``full``: 1500 steps, 8 seeds. Small
-nets on offline data cannot reproduce the paper's ImageNet numbers: the verdict is about the
-direction and size of the effect at this scale.
+and the test set every 50. ``quick``: 800 steps, 5 seeds; ``full``: 3000 steps, 8 seeds. The
+high rate is what makes channels die at this scale: a search over plain GN/LN nets alone
+(``bench/singularity_search.py``, CLAIMS.md) found none dead at η = 0.05 in up to 4000 steps,
+nor at width 4–64, weight decay ≤ 5e-3, batch 8 or Adam ≤ 1e-2; at η = 0.5 GN and LN lose
+about 13 and 15 of 96 channels within 400 steps and still reach 0.94–0.97 test accuracy
+(deeper nets lose channels at η = 0.05 but train worse). Small nets on offline data cannot
+reproduce the paper's ImageNet numbers: the verdict is about the direction and size of the
+effect at this scale.
 """
 
 from dataclasses import replace
@@ -57,7 +63,7 @@ NORMS = ("group", "group+ws", "layer", "layer+ws", "batch")
 PAIRS = {"gn": ("group", "group+ws"), "ln": ("layer", "layer+ws")}  # statistic suffix: pair
 PROBES = 16  # probes after step 0
 BASE = TrainCell(dataset="digits", arch="convnet", width=16, depth=6, groups=4, optimizer="sgd",
-                 lr=0.05, momentum=0.9, batch_size=32, steps=400, eval_every=50)  # fmt: skip
+                 lr=0.5, momentum=0.9, batch_size=32, steps=800, eval_every=50)  # fmt: skip
 
 
 def hooks(cell: TrainCell):
@@ -105,8 +111,8 @@ def _rho(runs: pd.DataFrame, x: str) -> str:
 def statistics(results: Results):
     """WS-SINGULAR, per seed: ``statdiff_gn`` / ``statdiff_ln``, the StatDiff averaged over
     layers and training of GN − GN+WS / LN − LN+WS; ``drift_gn`` / ``drift_ln``, the same for the
-    drift (end − step 0); check ``dead_channels``, the largest final dead-channel fraction among
-    the plain GN and LN runs."""
+    drift (end − step 0); ``dead_gn`` / ``dead_ln``, for the final dead-channel fraction; check
+    ``dead_channels``, the largest final dead-channel fraction among the plain GN and LN runs."""
     runs = per_run(results)
     if runs.empty:
         return []
@@ -126,7 +132,7 @@ def statistics(results: Results):
         sample("WS-SINGULAR", f"{stat}_{tag}", paired(seed_table(runs, col, "norm"), *pair),
                detail=detail)
         for tag, pair in PAIRS.items() if set(pair) <= set(means.index)
-        for stat, col in (("statdiff", "stat_diff_mean"), ("drift", "drift"))
+        for stat, col in (("statdiff", "stat_diff_mean"), ("drift", "drift"), ("dead", "dead_final"))
     ]  # fmt: skip
     plain = runs[runs["norm"].isin(["group", "layer"])].dropna(subset=["dead_final"])
     if len(plain):
@@ -198,11 +204,11 @@ STUDY = Study(
     title="Elimination singularities: GN and LN with and without WS, and BN",
     claims=("WS-SINGULAR",),
     profiles={
-        "quick": Profile(Grid(BASE, {"norm": NORMS}), 5, "5 norms, depth 6, 400 steps, 5 seeds"),
+        "quick": Profile(Grid(BASE, {"norm": NORMS}), 5, "5 norms, depth 6, 800 steps, 5 seeds"),
         "full": Profile(
-            Grid(replace(BASE, steps=1500), {"norm": NORMS}),
+            Grid(replace(BASE, steps=3000), {"norm": NORMS}),
             8,
-            "5 norms, depth 6, 1500 steps, 8 seeds",
+            "5 norms, depth 6, 3000 steps, 8 seeds",
         ),
     },
     hooks=hooks,

@@ -12,7 +12,7 @@ from studies.singularities import NORMS, STUDY, per_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-NAMES = ["drift_gn", "drift_ln", "statdiff_gn", "statdiff_ln"]
+NAMES = ["dead_gn", "dead_ln", "drift_gn", "drift_ln", "statdiff_gn", "statdiff_ln"]
 
 
 def test_singularities(study_cli):
@@ -67,7 +67,7 @@ def _results(rise, *, dead=0.1, seeds=6) -> Results:
                     values = {
                         "stat_diff": start[norm] + r * t + rng.normal(0, 0.005),
                         "dead": d,
-                        "off": 0.1 + d,
+                        "off": 0.1 + d / 2,
                     }
                     records += [
                         {
@@ -94,9 +94,9 @@ def _results(rise, *, dead=0.1, seeds=6) -> Results:
 
 
 def test_singularities_verdicts_on_known_answers():
-    """GN and LN drift away from (0, 1) while WS stays → supported; they drift back below WS →
-    refuted; no plain GN/LN channel dies (though WS and BN ones do) → not testable; 3 seeds →
-    underpowered."""
+    """GN and LN drift away from (0, 1) while WS stays → supported (the secondary dead fraction,
+    lower than WS's here, does not decide); they drift back below WS → refuted; no plain GN/LN
+    channel dies (though WS and BN ones do) → not testable; 3 seeds → underpowered."""
     good = judge_study(STUDY, _results(0.3))["WS-SINGULAR"]
     assert good.verdict == "supported"
     rows = {r.name: r for r in good.rows}
@@ -104,6 +104,9 @@ def test_singularities_verdicts_on_known_answers():
     # Mean over the probes after step 0: 0.1 + 0.3 · mean(¼, ½, ¾, 1); drift 0.3.
     assert rows["statdiff_gn"].estimate == pytest.approx(0.1 + 0.3 * 0.625, abs=0.01)
     assert rows["drift_ln"].estimate == pytest.approx(0.3, abs=0.01)
+    # Secondary: final dead fraction, 0.1 (GN, LN) − 0.2 (with WS); it does not decide.
+    assert rows["dead_gn"].estimate == pytest.approx(-0.1) and not rows["dead_gn"].primary
+    assert rows["dead_ln"].estimate == pytest.approx(-0.1)
     assert good.checks[0][1] == pytest.approx(0.1)
     assert judge_study(STUDY, _results(-0.3))["WS-SINGULAR"].verdict == "refuted"
     alive = judge_study(STUDY, _results(0.3, dead=0.0))["WS-SINGULAR"]
