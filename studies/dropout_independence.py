@@ -110,6 +110,8 @@ def statistics(results: Results):
     fits, half, out = slopes(table), table[table["q"] == 0.5], []
     beta = _precondition(results, DropoutDependence.MEAN_OVER_STD, BLOCKS[0])
     tied = _precondition(results, DropoutDependence.TIED, BLOCKS[0])
+    dead = _precondition(results, DropoutDependence.CONSTANT, BLOCKS[0])
+    width = "/".join(str(w) for w in sorted(table["width"].unique()))
     for claim, which, theory in (("IC-CORR", "corr", 0.5), ("IC-MI", "mi", 0.25)):
         main = _of(fits, BLOCKS[0], which)
         if main.empty:
@@ -122,7 +124,7 @@ def statistics(results: Results):
         detail = (
             f"In-net IC layer (one net per q; theory at q = 0.5: {theory}). {parts}. "
             f"IC units: mean |β|/σ = {beta:.3f}, ReLU atom (moved by BN) holds {tied:.1%} of "
-            f"each unit; no BN: mean/std = "
+            f"each unit, {dead:.1f} of {width} units dead (left out); no BN: mean/std = "
             f"{_precondition(results, DropoutDependence.MEAN_OVER_STD, BLOCKS[2]):.2f}, "
             f"zeros {_precondition(results, DropoutDependence.ATOM, BLOCKS[2]):.1%}."
         )
@@ -146,7 +148,8 @@ def ratios(results: Results):
             ax.plot(s["q"], s["mean"], label=block, **LINES[block])
             band = dict(color=LINES[block]["color"], alpha=plots.BAND_ALPHA, lw=0)
             ax.fill_between(s["q"], s["low"], s["high"], **band)
-        ax.plot(q, q**power, "k--", lw=1, label="theory: q" + "²" * (power == 2))
+        theory = "k--" if power == 1 else "k:"
+        ax.plot(q, q**power, theory, lw=1.2, label="theory: q" + "²" * (power == 2))
         ax.set(xscale="log", yscale="log")
         ax.set_xticks(keeps, [f"{k:g}" for k in keeps])
         yticks = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]

@@ -227,12 +227,12 @@ class DropoutDependence(Hook):
     to the `dropout` module (default ``{dropout: input of dropout}``: the units the next weight
     layer receives, without and then with their dropout). Per block (key = block name):
 
+    - ``constant``: units constant on the probe (dead ReLUs), left out of everything below;
     - ``mean_over_std``: mean over units of |mean / std| (IC-CORR assumes E[x] = 0; after BN in
       train mode this is |β| / |γ|, the learned shift);
     - ``atom``: fraction of exact zeros (IC-MI assumes no mass at 0);
     - ``tied``: mean over units of the share of the unit's most frequent value (the ReLU atom,
       which BN moves from 0 to β − γμ/σ);
-    - ``constant``: units constant on the probe (dead ReLUs), left out of the ratios;
 
     and, key ``"<block>|<q>"``, from `normtheory.measure.dropout.module_dropout_ratios` (the
     module's own masks, `n_masks` per example, its generator seeded by `seed`):
@@ -298,10 +298,11 @@ class DropoutDependence(Hook):
         for block, units in self.blocks(acts).items():
             ratios = module_dropout_ratios(units, drop, n_masks=self.n_masks, seed=self.seed)
             key = f"{block}|{ratios.keep:g}"
+            live = units[:, (units != units[:1]).any(0)]  # the units the ratios cover
             records += [
-                ("mean_over_std", block, _mean_over_std(units)),
-                ("atom", block, float((units == 0).double().mean())),
-                ("tied", block, _mode_share(units)),
+                ("mean_over_std", block, _mean_over_std(live)),
+                ("atom", block, float((live == 0).double().mean())),
+                ("tied", block, _mode_share(live)),
                 ("constant", block, ratios.n_constant),
                 ("corr_ratio", key, ratios.corr),
                 ("mi_ratio", key, ratios.mi),
@@ -313,9 +314,8 @@ class DropoutDependence(Hook):
 
 
 def _mean_over_std(units: Tensor) -> float:
-    """Mean over the non-constant columns of (N, d) `units` of |mean / std|."""
-    std = units.std(0)
-    return float((units.mean(0)[std > 0] / std[std > 0]).abs().mean())
+    """Mean over the columns of (N, d) `units` of |mean / std|."""
+    return float((units.mean(0) / units.std(0)).abs().mean())
 
 
 def _mode_share(units: Tensor) -> float:
