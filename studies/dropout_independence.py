@@ -1,26 +1,28 @@
-"""Does dropout after BN shrink pairwise correlation by q and mutual information by q²?
+"""Inside trained nets, does the IC layer's dropout shrink pairwise correlation by q and MI by q²?
 
-Claims (``CLAIMS.md``; Chen et al. 2019, the IC layer):
-- IC-CORR (exact in expectation): independent dropout with keep probability q on zero-mean units
-  gives corr(x̂_i, x̂_j) = q · corr(x_i, x_j). Statistic (secondary; the exact check is the
-  ``exact_checks`` study's): per seed, the slope of log(ratio) on log(q) over
-  q ∈ {0.9, 0.7, 0.5, 0.3} in the BN→Dropout block (averaged over the cells of a seed); the
-  registry tests its equivalence to 1.
-- IC-MI (exact for units with no mass at 0): I(x̂_i; x̂_j) = q² · I(x_i; x_j). Same fit; the
-  registry tests its equivalence to 2.
+Claims (``CLAIMS.md``; Chen et al. 2019, the IC layer W → ReLU → BN → Dropout(1 − q)):
+- IC-CORR (exact in expectation, for zero-mean units): corr(x̂_i, x̂_j) = q · corr(x_i, x_j).
+- IC-MI (exact for units with no mass at 0): I(x̂_i; x̂_j) = q² · I(x_i; x_j).
+The claims' primary test is the exact check of the ``exact_checks`` study (Gaussian units, masks
+drawn by hand). This study is their secondary test, in the real layer: per seed, the slope of
+log(ratio) on log(q) over q ∈ {0.9, 0.7, 0.5, 0.3}; the registry tests its equivalence to 1
+(correlation) and 2 (MI).
 
-The ratio at each q is the slope through the origin of the after-dropout values on the
-before-dropout values over all pairs of units (`normtheory.measure.dropout.dropout_ratios`:
-every example with 16 independent masks; MI binned with the same bins before and after, the
-dropout atom in its own bin).
+Protocol: one MLP (2 IC layers of 64 units) is trained on the digits *per keep probability q*,
+with that q in its IC layers: the claim is about the layer with keep q, and what the layer feeds
+to its dropout (BN's learned β, the ReLU atom) is what training with that q made of it. When
+training ends, the hook `DropoutDependence` runs the net on 1024 training examples in train mode
+(BN normalizes with the probe's batch statistics, as the dropout sees it in training) and takes
+the units entering the next weight layer, ``fc2``: the first IC block's output with its
+``nn.Dropout`` off (its input) and on (16 masks per example drawn by that module from a seeded
+generator, the run's RNG untouched). The ratio is the slope through the origin of the after
+values on the before values over all pairs of units (`module_dropout_ratios`; MI binned with the
+dropout atom in a bin of its own).
 
-Protocol: a BN MLP (64 units) is trained on the digits; at the end of training the hook
-`DropoutDependence` takes the pre-normalization activations z of its first layer on 1024 training
-examples as the units. Three blocks are applied to them: "BN→Dropout" (z standardized over the
-examples, as train-mode BN without affine: zero mean), and the two controls the claims'
-preconditions predict to fail: "Dropout, no BN" (z itself, non-zero mean: the correlation factor
-falls below q) and "ReLU→Dropout" (ReLU of the standardized z, an atom at 0: the MI factor falls
-below q²).
+Those units are what the real net gives dropout: non-zero mean β (reported as mean |β|/σ) and the
+ReLU atom, moved by BN from 0 to β − γμ/σ. Two more blocks of the same net, through the same
+module: "β removed" (the IC output centred: the mean precondition restored) and the control
+"ReLU→Dropout, no BN" (BN's input: large mean and an atom at 0, so both ratios fall below theory).
 """
 
 import numpy as np
@@ -35,27 +37,24 @@ from normtheory.results import Results
 from normtheory.study import Grid, Profile, Study
 
 # SGD with momentum 0.9, batch 32 (the `TrainCell` defaults)
-BASE = TrainCell(dataset="digits", arch="mlp", norm="batch", width=64, depth=2, lr=0.1, steps=300)
-KEEPS = (1.0, 0.9, 0.7, 0.5, 0.3)
+BASE = TrainCell(
+    dataset="digits", arch="mlp", norm="batch", placement="ic", width=64, depth=2, lr=0.1, steps=300
+)
+KEEPS = (0.9, 0.7, 0.5, 0.3)  # one trained net per q
 N_PROBE, N_MASKS = 1024, 16
-BLOCKS = ("BN→Dropout", "Dropout, no BN", "ReLU→Dropout")
+BLOCKS = ("IC: BN→Dropout", "IC, β removed", "ReLU→Dropout, no BN")
 RATIOS = {"corr": DropoutDependence.CORR_RATIO, "mi": DropoutDependence.MI_RATIO}
-EXPECT = {
-    "corr": "both controls have a non-zero mean, so both fall below q",
-    "mi": "only ReLU→Dropout has an atom at 0, so only it falls below q² (slope > 2)",
-}
-# BN→Dropout and a control can sit on the theory line together: distinct markers keep both visible.
 LINES = {
-    "BN→Dropout": {"color": "tab:blue", "marker": "o", "ms": 8, "mfc": "none", "lw": 2.5},
-    "Dropout, no BN": {"color": "tab:orange", "marker": "x", "ms": 6, "ls": "--"},
-    "ReLU→Dropout": {"color": "tab:red", "marker": "s", "ms": 4},
+    "IC: BN→Dropout": {"color": "tab:blue", "marker": "o", "ms": 8, "mfc": "none", "lw": 2.5},
+    "IC, β removed": {"color": "tab:green", "marker": "x", "ms": 6, "ls": "--"},
+    "ReLU→Dropout, no BN": {"color": "tab:red", "marker": "s", "ms": 4},
 }
 
 
-def blocks(z):
-    """The units each block feeds to dropout, from the first layer's pre-norm output z."""
-    standardized = (z - z.mean(0)) / z.std(0)
-    return {"BN→Dropout": standardized, "Dropout, no BN": z, "ReLU→Dropout": standardized.relu()}
+def blocks(acts):
+    """The units fed to the IC layer's dropout ``drop1``: its real input and two variants."""
+    ic = acts["drop1"]  # ReLU → BN output, entering fc2 through drop1
+    return {BLOCKS[0]: ic, BLOCKS[1]: ic - ic.mean(0), BLOCKS[2]: acts["norm1"]}
 
 
 def hooks(cell: TrainCell):
@@ -67,18 +66,20 @@ def run_cell(cell: TrainCell, seed: int, *, hooks=(), **kw):
     (which `hooks(cell)` does not know)."""
     probe, _ = probe_batch(cell, N_PROBE)
     ratios = DropoutDependence(
-        probe=probe, layer="fc1", keeps=KEEPS, blocks=blocks, n_masks=N_MASKS, seed=seed
-    )
+        probe=probe, dropout="drop1", capture=("drop1", "norm1"), blocks=blocks,
+        n_masks=N_MASKS, seed=seed,
+    )  # fmt: skip
     return run_train_cell(cell, seed, hooks=[*hooks, ratios], **kw)
 
 
 def ratio_table(results: Results) -> pd.DataFrame:
-    """Tidy table: cell, seed, block, q, which (corr | mi), ratio, and the theory value."""
+    """Tidy table: cell, seed, width, block, q, which (corr | mi), ratio, and the theory value."""
     rec = metric(results.records, list(RATIOS.values()))
     if rec.empty:
         return pd.DataFrame()
     block, q = rec["key"].str.rsplit("|", n=1, expand=True).T.to_numpy()
-    table = rec[["cell", "seed"]].reset_index(drop=True).assign(block=block, q=q.astype(float))
+    table = rec[["cell", "seed", "width"]].reset_index(drop=True)
+    table = table.assign(block=block, q=q.astype(float))
     which = rec["metric"].map({v: k for k, v in RATIOS.items()}).to_numpy()
     table = table.assign(which=which, ratio=rec["value"].to_numpy())
     return table.assign(theory=np.where(which == "corr", table["q"], table["q"] ** 2))
@@ -89,11 +90,17 @@ def _of(frame: pd.DataFrame, block: str, which: str) -> pd.DataFrame:
 
 
 def slopes(table: pd.DataFrame) -> pd.DataFrame:
-    """Per cell, seed, block and quantity: the least-squares slope of log(ratio) on log(q), q < 1."""
+    """Per seed, width, block and quantity: the least-squares slope of log(ratio) on log(q) over
+    the nets trained at each q < 1."""
     sub = table[(table["q"] < 1) & (table["ratio"] > 0)]
     fit = lambda g: np.polyfit(np.log(g["q"]), np.log(g["ratio"]), 1)[0]  # noqa: E731
-    by = ["block", "which", "cell", "seed"]
+    by = ["block", "which", "width", "seed"]
     return sub.groupby(by).apply(fit, include_groups=False).rename("slope").reset_index()
+
+
+def _precondition(results: Results, name: str, block: str) -> float:
+    rows = metric(results.records, name, key=block, last=True)
+    return float(rows["value"].mean()) if len(rows) else float("nan")
 
 
 def statistics(results: Results):
@@ -101,31 +108,39 @@ def statistics(results: Results):
     if table.empty:
         return []
     fits, half, out = slopes(table), table[table["q"] == 0.5], []
+    beta = _precondition(results, DropoutDependence.MEAN_OVER_STD, BLOCKS[0])
+    tied = _precondition(results, DropoutDependence.TIED, BLOCKS[0])
+    dead = _precondition(results, DropoutDependence.CONSTANT, BLOCKS[0])
+    width = "/".join(str(w) for w in sorted(table["width"].unique()))
     for claim, which, theory in (("IC-CORR", "corr", 0.5), ("IC-MI", "mi", 0.25)):
         main = _of(fits, BLOCKS[0], which)
         if main.empty:
             continue
-        controls = "; ".join(
+        parts = "; ".join(
             f"{b}: slope {_of(fits, b, which)['slope'].mean():.3f}, "
             f"ratio at q = 0.5 {_of(half, b, which)['ratio'].mean():.3f}"
-            for b in BLOCKS[1:]
+            for b in BLOCKS
         )
         detail = (
-            f"BN→Dropout ratio at q = 0.5: {_of(half, BLOCKS[0], which)['ratio'].mean():.3f} "
-            f"(theory {theory}); controls — {controls}. Expected: {EXPECT[which]}."
+            f"In-net IC layer (one net per q; theory at q = 0.5: {theory}). {parts}. "
+            f"IC units: mean |β|/σ = {beta:.3f}, ReLU atom (moved by BN) holds {tied:.1%} of "
+            f"each unit, {dead:.1f} of {width} units dead (left out); no BN: mean/std = "
+            f"{_precondition(results, DropoutDependence.MEAN_OVER_STD, BLOCKS[2]):.2f}, "
+            f"zeros {_precondition(results, DropoutDependence.ATOM, BLOCKS[2]):.1%}."
         )
-        per_seed = main.groupby("seed")["slope"].mean()  # the cells of a seed are not extra seeds
+        per_seed = main.groupby("seed")["slope"].mean()  # the widths of a seed are not extra seeds
         out.append(sample(claim, "slope", per_seed, detail=detail))
     return out
 
 
 def ratios(results: Results):
-    """Ratio after/before dropout vs q, log-log, with the theory lines q and q²."""
+    """Ratio after/before dropout vs q in nets trained at that q, log-log, with theory q and q²."""
     table = ratio_table(results)
     if table.empty:
         return plots.missing_figure("dropout ratios", [f"{m} records" for m in RATIOS.values()])
     fig, axes = plots.panels(2)
     q = np.linspace(0.25, 1.0, 50)
+    keeps = sorted(table["q"].unique())
     for ax, which, power in zip(axes, RATIOS, (1, 2)):
         for block in BLOCKS:
             s = plots.per_seed(_of(table, block, which), ["q"], "ratio")
@@ -133,19 +148,21 @@ def ratios(results: Results):
             ax.plot(s["q"], s["mean"], label=block, **LINES[block])
             band = dict(color=LINES[block]["color"], alpha=plots.BAND_ALPHA, lw=0)
             ax.fill_between(s["q"], s["low"], s["high"], **band)
-        ax.plot(q, q**power, "k--", lw=1, label="theory: q" + "²" * (power == 2))
+        theory = "k--" if power == 1 else "k:"
+        ax.plot(q, q**power, theory, lw=1.2, label="theory: q" + "²" * (power == 2))
         ax.set(xscale="log", yscale="log")
-        ax.set_xticks(KEEPS[::-1], [f"{k:g}" for k in KEEPS[::-1]])
+        ax.set_xticks(keeps, [f"{k:g}" for k in keeps])
         yticks = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
         ax.set_yticks(yticks, [f"{y:g}" for y in yticks])
         ax.minorticks_off()
-    widths = " and ".join(str(w) for w in sorted(results.records["width"].dropna().unique()))
+    widths = " and ".join(str(w) for w in sorted(table["width"].dropna().unique()))
     plots.finish(
         fig,
         axes,
-        title=f"Pairs of {widths} units, before vs after dropout (mean, 95% CI over seeds)",
+        title=f"IC layer of {widths} units, one net trained per q: units entering the next "
+        "layer, dropout on / off (mean, 95% CI over seeds)",
         titles=["IC-CORR: correlation", "IC-MI: mutual information (binned)"],
-        xlabel="keep probability q (log)",
+        xlabel="keep probability q of the trained net (log)",
         ylabel="dependence after / before dropout (log)",
     )
     return plots.attach_data(fig, table)
@@ -153,14 +170,18 @@ def ratios(results: Results):
 
 STUDY = Study(
     name="dropout_independence",
-    title="Dropout after BN scales pairwise correlation by q and mutual information by q²",
+    title="In trained IC layers, dropout scales pairwise correlation by q and MI by q²",
     claims=("IC-CORR", "IC-MI"),
     profiles={
-        "quick": Profile(Grid(BASE), seeds=5, description="BN MLP, 5 keep probabilities, 5 seeds"),
-        "full": Profile(
-            Grid(BASE, {"width": (64, 128)}),
+        "quick": Profile(
+            Grid(BASE, {"dropout_keep": KEEPS}),
             seeds=5,
-            description="BN MLP of 64 and 128 units, 5 keep probabilities, 5 seeds",
+            description="IC-layer MLP, one net per keep probability (4), 5 seeds",
+        ),
+        "full": Profile(
+            Grid(BASE, {"dropout_keep": KEEPS, "width": (64, 128)}),
+            seeds=5,
+            description="IC-layer MLP of 64 and 128 units, one net per keep probability, 5 seeds",
         ),
     },
     hooks=hooks,

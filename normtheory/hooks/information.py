@@ -9,14 +9,14 @@ from torch import Tensor, nn
 from normtheory.checks import check_choice, check_int
 from normtheory.hooks.base import Context, Hook, Record
 from normtheory.hooks.schedule import Schedule, at_end
-from normtheory.measure.dropout import dropout_ratios
+from normtheory.measure.dropout import module_dropout_ratios
 from normtheory.measure.gradient_sign import gradient_sign
 from normtheory.measure.information import (
     pairwise_correlation,
     pairwise_mutual_information,
     upper,
 )
-from normtheory.state import probe_forward
+from normtheory.state import preserved_rng, probe_forward
 
 SIDES = ("input", "output")
 CONV_MODES = ("pool", "positions")
@@ -214,33 +214,39 @@ class GradientSign(Hook):
 
 
 class DropoutDependence(Hook):
-    """How much element-wise dropout of keep probability q shrinks the pairwise dependence of a
-    layer's units (IC-CORR: corr × q; IC-MI: MI × q²), measured when training ends.
+    """How much a network's own dropout module shrinks the pairwise dependence of the units it
+    receives (IC-CORR: corr × q; IC-MI: MI × q², q its keep probability), measured when training
+    ends.
 
-    On its schedule `every` (default `at_end()`: once, at ``end``) it captures the output (or
-    input) of `layer` on the fixed probe batch in train mode (`probe_forward`: parameters, BN
-    statistics, modes and RNG restored) as float64 on the CPU, z of shape (N, d) (conv
-    activations pooled over space, `unit_samples`). `blocks` maps z to the units each block
-    feeds to dropout (default ``{layer: z}``). Per block (key = block name):
+    On its schedule `every` (default `at_end()`: once, at ``end``) it runs the model on the fixed
+    probe batch in train mode (`probe_forward`: BN normalizes with the probe's batch statistics,
+    as in training; parameters, BN running statistics, modes and RNG restored; any dropout
+    upstream draws from the CPU generator seeded with `seed`) and captures, as float64 on the
+    CPU, the input of each module in `capture` (default: the `dropout` module alone; conv
+    activations pooled over space, `unit_samples`). `blocks` maps these captures to the units fed
+    to the `dropout` module (default ``{dropout: input of dropout}``: the units the next weight
+    layer receives, without and then with their dropout). Per block (key = block name):
 
-    - ``mean_over_std``: mean over units of |mean / std| (IC-CORR assumes E[x] = 0);
+    - ``constant``: units constant on the probe (dead ReLUs), left out of everything below;
+    - ``mean_over_std``: mean over units of |mean / std| (IC-CORR assumes E[x] = 0; after BN in
+      train mode this is |β| / |γ|, the learned shift);
     - ``atom``: fraction of exact zeros (IC-MI assumes no mass at 0);
+    - ``tied``: mean over units of the share of the unit's most frequent value (the ReLU atom,
+      which BN moves from 0 to β − γμ/σ);
 
-    and per keep probability q in `keeps` (key = ``"<block>|<q>"``), from
-    `normtheory.measure.dropout.dropout_ratios` (`n_masks` masks per example, drawn from a
-    generator seeded by `seed`):
+    and, key ``"<block>|<q>"``, from `normtheory.measure.dropout.module_dropout_ratios` (the
+    module's own masks, `n_masks` per example, its generator seeded by `seed`):
 
     - ``corr_ratio``: Σ ρ̂ρ / Σ ρ² over pairs (theory q); ``mi_ratio``: the same for binned MI
       (theory q²).
 
     Args:
         probe: (inputs, targets) or inputs, the fixed batch (N examples).
-        layer: the module name whose output (or input) is captured.
-        keeps: the keep probabilities q, each in (0, 1].
-        side: ``"output"`` or ``"input"`` of `layer`.
-        blocks: ``z -> {block name: units (N, d)}``; default the captured units themselves.
+        dropout: the name of the ``nn.Dropout`` module whose masks are applied.
+        capture: names of the modules whose inputs `blocks` receives (default ``(dropout,)``).
+        blocks: ``{module name: input (N, d)} -> {block name: units (N, d)}``.
         n_masks: dropout masks per example.
-        seed: seed of the masks (the same for every block and q).
+        seed: seed of the masks (the same for every block).
     """
 
     events = ("after_step",)
@@ -248,54 +254,71 @@ class DropoutDependence(Hook):
     PREFIX = "ic."
     MEAN_OVER_STD = "ic.mean_over_std"
     ATOM = "ic.atom"
+    TIED = "ic.tied"
+    CONSTANT = "ic.constant"
     CORR_RATIO = "ic.corr_ratio"
     MI_RATIO = "ic.mi_ratio"
-    METRICS = (MEAN_OVER_STD, ATOM, CORR_RATIO, MI_RATIO)
+    METRICS = (MEAN_OVER_STD, ATOM, TIED, CONSTANT, CORR_RATIO, MI_RATIO)
 
     def __init__(
         self,
         *,
         probe,
-        layer: str,
-        keeps: Iterable[float],
-        side: str = "output",
-        blocks: Callable[[Tensor], dict[str, Tensor]] | None = None,
+        dropout: str,
+        capture: Iterable[str] | None = None,
+        blocks: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
         n_masks: int = 16,
         seed: int = 0,
         every: int | Callable[[int], bool] | Schedule | None = None,
         **kw,
     ):
         super().__init__(every=at_end() if every is None else every, **kw)
-        check_choice("side", side, SIDES)
-        self.keeps = tuple(float(q) for q in keeps)
-        bad = [q for q in self.keeps if not 0 < q <= 1]
-        if bad or not self.keeps:
-            raise ValueError(f"keeps must be keep probabilities in (0, 1], got {keeps!r}")
         self.probe = probe[0] if isinstance(probe, tuple | list) else probe
-        self.layer, self.side, self.seed = layer, side, seed
-        self.blocks = blocks or (lambda z: {layer: z})
+        self.dropout, self.seed = dropout, seed
+        self.capture = (dropout,) if capture is None else tuple(capture)
+        self.blocks = blocks or (lambda acts: {dropout: acts[dropout]})
         self.n_masks = check_int("n_masks", n_masks)
 
     def measure(self, model: nn.Module) -> list[Record]:
         modules = dict(model.named_modules())
-        if self.layer not in modules or not self.layer:
+        bad = [n for n in (self.dropout, *self.capture) if n not in modules or not n]
+        if bad:
             names = ", ".join(n for n in modules if n)
-            raise ValueError(f"unknown layer {self.layer!r}; named modules: {names}")
-        acts = probe_forward(model, self.probe, {self.layer: modules[self.layer]}, side=self.side)
-        z = unit_samples(acts[self.layer]).double().cpu()  # (N, d)
+            raise ValueError(f"unknown modules {bad}; named modules: {names}")
+        drop = modules[self.dropout]
+        if not isinstance(drop, nn.Dropout):
+            raise TypeError(f"{self.dropout!r} is a {type(drop).__name__}, not an nn.Dropout")
+        with preserved_rng():
+            torch.default_generator.manual_seed(self.seed)
+            acts = probe_forward(
+                model, self.probe, {n: modules[n] for n in self.capture}, side="input"
+            )
+        acts = {n: unit_samples(a).double().cpu() for n, a in acts.items()}  # (N, d) each
         records: list[Record] = []
-        for block, units in self.blocks(z).items():
+        for block, units in self.blocks(acts).items():
+            ratios = module_dropout_ratios(units, drop, n_masks=self.n_masks, seed=self.seed)
+            key = f"{block}|{ratios.keep:g}"
+            live = units[:, (units != units[:1]).any(0)]  # the units the ratios cover
             records += [
-                ("mean_over_std", block, float((units.mean(0) / units.std(0)).abs().mean())),
-                ("atom", block, float((units == 0).double().mean())),
+                ("mean_over_std", block, _mean_over_std(live)),
+                ("atom", block, float((live == 0).double().mean())),
+                ("tied", block, _mode_share(live)),
+                ("constant", block, ratios.n_constant),
+                ("corr_ratio", key, ratios.corr),
+                ("mi_ratio", key, ratios.mi),
             ]
-            for q in self.keeps:
-                ratios = dropout_ratios(units, q, n_masks=self.n_masks, seed=self.seed)
-                records += [
-                    ("corr_ratio", f"{block}|{q}", ratios.corr),
-                    ("mi_ratio", f"{block}|{q}", ratios.mi),
-                ]
         return records
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:
         return self.measure(ctx.model)
+
+
+def _mean_over_std(units: Tensor) -> float:
+    """Mean over the columns of (N, d) `units` of |mean / std|."""
+    return float((units.mean(0) / units.std(0)).abs().mean())
+
+
+def _mode_share(units: Tensor) -> float:
+    """Mean over the columns of (N, d) `units` of the share of the column's most frequent value."""
+    shares = [col.unique(return_counts=True)[1].max() / len(col) for col in units.T]
+    return float(torch.stack(shares).double().mean())

@@ -146,11 +146,21 @@ def _bins(r: Ranks, n_bins: int) -> Tensor:
 
 def binned_mi(r: Ranks, n_bins: int) -> Tensor:
     """(m, m) Miller–Madow binned MI, I_MM = I_plugin + (B_x + B_y − B_xy − 1) / (2N)."""
-    m, n = r.order.shape
-    dev = r.order.device
-    bins = _bins(r, n_bins)
-    n_bins += 1  # the atoms' bins
-    cells = _in_sample_order(r, bins) + torch.arange(m, device=dev)[:, None] * n_bins  # (m, N)
+    return codes_mi(_in_sample_order(r, _bins(r, n_bins)), n_bins + 1)  # + the atoms' bins
+
+
+def bin_codes(xt: Tensor, n_bins: int) -> Tensor:
+    """(m, N) bin of each sample of (m, N) `xt` as `binned_mi` bins it (in [0, n_bins])."""
+    r = rank_rows(xt)
+    return _in_sample_order(r, _bins(r, n_bins))
+
+
+def codes_mi(codes: Tensor, n_bins: int) -> Tensor:
+    """(m, m) Miller–Madow MI of (m, N) integer codes in [0, n_bins): the plug-in MI of the
+    joint histograms plus (B_x + B_y − B_xy − 1) / (2N), B the occupied cells."""
+    m, n = codes.shape
+    dev = codes.device
+    cells = (codes + torch.arange(m, device=dev)[:, None] * n_bins).contiguous()  # (m, N)
     # one-hot (m·B, N); joint counts = one-hot @ one-hotᵀ, exact: int8 GEMM with int32 output
     # on CPU (~4x float32 there), float32 on GPU (integers exact up to 2^24 samples)
     dtype = torch.int8 if dev.type == "cpu" else torch.float32

@@ -184,6 +184,25 @@ def _exact_verdict(claim: Claim, sections: list[Section]) -> tuple[Section | Non
     return sec, out
 
 
+def _secondary(claim: Claim, sections: list[Section]) -> str:
+    """For an exact claim: its sampled secondary rows (e.g. the same relation measured inside
+    trained nets), each with its own verdict, so they show next to the exact one."""
+    rows = [
+        (s, r)
+        for s in sections
+        if claim.id in s.claim_verdicts
+        for r in s.claim_verdicts[claim.id].rows
+        if not r.primary and r.verdict not in (*EXACT, NOT_RUN)
+    ]
+    parts = [
+        f"`{r.name or r.statistic}` {estimate_text(r)} → {r.verdict}"
+        + (f" ({r.note})" if r.note else "")
+        + f" ({s.study_name}, run {s.run.name})"
+        for s, r in rows
+    ]
+    return "secondary, not in the rule: " + "; ".join(parts) if parts else ""
+
+
 def claim_rows(sections: list[Section], testers: dict[str, list[str]]) -> list[dict]:
     """One row per claim of the registry, in its order: the claim-level verdict, the headline
     statistic with its CI, the paper's effect next to ours, this run's scale and the test's
@@ -199,6 +218,8 @@ def claim_rows(sections: list[Section], testers: dict[str, list[str]]) -> list[d
             cv = ClaimVerdict(cid, NOT_RUN, reason=f"not run: {how}")
         elif cv.verdict == NOT_RUN:
             cv.reason = f"{cv.reason}; run {how}" if cv.reason else f"not run: {how}"
+        if claim.kind == "exact" and (extra := _secondary(claim, sections)):
+            cv.reason = f"{cv.reason}. {extra}" if cv.reason else extra
         head = cv.headline
         out.append(
             {

@@ -2,6 +2,7 @@
 batch and leave training alone."""
 
 import itertools
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from normtheory.hooks import (
     every,
 )
 from normtheory.hooks.information import unit_samples
-from normtheory.measure.dropout import dropout_ratios
+from normtheory.measure.dropout import module_dropout_ratios
 from normtheory.measure.gradient_sign import gradient_sign
 from normtheory.measure.information import pairwise_correlation, pairwise_mutual_information, upper
 from normtheory.models import build_model
@@ -150,71 +151,121 @@ def _mlp(seed=0):
     return model, train_set
 
 
-def _standardize_and_relu(z):
-    standardized = (z - z.mean(0)) / z.std(0)
-    return {"std": standardized, "relu": standardized.relu()}
+def _ic_mlp(keep=0.5, seed=0):
+    train_set, _ = load_dataset("digits", max_train=512)
+    torch.manual_seed(seed)
+    model = build_model(
+        "mlp",
+        norm="batch",
+        in_shape=train_set.in_shape,
+        num_classes=10,
+        width=16,
+        depth=2,
+        placement="ic",
+        dropout_keep=keep,
+    )
+    return model, train_set
 
 
-def test_dropout_dependence_records_dropout_ratios_once_at_the_end():
-    """At the end of training (and only then) the records are `dropout_ratios` of each block of
-    the layer's train-mode output on the probe, with the hook's seed; training is untouched."""
+def _centre(acts):
+    ic = acts["drop1"]
+    return {"ic": ic, "centred": ic - ic.mean(0), "relu": acts["norm1"]}
+
+
+def test_dropout_dependence_records_the_ic_layers_own_dropout_once_at_the_end():
+    """At the end of training (and only then) the records are `module_dropout_ratios` of the
+    inputs of the IC layer's ``drop1`` (train mode, probe batch statistics) and of ``norm1``
+    through that module, with the hook's seed; training is bit-identical with and without the
+    hook, and the hook leaves the run's RNG stream where it found it."""
     config = TrainConfig(lr=0.05, batch_size=32, steps=7, seed=0, device="cpu")
-    keeps = (1.0, 0.6, 0.3)
-    states = []
+    states, rng = [], []
     for with_hook in (False, True):
-        model, train_set = _mlp()
+        model, train_set = _ic_mlp(keep=0.6)
         probe = train_set.inputs[:256]
         hook = DropoutDependence(
             probe=(probe, None),
-            layer="fc1",
-            keeps=keeps,
-            blocks=_standardize_and_relu,
+            dropout="drop1",
+            capture=("drop1", "norm1"),
+            blocks=_centre,
             n_masks=4,
             seed=5,
+            every=every(2),  # also mid-run, so a moved RNG stream would change the next masks
         )
         hooks = [hook] if with_hook else []
         result = train(model, train_set, None, config, hooks)
         states.append(torch.cat([t.flatten().float() for t in model.state_dict().values()]))
-    assert torch.equal(*states)  # the probe left parameters and BN running statistics alone
+        rng.append(torch.get_rng_state())
+    assert torch.equal(*states)  # parameters and BN running statistics: the same run
+    assert torch.equal(*rng)  # the hook drew its masks from a stream it restored
     records = result.records
-    assert set(records["step"]) == {7} and set(records["metric"]) == set(DropoutDependence.METRICS)
+    assert set(records["step"]) == {0, 2, 4, 6}  # steps 0..6; the last one is the final net
+    assert set(records["metric"]) == set(DropoutDependence.METRICS)
+    records = records[records["step"] == 6]
     rows = {(m, k): v for m, k, v in records[["metric", "key", "value"]].itertuples(index=False)}
-    assert len(rows) == len(records) == 2 * (2 + 2 * len(keeps))
-    z = {}
-    handle = model.fc1.register_forward_hook(lambda m, a, out: z.setdefault("fc1", out))
+    assert len(rows) == len(records) == 3 * 6
+    acts = {}
+    handles = [
+        getattr(model, n).register_forward_pre_hook(lambda m, a, n=n: acts.setdefault(n, a[0]))
+        for n in ("drop1", "norm1")
+    ]
     with torch.no_grad():
         model.train()(probe)
-    handle.remove()
-    for block, units in _standardize_and_relu(z["fc1"].double()).items():
-        mean_over_std = float((units.mean(0) / units.std(0)).abs().mean())
-        assert rows[DropoutDependence.MEAN_OVER_STD, block] == pytest.approx(mean_over_std)
-        atom = float((units == 0).double().mean())
-        assert rows[DropoutDependence.ATOM, block] == pytest.approx(atom)
-        for q in keeps:
-            expected = dropout_ratios(units, q, n_masks=4, seed=5)
-            assert rows[DropoutDependence.CORR_RATIO, f"{block}|{q}"] == pytest.approx(
-                expected.corr, rel=1e-9
-            )
-            assert rows[DropoutDependence.MI_RATIO, f"{block}|{q}"] == pytest.approx(
-                expected.mi, rel=1e-9
-            )
-    assert rows[DropoutDependence.ATOM, "relu"] > 0.3 and rows[DropoutDependence.ATOM, "std"] == 0
-    assert rows[DropoutDependence.CORR_RATIO, "std|0.3"] == pytest.approx(0.3, abs=0.03)
+    for h in handles:
+        h.remove()
+    for block, units in _centre({n: a.double() for n, a in acts.items()}).items():
+        expected = module_dropout_ratios(units, model.drop1, n_masks=4, seed=5)
+        assert expected.keep == 0.6
+        assert rows[DropoutDependence.CORR_RATIO, f"{block}|0.6"] == expected.corr
+        assert rows[DropoutDependence.MI_RATIO, f"{block}|0.6"] == expected.mi
+        assert rows[DropoutDependence.CONSTANT, block] == expected.n_constant
+        live = units[:, units.std(0) > 0]  # dead units are left out
+        assert rows[DropoutDependence.ATOM, block] == float((live == 0).double().mean())
+    bn = model.norm1
+    beta_over_gamma = float((bn.bias / bn.weight).abs().mean().detach())
+    assert rows[DropoutDependence.MEAN_OVER_STD, "ic"] == pytest.approx(beta_over_gamma, rel=0.01)
+    assert rows[DropoutDependence.MEAN_OVER_STD, "centred"] < 1e-6
+    assert rows[DropoutDependence.ATOM, "relu"] > 0.2 and rows[DropoutDependence.ATOM, "ic"] == 0
+    assert rows[DropoutDependence.TIED, "ic"] == rows[DropoutDependence.TIED, "relu"] > 0.2
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.5])
+def test_dropout_dependence_on_a_constructed_ic_block(beta):
+    """Known answer: Gaussian units through BN (train mode, γ = 1, β) and the block's own
+    Dropout(1 − q). β = 0: ratios q and q²; β = 1.5: the correlation factor is the closed form
+    q / (1 + (1 − q) β²) < q, while MI (no mass at 0) still scales by q²."""
+    q, n, d = 0.5, 2048, 6
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(n, 2, generator=g) @ torch.randn(2, d, generator=g)
+    x = z + 0.7 * torch.randn(n, d, generator=g) + 3.0  # BN removes the input's mean
+    block = torch.nn.Sequential(
+        OrderedDict(norm1=torch.nn.BatchNorm1d(d), drop1=torch.nn.Dropout(1 - q))
+    )
+    torch.nn.init.constant_(block.norm1.bias, beta)
+    block.eval()
+    hook = DropoutDependence(probe=x, dropout="drop1", n_masks=16, seed=1)
+    rows = {(f"ic.{m}", k): v for m, k, v in hook.measure(block)}
+    corr, mi = (
+        rows[DropoutDependence.CORR_RATIO, "drop1|0.5"],
+        rows[DropoutDependence.MI_RATIO, "drop1|0.5"],
+    )
+    assert rows[DropoutDependence.MEAN_OVER_STD, "drop1"] == pytest.approx(beta, abs=1e-3)
+    assert corr == pytest.approx(q / (1 + (1 - q) * beta**2), abs=0.02)
+    assert mi == pytest.approx(q**2, abs=0.03)
+    assert not block.training and float(block.norm1.running_mean.abs().max()) == 0
 
 
 def test_dropout_dependence_schedule_and_bad_arguments():
-    model, train_set = _mlp()
+    model, train_set = _ic_mlp()
     probe = train_set.inputs[:64]
-    hook = DropoutDependence(probe=probe, layer="fc1", keeps=[0.5])
+    hook = DropoutDependence(probe=probe, dropout="drop1")
     assert repr(hook.schedule) == repr(at_end()) and hook.events == ("after_step", "end")
     assert not hook.scheduled("after_step", 0, 10) and hook.scheduled("end", 10, 10)
-    assert {k for _, k, _ in hook.measure(model)} == {"fc1", "fc1|0.5"}
-    stepped = DropoutDependence(probe=probe, layer="fc1", keeps=[0.5], every=every(3))
+    assert {k for _, k, _ in hook.measure(model)} == {"drop1", "drop1|0.5"}
+    stepped = DropoutDependence(probe=probe, dropout="drop1", every=every(3))
     assert stepped.scheduled("after_step", 3) and not stepped.scheduled("after_step", 4)
-    with pytest.raises(ValueError, match="unknown layer 'nope'"):
-        DropoutDependence(probe=probe, layer="nope", keeps=[0.5]).measure(model)
-    for keeps in ([0.0], [1.5], []):
-        with pytest.raises(ValueError, match="keeps must be"):
-            DropoutDependence(probe=probe, layer="fc1", keeps=keeps)
+    with pytest.raises(ValueError, match="unknown modules"):
+        DropoutDependence(probe=probe, dropout="nope").measure(model)
+    with pytest.raises(TypeError, match="not an nn.Dropout"):
+        DropoutDependence(probe=probe, dropout="norm1").measure(model)
     with pytest.raises(ValueError, match="n_masks"):
-        DropoutDependence(probe=probe, layer="fc1", keeps=[0.5], n_masks=0)
+        DropoutDependence(probe=probe, dropout="drop1", n_masks=0)

@@ -56,7 +56,7 @@ def _all_hooks(train_set, test_set, probe) -> list[Hook]:
         ExampleWeighing(
             train_set=train_set, test_set=test_set, batch_size=16, multiples=(0.0, 1.0), n_batches=2
         ),  # fmt: skip
-        DropoutDependence(probe=probe, layer="conv1", keeps=(0.5,), n_masks=2),
+        DropoutDependence(probe=probe, dropout="drop1", n_masks=2),
         BatchDependence(probe=probe[0][:8], other=probe[0][8:16]),
     ]
 
@@ -84,7 +84,14 @@ def test_constants_match_the_records_of_a_run():
     train_set, test_set = load_dataset("digits", max_train=128, max_test=64, channels=3)
     torch.manual_seed(0)
     model = build_model(
-        "convnet", norm="batch", in_shape=train_set.in_shape, num_classes=10, width=4, depth=2
+        "convnet",
+        norm="batch",
+        in_shape=train_set.in_shape,
+        num_classes=10,
+        width=4,
+        depth=2,
+        placement="ic",  # DropoutDependence needs a dropout module
+        dropout_keep=0.7,
     )
     probe = (train_set.tensors[0][:32], train_set.tensors[1][:32])
     hooks = _all_hooks(train_set, test_set, probe)

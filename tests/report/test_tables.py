@@ -4,6 +4,7 @@ profile tier, then the latest; an exact claim holds only when every run's exact 
 sections are built by hand, so each rule is checked on its own."""
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -100,6 +101,28 @@ def test_an_exact_claim_holds_only_when_every_runs_exact_rows_hold():
     row = _stands(one_fails, EXACT)
     assert row["verdict"] == "exact-fails" and row["run"] == "c"
     assert row["reason"] == "fails: bad identity" and row["estimate"] == "0.3"
+
+
+def test_an_exact_claims_secondary_rows_show_next_to_its_verdict():
+    """The sampled secondary row of an exact claim (IC-CORR's slope in trained nets) is named,
+    with its estimate and its own verdict, in the claim's row, whichever run decides it."""
+    holds = [_verdict(EXACT, "exact-holds", est=1.0, stat="ratio_error_se")]
+    slope = replace(
+        _verdict(EXACT, "refuted", est=1.2, lo=1.1, hi=1.3, stat="slope"), primary=False
+    )
+    exact = _section("x", "exact-holds", claim=EXACT, rows=holds)
+    in_net = _section("d", NOT_RUN, claim=EXACT, rows=[slope], study="dropout_independence")
+    row = _stands([exact, in_net], EXACT)
+    assert row["verdict"] == "exact-holds" and row["run"] == "x"
+    assert row["reason"] == (
+        "1 exact check(s) within tolerance in x. secondary, not in the rule: "
+        "`slope` 1.2 [1.1, 1.3] → refuted (dropout_independence, run d)"
+    )
+    alone = _stands([in_net], EXACT)
+    assert alone["verdict"] == NOT_RUN and alone["reason"].endswith(
+        "→ refuted (dropout_independence, run d)"
+    )
+    assert "secondary" not in _stands([exact], EXACT)["reason"]
 
 
 def test_statistic_rows_are_every_row_of_every_section():

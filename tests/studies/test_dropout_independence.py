@@ -1,5 +1,5 @@
-"""dropout_independence: a smoke run through the CLI on a tiny grid, and the slope rows of IC-CORR
-and IC-MI on synthetic ratios whose answer is known.
+"""dropout_independence: a smoke run through the CLI on a tiny grid (IC-layer MLPs, one per q), and
+the slope rows of IC-CORR and IC-MI on synthetic ratios whose answer is known.
 
 IC-CORR and IC-MI are exact claims decided by the ``exact_checks`` study; this study reports only their
 secondary statistic (the slope in a trained net), so a run of it alone leaves their claim-level
@@ -38,33 +38,40 @@ def test_dropout_independence(tmp_path):
         png = rep / "figures" / f"run-{name}.png"
         assert png.exists() and png.stat().st_size > 10_000, name
     table = ratio_table(Results.load(out))
-    bn = table[(table["block"] == "BN→Dropout") & (table["which"] == "corr")]
-    assert bn["ratio"].to_numpy() == pytest.approx(bn["theory"].to_numpy(), abs=0.02)
+    assert sorted(table["q"].unique()) == sorted(KEEPS) and set(table["block"]) == set(BLOCKS)
+    for block, which in (("IC, β removed", "corr"), ("IC: BN→Dropout", "mi")):
+        sub = table[(table["block"] == block) & (table["which"] == which)]
+        assert sub["ratio"].to_numpy() == pytest.approx(sub["theory"].to_numpy(), abs=0.03)
+    control = table[(table["block"] == "ReLU→Dropout, no BN") & (table["which"] == "corr")]
+    assert (control["ratio"] < control["q"] - 0.02).all()  # a large mean: below q
+    records = Results.load(out).records
+    beta = records[(records["metric"] == "ic.mean_over_std") & (records["key"] == BLOCKS[0])]
+    assert len(beta) == 8 and (beta["value"] > 0).all()  # BN's learned β is there, and reported
 
 
-def _fake(seeds: int = 5, corr: float = 1.0, mi: float = 2.0, cells=("base",)) -> Results:
-    """Ratios q^corr (correlation) and q^mi (MI) in the BN→Dropout block, with seed noise of sd
-    0.005 on the exponent; the controls scale as q^1.2 and q^2.3, as they do in a trained net."""
+def _fake(seeds: int = 5, corr: float = 1.0, mi: float = 2.0, widths=(64,)) -> Results:
+    """One cell per q (and width): ratios q^corr (correlation) and q^mi (MI) in the IC block,
+    with seed noise of sd 0.005 on the exponent; the other blocks scale as q^1.2 and q^2.3."""
     rng = np.random.default_rng(1)
     rows = []
     for seed in range(seeds):
-        for cell in cells:
-            for block in BLOCKS:
-                for which, power in (("corr", corr), ("mi", mi)):
-                    if block != "BN→Dropout":
-                        power = 1.2 if which == "corr" else 2.3
-                    power += rng.normal(0, 0.005)
-                    rows += [
-                        dict(
-                            cell=cell,
-                            seed=seed,
-                            step=30,
-                            metric=RATIOS[which],
-                            key=f"{block}|{q}",
-                            value=q**power,
+        for width in widths:
+            for q in KEEPS:
+                for block in BLOCKS:
+                    for which, power in (("corr", corr), ("mi", mi)):
+                        if block != BLOCKS[0]:
+                            power = 1.2 if which == "corr" else 2.3
+                        rows.append(
+                            dict(
+                                cell=f"dropout_keep={q},width={width}",
+                                seed=seed,
+                                width=width,
+                                step=30,
+                                metric=RATIOS[which],
+                                key=f"{block}|{q}",
+                                value=q ** (power + rng.normal(0, 0.005)),
+                            )
                         )
-                        for q in KEEPS
-                    ]
     return Results(pd.DataFrame(rows), pd.DataFrame(), {})
 
 
@@ -88,8 +95,8 @@ def test_slope_rows_on_known_ratios(claim, which):
     assert row.verdict == "refuted"
     _, row = slope_row(_fake(seeds=3, **{which: right}))
     assert (row.verdict, row.note) == ("inconclusive", "underpowered: 3 < 5 seeds")
-    _, row = slope_row(_fake(cells=("width=64", "width=128"), **{which: right}))
-    assert row.n_seeds == 5  # the cells of a seed are not extra seeds
+    _, row = slope_row(_fake(widths=(64, 128), **{which: right}))
+    assert row.n_seeds == 5  # the widths of a seed are not extra seeds
 
     evidence = STUDY.statistics(_fake(**{which: 1.2 * right}))
     holds = judge([*evidence, Exact(claim, "ratio_error_se", 1.0, n=1)], [claim])[claim]
