@@ -167,7 +167,8 @@ def lr_search(
         (``lr_search.lr``, ``.stable``, ``.train_loss`` (the rule's final loss), ``.test_loss``,
         ``.test_acc``, ``.steps_done``; key = probe index), and whose ``final`` holds
         ``max_stable_lr`` (the bisection's estimate), ``lr_lo``, ``lr_hi``, ``bracket_width``
-        (log10), ``bracketed`` (1/0), ``n_probes`` and the model's ``n_params``.
+        (log10), ``bracketed`` (1/0), ``n_probes``, the rule's ``stability_threshold`` and the model's
+        ``n_params``.
     """
     runs: list[TrainResult] = []
 
@@ -202,6 +203,7 @@ def lr_search(
         "bracket_width": search.width,
         "bracketed": float(search.bracketed),
         "n_probes": float(len(runs)),
+        "stability_threshold": rule.threshold,
         "n_params": runs[0].final.get("n_params", nan),
     }
     return TrainResult(
