@@ -2,21 +2,28 @@
 
 Claim BN-LR (Bjorck et al. 2018; ``CLAIMS.md``, registered test in ``normtheory/claims.toml``):
 the largest stable learning rate with BN is far larger than without (paper: the no-BN one-step
-loss explodes past LR ≈ 1e-3, BN is fine up to ≈ 0.1). Statistic ``log10_lr_ratio``:
-log10(max stable LR with BN / max stable LR without), one value per seed, > 0; it is read off
-the LR grid, so its interval is never narrower than the grid step allows. A run is *stable* when
-it does not diverge (the loop records NaN/inf loss as ``diverged``) and its final test loss is
-below the chance level ln(10). Check ``none_unstable``: the fraction of the no-BN net's seeds
-that are unstable somewhere on the grid (all of them must be, else the grid never finds the
-no-BN limit). The report gives the ratio, not absolute values.
+loss of ResNet-110 explodes past LR ≈ 1e-3, BN is fine up to ≈ 0.1). Statistic
+``log10_lr_ratio``: log10(max stable LR with BN / max stable LR without), one value per seed,
+> 0. Each (norm, seed) finds its max stable LR by bisection in log(LR) (`normtheory.stability`):
+bracket [0.2, 20] verified first (an end that fails is moved out by 10^0.5, at most 4 times),
+then halved to a bracket narrower than 10^0.05; the estimate is the bracket's geometric
+midpoint, so each seed's ratio carries two such errors and the CI's resolution is √2 times the
+widest final bracket. *Stable*: the run does not diverge (no NaN/inf loss) and its final
+training loss (mean over the last 10 % of steps) is below ln(10)/10 = 0.230; that implies a
+training accuracy above 67 %, so a run ending at 46 % fails it. Check ``bracketed``: every BN
+and no-BN seed's search found a stable and an unstable LR (else its limit is unknown).
 
 Also Bjorck's one-step test at initialization: the relative loss change (L(w − ηg) − L(w))/L(w)
-after a single gradient step of size η on a fixed batch, per norm and η.
+after a single gradient step of size η on a fixed batch, per norm and η on a fixed LR grid.
 
-Protocol: a 4-layer convnet on the digits, plain SGD (no momentum) at a log grid of learning
-rates, short runs; GN as a batch-independent contrast.
+Protocol: a plain (non-residual) 8-layer convnet on the digits, He init, plain SGD (no
+momentum), batch 64, 500 steps per probe. Explored on the no-BN net only: at depth 4 it trains
+up to LR ≈ 1 (the old protocol); at depth 8 it reaches a loss ≤ 0.002 at LR 0.2 (4 of 4 seeds)
+and fails (loss back near or above chance, or NaN) in some seeds from LR 0.3 and most from 0.45;
+depth ≥ 10 barely trains in the step budget, and an unnormalized residual net costs ~4× more.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -25,102 +32,145 @@ import pandas as pd
 from normtheory import plots
 from normtheory.analysis import metric
 from normtheory.evidence import CheckValue, sample
-from normtheory.experiment import TrainCell, probe_batch
-from normtheory.hooks import LossAccuracy, OneStepLoss
+from normtheory.experiment import (
+    TrainCell,
+    build_cell_model,
+    cell_data,
+    probe_batch,
+    run_train_cell,
+)
+from normtheory.hooks import Context, LossAccuracy, OneStepLoss
 from normtheory.results import Results
+from normtheory.stability import PROBE, StabilityRule, lr_search
 from normtheory.study import Grid, Profile, Study
 
-BASE = TrainCell(dataset="digits", arch="convnet", width=16, depth=4, groups=4, optimizer="sgd",
-                 lr=0.1, momentum=0.0, batch_size=64, steps=150)  # fmt: skip
-LRS = tuple(float(f"{x:.3g}") for x in np.geomspace(1e-3, 30.0, 10))
-CHANCE = math.log(10)
+BASE = TrainCell(dataset="digits", arch="convnet", width=16, depth=8, groups=4, optimizer="sgd",
+                 lr=0.2, momentum=0.0, batch_size=64, steps=500)  # fmt: skip
+SEARCH = dict(lo=0.2, hi=20.0, resolution=0.05, widen=0.5, max_widen=4)
+ONE_STEP_LRS = tuple(float(f"{x:.3g}") for x in np.geomspace(1e-3, 30.0, 10))
+PAIR = ("batch", "none")  # the claim's two nets
 
 
 def hooks(cell: TrainCell):
-    return [LossAccuracy(every=10), OneStepLoss(probe=probe_batch(cell, 256))]
+    return [LossAccuracy(every=1)]
 
 
-def _stable(cells):
-    return (cells["status"] == "completed") & (cells["final_test_loss"] < CHANCE)
+def run_cell(cell: TrainCell, seed: int, *, hooks=(), **kw):
+    """One (norm, seed): the bisection for its max stable LR (every probe a full run with
+    `hooks`), plus Bjorck's one-step test at initialization over `ONE_STEP_LRS`."""
+    rule = StabilityRule.for_classes(cell_data(cell)[0].num_classes)
+    train_at = lambda lr: run_train_cell(dataclasses.replace(cell, lr=lr), seed, hooks=hooks, **kw)  # noqa: E731
+    result = lr_search(train_at, rule, train_loss=LossAccuracy.TRAIN_LOSS, **SEARCH)
+    result.records = pd.concat([result.records, _one_step(cell, seed)], ignore_index=True)
+    return result
 
 
-def max_stable_lr(cells) -> pd.DataFrame:
-    """Largest stable LR per seed (rows) and norm (columns); NaN where no LR was stable."""
-    table = cells[_stable(cells)].groupby(["norm", "seed"])["lr"].max().unstack("norm")
-    return table.reindex(
-        index=sorted(cells["seed"].unique()), columns=sorted(cells["norm"].unique())
+def _one_step(cell: TrainCell, seed: int) -> pd.DataFrame:
+    train_set, _ = cell_data(cell)
+    ctx = Context(model=build_cell_model(cell, train_set.in_shape, train_set.num_classes, seed))
+    rows = [
+        (0, *OneStepLoss(lr=lr, probe=probe_batch(cell, 256))("start", ctx)[0])
+        for lr in ONE_STEP_LRS
+    ]
+    return pd.DataFrame(rows, columns=["step", "metric", "key", "value"]).assign(
+        key=[f"{lr:g}" for lr in ONE_STEP_LRS]
     )
 
 
-def lr_resolution(cells) -> float:
-    """The LR grid's step in log10 units (the largest, if uneven): each seed's ratio is read off
-    the grid, so it is resolved only to this."""
-    lrs = np.log10(np.sort(cells["lr"].unique()))
-    return float(np.diff(lrs).max()) if len(lrs) > 1 else 0.0
+def max_stable_lr(cells) -> pd.DataFrame:
+    """Each search's max stable LR per seed (rows) and norm (columns); NaN where not bracketed."""
+    done = cells[cells["status"] == "completed"]
+    return done.pivot_table(
+        index="seed", columns="norm", values="final_max_stable_lr", dropna=False
+    )
+
+
+def probes(records) -> pd.DataFrame:
+    """One row per probe: norm, seed, probe (its order), lr, stable, train_loss, test_acc, ..."""
+    rows = records[records["metric"].str.startswith(PROBE)]
+    table = rows.pivot_table(
+        index=["norm", "seed", "key"], columns="metric", values="value", dropna=False
+    )
+    table = table.rename(columns=lambda m: m.removeprefix(PROBE)).reset_index()
+    return table.assign(probe=table.pop("key").astype(int), stable=table["stable"] == 1)
 
 
 def statistics(results: Results):
     cells = results.cells
-    lr_max = max_stable_lr(cells)
-    if "batch" not in lr_max or "none" not in lr_max:
+    if "final_max_stable_lr" not in cells or not set(PAIR) <= set(cells["norm"]):
         return []
+    lr_max = max_stable_lr(cells)
     log_ratio = np.log10(lr_max["batch"] / lr_max["none"])
-    step = lr_resolution(cells)
-    parts = [f"{plots.norm_label(n)} {lr_max[n].median():.3g}" for n in lr_max.columns]
+    pair = cells[cells["norm"].isin(PAIR) & (cells["status"] == "completed")]
+    bracketed = pair["final_bracketed"] == 1
+    width = float(pair["final_bracket_width"].max()) if bracketed.any() else 0.0
+    parts = [
+        f"{plots.norm_label(n)} {', '.join(f'{v:.3g}' for v in lr_max[n])}" for n in lr_max.columns
+    ]
     detail = (
-        f"max stable LR (median over seeds): {', '.join(parts)}; BN/none ratio "
-        f"×{10 ** log_ratio.mean():.3g} (LR grid step ×{10**step:.3g})"
+        f"max stable LR per seed: {'; '.join(parts)}; BN/none ratio ×{10 ** log_ratio.mean():.3g} "
+        f"(widest final bracket ×{10**width:.3g})"
     )
-    # per (norm, seed): whether some LR of the grid is unstable
-    unstable = (~_stable(cells)).groupby([cells["norm"], cells["seed"]]).any()["none"]
     check = (
-        f"{int(unstable.sum())} of {len(unstable)} no-norm seeds unstable somewhere on the grid "
-        f"(LR {cells['lr'].min():g} … {cells['lr'].max():g})"
+        f"{int(bracketed.sum())} of {len(pair)} BN and no-BN searches bracketed "
+        f"(start [{SEARCH['lo']:g}, {SEARCH['hi']:g}], widened ≤ ×{10 ** (SEARCH['widen'] * SEARCH['max_widen']):g} per side)"
     )
     return [
-        sample("BN-LR", "log10_lr_ratio", log_ratio, resolution=step, detail=detail),
-        CheckValue("BN-LR", "none_unstable", float(unstable.mean()), detail=check),
+        sample(
+            "BN-LR", "log10_lr_ratio", log_ratio, resolution=math.sqrt(2) * width, detail=detail
+        ),
+        CheckValue("BN-LR", "bracketed", float(bracketed.mean()), detail=check),
     ]
 
 
 def stability(results: Results):
-    """Left: final test loss vs LR (geometric mean, 95 % t-CI; × marks an LR where a seed
-    diverged). Right: the one-step relative loss change from initialization vs LR."""
+    """Left: every probe of every search, final training loss vs LR (● stable, × unstable;
+    diverged probes and losses above 10 × chance on the dotted line), the rule's threshold, and each seed's max stable LR as a
+    tick. Right: the one-step relative loss change from initialization vs η."""
+    table = probes(results.records) if len(results.records) else pd.DataFrame()
+    if table.empty:
+        return plots.missing_figure("stability", [f"{PROBE}* records"])
     cells = results.cells
-    done = cells[cells["status"] == "completed"].dropna(subset=["final_test_loss"])
-    one_step = metric(results.records, OneStepLoss.RELATIVE_CHANGE)
-    summaries = (
-        plots.summarize_ci(done, ["norm", "lr"], "final_test_loss", log=True),
-        plots.summarize_ci(
-            plots.per_seed(one_step, ["norm", "lr"], "value"), ["norm", "lr"], "value"
-        ),
+    threshold = float(cells["final_stability_threshold"].max())
+    one_step = metric(results.records, OneStepLoss.RELATIVE_CHANGE).assign(
+        lr=lambda f: f["key"].astype(float)
     )
+    one_step = plots.summarize_ci(
+        plots.per_seed(one_step, ["norm", "lr"], "value"), ["norm", "lr"], "value"
+    )
+    top = 100 * threshold  # 10 × chance; larger losses (to 1e27) and NaN are drawn on it
     fig, axes = plots.panels(2)
-    for norm, color in plots.norm_palette(plots.norm_order(cells["norm"].unique())).items():
-        label = plots.norm_label(norm)
-        for ax, summary in zip(axes, summaries):
-            if (summary["norm"] == norm).any():
-                plots.ci_line(ax, summary[summary["norm"] == norm], "lr", color=color, label=label)
-        div = cells.loc[(cells["norm"] == norm) & (cells["status"] == "diverged"), "lr"].unique()
-        axes[0].scatter(div, [CHANCE * 1.5] * len(div), marker="x", color=color, s=50)
-    axes[0].axhline(CHANCE, color="gray", ls="--", lw=1, label="chance ln 10")
-    axes[0].set(xscale="log", yscale="log", ylabel="final test loss (log)")
+    for norm, color in plots.norm_palette(plots.norm_order(table["norm"].unique())).items():
+        mine, label = table[table["norm"] == norm], plots.norm_label(norm)
+        loss = mine["train_loss"].fillna(top).clip(upper=top)  # diverged: no final loss
+        for ok, marker in ((True, "o"), (False, "x")):
+            sel = mine["stable"] == ok
+            axes[0].scatter(mine.loc[sel, "lr"], loss[sel], marker=marker, color=color, s=22)
+        lr_max = cells.loc[cells["norm"] == norm, "final_max_stable_lr"].dropna()
+        axes[0].plot(lr_max, [1.7 * top] * len(lr_max), "|", color=color, ms=14, mew=2)
+        axes[0].plot([], [], "s", color=color, label=label)
+        if (one_step["norm"] == norm).any():
+            plots.ci_line(
+                axes[1], one_step[one_step["norm"] == norm], "lr", color=color, label=label
+            )
+    for marker, what in (("o", "stable probe"), ("x", "unstable probe"), ("|", "max stable LR")):
+        axes[0].plot([], [], marker, color="gray", ls="none", mew=2, label=what)
+    axes[0].axhline(threshold, color="gray", ls="--", lw=1, label=f"stable: loss < {threshold:.3g}")
+    axes[0].axhline(top, color="gray", ls=":", lw=1, label=f"NaN or loss > {top:.0f}")
+    axes[0].set(xscale="log", yscale="log", ylabel="final training loss (log)")
     axes[1].set(xscale="log", ylabel="(L(w−ηg) − L(w)) / L(w)")
     axes[1].set_yscale("symlog", linthresh=0.1)
     axes[1].axhline(0, color="gray", lw=1)
-    n = cells["seed"].nunique()
-    return plots.finish(
+    n, steps = cells["seed"].nunique(), cells["steps"].max()
+    plots.finish(
         fig,
         axes,
-        title="Stability against the learning rate\n(loss: geometric mean, one step: mean; "
-        f"95% t-CI over {n} seeds)",
-        titles=[
-            f"Final test loss after {cells['steps'].max()} SGD steps (× = diverged)",
-            "One gradient step from initialization",
-        ],
+        title=f"Largest stable learning rate by bisection, {steps} SGD steps per probe, {n} "
+        "seeds\n(left: every probe, ticks: each seed's estimate; right: mean, 95% t-CI)",
+        titles=["Every probe of the searches", "One gradient step from initialization"],
         xlabel="learning rate (log)",
-        legend_title="normalization",
     )
+    return plots.attach_data(fig, table)
 
 
 STUDY = Study(
@@ -129,17 +179,16 @@ STUDY = Study(
     claims=("BN-LR",),
     profiles={
         "quick": Profile(
-            Grid(BASE, {"norm": ("batch", "group", "none"), "lr": LRS}),
-            seeds=5,
-            description="10 LRs × 3 norms, 5 seeds",
+            Grid(BASE, {"norm": PAIR}), seeds=5, description="BN and no norm, bisection, 5 seeds"
         ),
         "full": Profile(
-            Grid(BASE, {"norm": ("batch", "group", "group+ws", "layer", "none"), "lr": LRS}),
+            Grid(BASE, {"norm": ("batch", "group", "group+ws", "layer", "none")}),
             seeds=5,
-            description="10 LRs × 5 norms, 5 seeds",
+            description="5 norms, bisection, 5 seeds",
         ),
     },
     hooks=hooks,
+    run_cell=run_cell,
     statistics=statistics,
     figures={"stability": stability},
 )

@@ -1,53 +1,54 @@
 """The lr_stability study: a smoke run through the CLI on a tiny grid, and known-answer tests of
-the BN-LR verdict on synthetic LR sweeps whose largest stable learning rates are set."""
+the BN-LR verdict on synthetic searches whose max stable learning rates are set."""
 
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sps
 
 from normtheory.results import Results, load
 from normtheory.verdicts import judge_study
-from studies.lr_stability import LRS, STUDY, lr_resolution, max_stable_lr
+from studies.lr_stability import STUDY, max_stable_lr, probes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CLAIM = "BN-LR"
-STEP = math.log10(LRS[1] / LRS[0])
+WIDTH = 2 / 64  # the final bracket of an unwidened search: 2 decades halved 6 times
 
 
 def test_smoke(study_cli):
-    out, rows = study_cli.run("lr_stability", "steps=10", "width=4", "depth=2", "lr=0.01,1.0,100.0")
+    out, rows = study_cli.run("lr_stability", "steps=10", "width=4", "depth=2")
     assert list(rows["name"]) == ["log10_lr_ratio"]
     claims = study_cli.claims().set_index("claim")
     assert claims.loc[CLAIM, "verdict"] in {"inconclusive", "not testable at this scale"}
     study_cli.figures(["stability"])
     records, cells = load(out), Results.load(out).cells
-    assert set(cells["status"]) <= {"completed", "diverged"}
-    assert lr_resolution(cells) == pytest.approx(2.0)
-    for metric in ("one_step.relative_change", "outcome.test_loss"):
-        values = records.loc[records["metric"] == metric, "value"]
-        assert len(values) and values.notna().all(), metric
+    assert set(cells["status"]) == {"completed"} and len(cells) == 4
+    table = probes(records)
+    assert (table.groupby(["norm", "seed"]).size() == cells["final_n_probes"].iloc[0]).all()
+    assert table["lr"].gt(0).all() and set(table["stable"]) <= {True, False}
+    # 10 steps train nothing: every probe is unstable, so no search is bracketed
+    assert not table["stable"].any() and (cells["final_bracketed"] == 0).all()
+    values = records.loc[records["metric"] == "one_step.relative_change", "value"]
+    assert len(values) == 4 * 10 and values.notna().all()
 
 
-def synthetic(limits, *, seeds=5):
-    """Cells of the quick grid (3 norms × `LRS`) where norm n is stable up to grid index
-    limits[n][seed] (an int for every seed; None: stable everywhere). Past its limit a run
-    alternately diverges (NaN loss) and ends above chance, as real unstable runs do."""
+def synthetic(limits, *, seeds=5, width=WIDTH, unbracketed=()):
+    """Cells as `run_cell` stores them: norm n's search at seed s found max stable LR
+    limits[n][s] (a number: every seed) with a final bracket `width` wide; the (norm, seed)
+    pairs in `unbracketed` found no bracket (NaN)."""
     cells = []
     for norm, limit in limits.items():
         for seed in range(seeds):
-            top = limit[seed] if isinstance(limit, (list, tuple)) else limit
-            top = len(LRS) - 1 if top is None else top
-            for i, lr in enumerate(LRS):
-                stable = i <= top
-                status = "completed" if stable or i % 2 else "diverged"
-                loss = 0.3 if stable else (5.0 if status == "completed" else np.nan)
-                cells.append(
-                    dict(cell=f"norm={norm},lr={lr}", seed=seed, norm=norm, lr=lr, status=status,
-                         final_test_loss=loss, final_test_acc=0.9 if stable else 0.1)
-                )  # fmt: skip
+            lr = limit[seed] if isinstance(limit, (list, tuple)) else limit
+            ok = (norm, seed) not in unbracketed
+            cells.append(
+                dict(cell=f"norm={norm}", seed=seed, norm=norm, status="completed", steps=500,
+                     final_max_stable_lr=lr if ok else np.nan,
+                     final_bracket_width=width if ok else np.nan, final_bracketed=float(ok))
+            )  # fmt: skip
     return Results(pd.DataFrame(columns=["metric"]), pd.DataFrame(cells), {})
 
 
@@ -55,35 +56,37 @@ def verdict(results):
     return judge_study(STUDY, results)[CLAIM]
 
 
-def test_grid_readout():
-    results = synthetic({"batch": 6, "group": [5, 5, 4, 5, 5], "none": 2})
+def test_readout():
+    results = synthetic({"batch": [3.0, 2.0, 4.0, 3.0, 3.0], "none": 0.3})
     table = max_stable_lr(results.cells)
-    assert table.loc[2, "group"] == LRS[4] and (table["batch"] == LRS[6]).all()
-    assert lr_resolution(results.cells) == pytest.approx(STEP, rel=1e-2)
+    assert list(table.columns) == ["batch", "none"] and table.loc[1, "batch"] == 2.0
 
 
-def test_supported():
-    """Every seed at the same grid ratio (4 steps): the interval comes from the grid's
-    resolution, never zero width."""
-    v = verdict(synthetic({"batch": 6, "group": 5, "none": 2}))
+def test_supported_with_the_bisection_resolution():
+    """Every seed at the same ratio (×10): the interval comes from the bisection's resolution,
+    √2 × the final bracket width (two midpoint errors), never zero width."""
+    v = verdict(synthetic({"batch": 3.0, "none": 0.3}))
     assert v.verdict == "supported", v.reason
     row = v.headline
-    assert row.estimate == pytest.approx(math.log10(LRS[6] / LRS[2]))
-    assert row.ci_low < row.estimate < row.ci_high
+    half = sps.t.ppf(0.975, 4) * math.sqrt(2) * WIDTH / math.sqrt(12) / math.sqrt(5)
+    assert row.estimate == pytest.approx(1.0)
+    assert (row.ci_low, row.ci_high) == pytest.approx((1.0 - half, 1.0 + half))
     assert (row.n_seeds, [value for _, value, _ in v.checks]) == (5, [1.0])
 
 
 def test_refuted():
-    v = verdict(synthetic({"batch": [3, 3, 2, 3, 3], "group": 3, "none": 3}))
+    v = verdict(synthetic({"batch": [0.3, 0.31, 0.29, 0.3, 0.3], "none": 0.3}))
     assert v.verdict == "refuted", v.reason
 
 
-def test_no_bn_stable_on_the_whole_grid_is_not_testable():
-    v = verdict(synthetic({"batch": 6, "group": 5, "none": [2, 2, 2, 2, None]}))
+@pytest.mark.parametrize("norm", ["batch", "none"])
+def test_an_unbracketed_search_makes_it_not_testable(norm):
+    """Both nets must be bracketed: an unbracketed BN search is as bad as a no-BN one."""
+    v = verdict(synthetic({"batch": 3.0, "none": 0.3}, unbracketed=[(norm, 4)]))
     assert v.verdict == "not testable at this scale"
-    assert [value for _, value, _ in v.checks] == [pytest.approx(0.8)]
+    assert [value for _, value, _ in v.checks] == [pytest.approx(0.9)]
 
 
 def test_three_seeds_underpowered():
-    v = verdict(synthetic({"batch": 6, "group": 5, "none": 2}, seeds=3))
+    v = verdict(synthetic({"batch": 3.0, "none": 0.3}, seeds=3))
     assert (v.verdict, v.note) == ("inconclusive", "underpowered")
