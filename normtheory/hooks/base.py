@@ -22,6 +22,7 @@ EVENTS = ("start", "after_backward", "after_step", "eval", "end")
 _SCHEDULED = ("after_backward", "after_step")
 
 Record = tuple[str, str, float]
+Every = int | Callable[[int], bool] | Schedule  # a hook's `every`: see `Hook`
 
 
 @dataclass

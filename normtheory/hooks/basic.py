@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from normtheory.hooks.base import Context, Hook, Record
+from normtheory.hooks.base import Context, Every, Hook, Record
 from normtheory.measure.outcomes import accuracy, check_eval_data, evaluate
 
 
@@ -21,6 +21,8 @@ class LossAccuracy(Hook):
         data: evaluation data for your own loop: a tuple ``(inputs, targets)`` of tensors, a
             `TensorDataset`, a Dataset of (x, y) pairs or a DataLoader; None: no evaluation.
         loss_fn: ``loss_fn(outputs, targets) -> mean loss`` for `data` (cross-entropy).
+        name: the metric prefix (default 'outcome').
+        every: the schedule (`Hook`; default every step).
     """
 
     events = ("after_step", "eval")
@@ -34,8 +36,15 @@ class LossAccuracy(Hook):
     DATA_ACC = "outcome.data_acc"
     METRICS = (TRAIN_LOSS, TRAIN_ACC, TEST_LOSS, TEST_ACC, DATA_LOSS, DATA_ACC)
 
-    def __init__(self, *, data=None, loss_fn: Callable = F.cross_entropy, **kw):
-        super().__init__(**kw)
+    def __init__(
+        self,
+        *,
+        data=None,
+        loss_fn: Callable = F.cross_entropy,
+        name: str | None = None,
+        every: Every = 1,
+    ):
+        super().__init__(name=name, every=every)
         if data is not None:
             check_eval_data(data)  # a wrong kind fails here, naming the kinds it takes
         self.data = data
@@ -66,7 +75,13 @@ def _named_weights(model: torch.nn.Module, params: Iterable[str] | None):
 
 
 class WeightNorm(Hook):
-    """L2 norm ‖w‖ of each weight tensor (default: every parameter with ndim ≥ 2), key = name."""
+    """L2 norm ‖w‖ of each weight tensor (default: every parameter with ndim ≥ 2), key = name.
+
+    Args:
+        params: parameter names (default: every parameter with ndim ≥ 2).
+        name: the metric prefix (default 'weight_norm').
+        every: the schedule (`Hook`; default every step).
+    """
 
     events = ("start", "after_step")
     default_name = "weight_norm"
@@ -74,8 +89,10 @@ class WeightNorm(Hook):
     L2 = "weight_norm.l2"
     METRICS = (L2,)
 
-    def __init__(self, *, params: Iterable[str] | None = None, **kw):
-        super().__init__(**kw)
+    def __init__(
+        self, *, params: Iterable[str] | None = None, name: str | None = None, every: Every = 1
+    ):
+        super().__init__(name=name, every=every)
         self.params = None if params is None else list(params)
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:
@@ -84,7 +101,13 @@ class WeightNorm(Hook):
 
 
 class GradNorm(Hook):
-    """L2 norm of each parameter's gradient after backward (key = name) and the total norm."""
+    """L2 norm of each parameter's gradient after backward (key = name) and the total norm.
+
+    Args:
+        params: parameter names (default: all with a gradient).
+        name: the metric prefix (default 'grad_norm').
+        every: the schedule (`Hook`; default every step).
+    """
 
     events = ("after_backward",)
     default_name = "grad_norm"
@@ -92,8 +115,10 @@ class GradNorm(Hook):
     L2 = "grad_norm.l2"
     METRICS = (L2,)
 
-    def __init__(self, *, params: Iterable[str] | None = None, **kw):
-        super().__init__(**kw)
+    def __init__(
+        self, *, params: Iterable[str] | None = None, name: str | None = None, every: Every = 1
+    ):
+        super().__init__(name=name, every=every)
         self.params = None if params is None else list(params)
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:

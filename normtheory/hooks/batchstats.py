@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from normtheory.checks import check_choice, check_int
-from normtheory.hooks.base import Context, Hook, Record
+from normtheory.hooks.base import Context, Every, Hook, Record
 from normtheory.hooks.schedule import at_end
 from normtheory.measure.batch_dependence import batch_dependence
 from normtheory.measure.outcomes import evaluate, example_weighing, train_eval_discrepancy
@@ -29,6 +29,8 @@ class Singularities(Hook):
     Args:
         probe: (inputs, targets) or inputs.
         mode: ``"train"`` or ``"eval"``.
+        name: the metric prefix (default 'singular').
+        every: the schedule (`Hook`; default every step).
     """
 
     events = ("start", "after_step", "end")
@@ -40,8 +42,8 @@ class Singularities(Hook):
     MEAN_SHIFT = "singular.mean_shift"
     METRICS = (DEAD, OFF, STAT_DIFF, MEAN_SHIFT)
 
-    def __init__(self, *, probe, mode: str = "train", **kw):
-        super().__init__(**kw)
+    def __init__(self, *, probe, mode: str = "train", name: str | None = None, every: Every = 1):
+        super().__init__(name=name, every=every)
         check_choice("mode", mode, ("train", "eval"))
         self.probe = probe[0] if isinstance(probe, tuple | list) else probe
         self.mode = mode
@@ -82,6 +84,7 @@ class ExampleWeighing(Hook):
             default 1000 + the run's seed, read as ``torch.initial_seed()`` (the training loop
             seeds the global RNG with it), so runs draw their own batches, apart from their
             data order.
+        name: the metric prefix (default 'exw').
         every: defaults to `at_end()`, the only schedule this hook has.
     """
 
@@ -103,9 +106,10 @@ class ExampleWeighing(Hook):
         multiples: Iterable[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
         n_batches: int = 16,
         seed: int | None = None,
-        **kw,
+        name: str | None = None,
+        every: Every | None = None,
     ):
-        super().__init__(**{"every": at_end(), **kw})
+        super().__init__(name=name, every=at_end() if every is None else every)
         self.train_set, self.test_set = train_set, test_set
         self.batch_size = check_int("batch_size", batch_size)
         self.n_batches = check_int("n_batches", n_batches)
@@ -156,6 +160,7 @@ class BatchDependence(Hook):
         probe: (inputs, targets) or inputs, a batch (N, ...).
         other: the same, of the same shape: its rows from `keep` on replace the probe's.
         keep: the number of leading probe examples kept.
+        name: the metric prefix (default 'batchdep').
         every: defaults to `at_end()`.
     """
 
@@ -165,8 +170,16 @@ class BatchDependence(Hook):
     MAX_CHANGE = "batchdep.max_change"
     METRICS = (MAX_CHANGE,)
 
-    def __init__(self, *, probe, other, keep: int = 1, **kw):
-        super().__init__(**{"every": at_end(), **kw})
+    def __init__(
+        self,
+        *,
+        probe,
+        other,
+        keep: int = 1,
+        name: str | None = None,
+        every: Every | None = None,
+    ):
+        super().__init__(name=name, every=at_end() if every is None else every)
         self.probe = probe[0] if isinstance(probe, tuple | list) else probe
         self.other = other[0] if isinstance(other, tuple | list) else other
         self.keep = check_int("keep", keep)

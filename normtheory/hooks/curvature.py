@@ -17,8 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from normtheory.hooks.base import Context, Hook, Record
-from normtheory.hooks.schedule import Schedule
+from normtheory.hooks.base import Context, Every, Hook, Record
 from normtheory.measure.curvature import hessian_density, hessian_eigenvalues
 from normtheory.measure.landscape import gradient_smoothness
 from normtheory.measure.scale_invariant import invariant_metric
@@ -39,7 +38,7 @@ class _CurvatureHook(Hook):
         mode: str = "train",
         params: Sequence[str] | None = None,
         loss_fn: Callable = F.cross_entropy,
-        every: int | Callable[[int], bool] | Schedule | None = None,
+        every: Every | None = None,
         at_end: bool = False,
         name: str | None = None,
     ):
@@ -82,7 +81,18 @@ def _lr(hook, ctx: Context) -> float:
 class HessianSpectrum(_CurvatureHook):
     """Top-k Hessian eigenvalues (Lanczos). Metrics: ``eig`` (key = rank 1..k), ``n_hvp``, ``converged``.
 
-    ``invariant=True``: eigenvalues of D H D, D = `invariant_metric` (scale-invariant).
+    Args:
+        k: how many eigenvalues; which: ``"largest"``, ``"magnitude"`` or ``"smallest"``; tol:
+            Lanczos' relative convergence tolerance.
+        invariant: eigenvalues of D H D, D = `invariant_metric` (scale-invariant) instead of H.
+        probe: (inputs, targets), the fixed batch; default: the first training batch seen.
+        mode: ``"train"`` (batch statistics, fixed dropout masks, as the net trains) or
+            ``"eval"``.
+        params: names of the parameters the measure is over (default: all).
+        loss_fn: ``loss_fn(outputs, targets) -> mean loss`` (cross-entropy).
+        every: the schedule (`Hook`); default: never during training (then use `at_end`).
+        at_end: also measure at the ``end`` event.
+        name: the metric prefix (default 'hessian').
     """
 
     default_name = "hessian"
@@ -99,9 +109,18 @@ class HessianSpectrum(_CurvatureHook):
         which: str = "largest",
         tol: float = 1e-3,
         invariant: bool = False,
-        **kw,
+        probe: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mode: str = "train",
+        params: Sequence[str] | None = None,
+        loss_fn: Callable = F.cross_entropy,
+        every: Every | None = None,
+        at_end: bool = False,
+        name: str | None = None,
     ):
-        super().__init__(**kw)
+        super().__init__(
+            probe=probe, mode=mode, params=params, loss_fn=loss_fn, every=every, at_end=at_end,
+            name=name,
+        )  # fmt: skip
         self.k, self.which, self.tol, self.invariant = k, which, tol, invariant
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:
@@ -121,7 +140,19 @@ class HessianSpectrum(_CurvatureHook):
 
 
 class HessianTrace(_CurvatureHook):
-    """Hessian trace by Hutch++ (or Hutchinson). Metrics: ``trace``, ``stderr``, ``n_hvp``."""
+    """Hessian trace by Hutch++ (or Hutchinson). Metrics: ``trace``, ``stderr``, ``n_hvp``.
+
+    Args:
+        method: ``"hutch++"`` or ``"hutchinson"``; n_hvp: Hessian-vector products to spend.
+        probe: (inputs, targets), the fixed batch; default: the first training batch seen.
+        mode: ``"train"`` (batch statistics, fixed dropout masks, as the net trains) or
+            ``"eval"``.
+        params: names of the parameters the measure is over (default: all).
+        loss_fn: ``loss_fn(outputs, targets) -> mean loss`` (cross-entropy).
+        every: the schedule (`Hook`); default: never during training (then use `at_end`).
+        at_end: also measure at the ``end`` event.
+        name: the metric prefix (default 'hessian_trace').
+    """
 
     default_name = "hessian_trace"
     PREFIX = "hessian_trace."
@@ -130,8 +161,23 @@ class HessianTrace(_CurvatureHook):
     N_HVP = "hessian_trace.n_hvp"
     METRICS = (TRACE, STDERR, N_HVP)
 
-    def __init__(self, *, method: str = "hutch++", n_hvp: int = 60, **kw):
-        super().__init__(**kw)
+    def __init__(
+        self,
+        *,
+        method: str = "hutch++",
+        n_hvp: int = 60,
+        probe: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mode: str = "train",
+        params: Sequence[str] | None = None,
+        loss_fn: Callable = F.cross_entropy,
+        every: Every | None = None,
+        at_end: bool = False,
+        name: str | None = None,
+    ):
+        super().__init__(
+            probe=probe, mode=mode, params=params, loss_fn=loss_fn, every=every, at_end=at_end,
+            name=name,
+        )  # fmt: skip
         self.method, self.n_hvp = method, n_hvp
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:
@@ -151,6 +197,17 @@ class HessianDensity(_CurvatureHook):
 
     Metrics: ``node`` and ``weight`` with key ``"<run>:<i>"`` (the quadrature rule, so figures can
     smooth it at any width), ``n_hvp``.
+
+    Args:
+        n_iter: Lanczos steps per run; n_runs: random starting vectors (runs) averaged.
+        probe: (inputs, targets), the fixed batch; default: the first training batch seen.
+        mode: ``"train"`` (batch statistics, fixed dropout masks, as the net trains) or
+            ``"eval"``.
+        params: names of the parameters the measure is over (default: all).
+        loss_fn: ``loss_fn(outputs, targets) -> mean loss`` (cross-entropy).
+        every: the schedule (`Hook`); default: never during training (then use `at_end`).
+        at_end: also measure at the ``end`` event.
+        name: the metric prefix (default 'hessian_density').
     """
 
     default_name = "hessian_density"
@@ -160,8 +217,23 @@ class HessianDensity(_CurvatureHook):
     N_HVP = "hessian_density.n_hvp"
     METRICS = (NODE, WEIGHT, N_HVP)
 
-    def __init__(self, *, n_iter: int = 60, n_runs: int = 1, **kw):
-        super().__init__(**kw)
+    def __init__(
+        self,
+        *,
+        n_iter: int = 60,
+        n_runs: int = 1,
+        probe: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mode: str = "train",
+        params: Sequence[str] | None = None,
+        loss_fn: Callable = F.cross_entropy,
+        every: Every | None = None,
+        at_end: bool = False,
+        name: str | None = None,
+    ):
+        super().__init__(
+            probe=probe, mode=mode, params=params, loss_fn=loss_fn, every=every, at_end=at_end,
+            name=name,
+        )  # fmt: skip
         self.n_iter, self.n_runs = n_iter, n_runs
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:
@@ -187,8 +259,20 @@ class Smoothness(_CurvatureHook):
     """Santurkar et al.'s landscape measures along the gradient: loss range, gradient
     predictiveness (min/max) and effective β-smoothness, at step sizes lr·[0.5, 4].
 
-    `lr` defaults to the loop's current learning rate (``ctx.lr``). ``invariant=True``: the
-    same measures in the scale-invariant metric D = `invariant_metric` (coordinates D⁻¹ w).
+    Args:
+        lr: the training learning rate the step sizes are multiples of; default the loop's
+            (``ctx.lr``: the optimizer given to the `Monitor`).
+        multipliers: the (smallest, largest) multiple of `lr`; n_points: step sizes between.
+        invariant: the same measures in the scale-invariant metric D = `invariant_metric`
+            (coordinates D⁻¹ w).
+        probe: (inputs, targets), the fixed batch; default: the first training batch seen.
+        mode: ``"train"`` (batch statistics, fixed dropout masks, as the net trains) or
+            ``"eval"``.
+        params: names of the parameters the measure is over (default: all).
+        loss_fn: ``loss_fn(outputs, targets) -> mean loss`` (cross-entropy).
+        every: the schedule (`Hook`); default: never during training (then use `at_end`).
+        at_end: also measure at the ``end`` event.
+        name: the metric prefix (default 'smoothness').
     """
 
     default_name = "smoothness"
@@ -208,9 +292,18 @@ class Smoothness(_CurvatureHook):
         multipliers=(0.5, 4.0),
         n_points: int = 8,
         invariant: bool = False,
-        **kw,
+        probe: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mode: str = "train",
+        params: Sequence[str] | None = None,
+        loss_fn: Callable = F.cross_entropy,
+        every: Every | None = None,
+        at_end: bool = False,
+        name: str | None = None,
     ):
-        super().__init__(**kw)
+        super().__init__(
+            probe=probe, mode=mode, params=params, loss_fn=loss_fn, every=every, at_end=at_end,
+            name=name,
+        )  # fmt: skip
         self.lr, self.multipliers, self.n_points = lr, tuple(multipliers), n_points
         self.invariant = invariant
 
@@ -240,15 +333,44 @@ class Smoothness(_CurvatureHook):
 class OneStepLoss(_CurvatureHook):
     """Bjorck et al. 2018's test: relative loss change (L(w − ηg) − L(w)) / L(w) after one
     gradient step of size η on the probe batch, from the current weights (which are left as
-    they are). Runs at the start of training by default. Metric: ``relative_change``."""
+    they are). Runs at the start of training by default. Metric: ``relative_change``.
+
+    Args:
+        lr: the step size η; default the loop's (``ctx.lr``: the optimizer given to the
+            `Monitor`).
+        at_start: measure at the ``start`` event (at initialization).
+        probe: (inputs, targets), the fixed batch; default: the first training batch seen.
+        mode: ``"train"`` (batch statistics, fixed dropout masks, as the net trains) or
+            ``"eval"``.
+        params: names of the parameters the measure is over (default: all).
+        loss_fn: ``loss_fn(outputs, targets) -> mean loss`` (cross-entropy).
+        every: the schedule (`Hook`); default: never during training (then use `at_end`).
+        at_end: also measure at the ``end`` event.
+        name: the metric prefix (default 'one_step').
+    """
 
     default_name = "one_step"
     PREFIX = "one_step."
     RELATIVE_CHANGE = "one_step.relative_change"
     METRICS = (RELATIVE_CHANGE,)
 
-    def __init__(self, *, lr: float | None = None, at_start: bool = True, **kw):
-        super().__init__(**kw)
+    def __init__(
+        self,
+        *,
+        lr: float | None = None,
+        at_start: bool = True,
+        probe: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mode: str = "train",
+        params: Sequence[str] | None = None,
+        loss_fn: Callable = F.cross_entropy,
+        every: Every | None = None,
+        at_end: bool = False,
+        name: str | None = None,
+    ):
+        super().__init__(
+            probe=probe, mode=mode, params=params, loss_fn=loss_fn, every=every, at_end=at_end,
+            name=name,
+        )  # fmt: skip
         if at_start:
             self.events = (*self.events, "start")
         self.lr = lr

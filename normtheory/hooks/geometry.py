@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from normtheory.hooks.base import Context, Hook, Record
+from normtheory.hooks.base import Context, Every, Hook, Record
 from normtheory.measure.scale_invariant import find_scale_invariant
 from normtheory.measure.weights import growth_residual, scale_invariance_cosine
 
@@ -34,6 +34,8 @@ class ScaleInvariance(Hook):
     Args:
         params: module names (their ``.weight``) or parameter names; default: the weights
             `find_scale_invariant` reports (found at the first step, from ``ctx.inputs``).
+        name: the metric prefix (default 'scale_inv').
+        every: the schedule (`Hook`; default every step).
     """
 
     events = ("after_backward", "after_step")
@@ -56,8 +58,10 @@ class ScaleInvariance(Hook):
         RESIDUAL_CHANNEL,
     )
 
-    def __init__(self, *, params: Iterable[str] | None = None, **kw):
-        super().__init__(**kw)
+    def __init__(
+        self, *, params: Iterable[str] | None = None, name: str | None = None, every: Every = 1
+    ):
+        super().__init__(name=name, every=every)
         self.params = None if params is None else list(params)
         self._names: list[str] | None = None
         self._before: dict[str, tuple[Tensor, Tensor]] = {}

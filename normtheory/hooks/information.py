@@ -7,8 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from normtheory.checks import check_choice, check_int
-from normtheory.hooks.base import Context, Hook, Record
-from normtheory.hooks.schedule import Schedule, at_end
+from normtheory.hooks.base import Context, Every, Hook, Record
+from normtheory.hooks.schedule import at_end
 from normtheory.measure.dropout import module_dropout_ratios
 from normtheory.measure.gradient_sign import gradient_sign
 from normtheory.measure.information import (
@@ -75,6 +75,11 @@ class NeuronInformation(Hook):
         max_units: at most this many units per layer (the first ones), to bound the cost.
         mode: ``"train"`` (batch statistics, dropout masks — the state the net trains in) or
             ``"eval"``.
+        conv: ``"pool"`` or ``"positions"`` (see above); n_positions: positions per example.
+        n_shuffles: shuffled copies for ``mi_floor`` (0: none).
+        seed: seeds the positions drawn (the same at every call).
+        name: the metric prefix (default 'info').
+        every: the schedule (`Hook`; default every step).
     """
 
     events = ("start", "after_step", "end")
@@ -101,9 +106,10 @@ class NeuronInformation(Hook):
         n_positions: int = 8,
         n_shuffles: int = 0,
         seed: int = 0,
-        **kw,
+        name: str | None = None,
+        every: Every = 1,
     ):
-        super().__init__(**kw)
+        super().__init__(name=name, every=every)
         check_choice("side", side, SIDES)
         check_choice("mode", mode, MODES)
         check_choice("conv", conv, CONV_MODES)
@@ -181,6 +187,8 @@ class GradientSign(Hook):
         probe: (inputs, targets), the fixed batch (N examples; cost: N backward passes).
         layers: linear/conv module names; default all of them.
         mode: ``"train"`` or ``"eval"``.
+        name: the metric prefix (default 'sign').
+        every: the schedule (`Hook`; default every step).
     """
 
     events = ("start", "after_step", "end")
@@ -190,8 +198,16 @@ class GradientSign(Hook):
     ONE_SIGNED = "sign.one_signed"
     METRICS = (SAME_SIGN, ONE_SIGNED)
 
-    def __init__(self, *, probe, layers: Iterable[str] | None = None, mode: str = "train", **kw):
-        super().__init__(**kw)
+    def __init__(
+        self,
+        *,
+        probe,
+        layers: Iterable[str] | None = None,
+        mode: str = "train",
+        name: str | None = None,
+        every: Every = 1,
+    ):
+        super().__init__(name=name, every=every)
         check_choice("mode", mode, MODES)
         if not (isinstance(probe, tuple | list) and len(probe) == 2 and probe[1] is not None):
             raise ValueError("probe must be (inputs, targets): the gradients need the targets")
@@ -247,6 +263,8 @@ class DropoutDependence(Hook):
         blocks: ``{module name: input (N, d)} -> {block name: units (N, d)}``.
         n_masks: dropout masks per example.
         seed: seed of the masks (the same for every block).
+        name: the metric prefix (default 'ic').
+        every: the schedule (default `at_end()`).
     """
 
     events = ("after_step",)
@@ -269,10 +287,10 @@ class DropoutDependence(Hook):
         blocks: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
         n_masks: int = 16,
         seed: int = 0,
-        every: int | Callable[[int], bool] | Schedule | None = None,
-        **kw,
+        name: str | None = None,
+        every: Every | None = None,
     ):
-        super().__init__(every=at_end() if every is None else every, **kw)
+        super().__init__(name=name, every=at_end() if every is None else every)
         self.probe = probe[0] if isinstance(probe, tuple | list) else probe
         self.dropout, self.seed = dropout, seed
         self.capture = (dropout,) if capture is None else tuple(capture)

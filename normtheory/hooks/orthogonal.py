@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from normtheory.hooks.base import Context, Hook, Record
+from normtheory.hooks.base import Context, Every, Hook, Record
 from normtheory.measure.span import InputSpan, orthogonal_weight_norm
 
 _SPAN_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -73,6 +73,8 @@ class OrthogonalWeightNorm(Hook):
     Args:
         layers: names of linear / conv modules; default every one.
         rtol: the span's relative rank tolerance (`InputSpan`).
+        name: the metric prefix (default 'orth').
+        every: the schedule (`Hook`; default every step; the span is updated every step regardless).
 
     In your own loop: call ``monitor.start()`` before training and pass the batch you fed the
     model, ``monitor.after_backward(step, inputs=x)``.
@@ -89,8 +91,15 @@ class OrthogonalWeightNorm(Hook):
     UPDATES = "orth.updates"
     METRICS = (NORM, RELATIVE, RATIO, DRIFT, COMPLEMENT_DIM, UPDATES)
 
-    def __init__(self, *, layers: Iterable[str] | None = None, rtol: float = 1e-10, **kw):
-        super().__init__(**kw)
+    def __init__(
+        self,
+        *,
+        layers: Iterable[str] | None = None,
+        rtol: float = 1e-10,
+        name: str | None = None,
+        every: Every = 1,
+    ):
+        super().__init__(name=name, every=every)
         self.layer_names = None if layers is None else list(layers)
         self.rtol = rtol
         self.spans: dict[str, InputSpan] = {}
