@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-seeds", type=int, default=20, help="cap for --until-decided (20)")
     run.add_argument("--seed-step", type=int, default=2, help="seeds added per look (2)")
     _add_executor_options(run)
+    _add_data_root_option(run)
     rep = sub.add_parser("report", help="build the report from stored run folders")
     rep.add_argument("runs", nargs="*", help="run folders (default: every run under runs/)")
     rep.add_argument("--out", default="reports", help="output folder (default reports/)")
@@ -94,7 +95,20 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--out", default="reports", help="report folder (default reports/)")
     ver.add_argument("--runs", default="runs", help="root of the run folders (default runs/)")
     _add_executor_options(ver)
+    _add_data_root_option(ver)
     return parser
+
+
+def _add_data_root_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        metavar="DIR",
+        help="folder of the local datasets: DIR/cifar-10-batches-py/, DIR/MNIST/raw/, "
+        "DIR/fashion-mnist/ (default: $NORMTHEORY_DATA; fashion_mnist is also found in "
+        "/usr/share/datasets/fashion-mnist after `apt-get install dataset-fashion-mnist`). "
+        "Checked before any cell runs; recorded in the run's manifest, not in its config",
+    )
 
 
 def _add_executor_options(parser: argparse.ArgumentParser) -> None:
@@ -223,6 +237,7 @@ def _cmd_run(args, command: str) -> int:
         out=args.out,
         overrides=overrides,
         **executor,
+        data_root=args.data_root,
         command=command,
     )
     with _progress() as progress:
@@ -285,6 +300,7 @@ def _cmd_verify(args, command: str) -> int:
         runs=args.runs,
         out=args.out,
         device=args.device,
+        data_root=args.data_root,
         command=command,
         progress=_progress,
         echo=lambda line: print(line, flush=True),

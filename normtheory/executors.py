@@ -25,6 +25,8 @@ from typing import Any
 import pandas as pd
 import torch
 
+from normtheory.data import use_data_root
+
 EXECUTORS = ("local", "process", "ray")
 
 
@@ -38,6 +40,8 @@ class Job:
             a user's study file resolves in a fresh worker).
         seed, device, threads: passed to the study's ``run_cell``; torch threads while it runs.
         cell_id, label: where and under which name the driver stores the outcome.
+        data_root: the folder of the local datasets, set around the cell (`use_data_root`),
+            so a worker process or a Ray task reads the data the driver checked.
     """
 
     study: str
@@ -47,6 +51,7 @@ class Job:
     threads: int
     cell_id: str
     label: str
+    data_root: str | None = None
 
 
 @dataclass
@@ -73,9 +78,10 @@ def run_job(job: Job, study=None, progress=None) -> Outcome:
     try:
         study = study if study is not None else _load_study(job.study)
         cell = pickle.loads(job.cell)
-        result = study.run_cell(
-            cell, job.seed, device=job.device, hooks=study.hooks(cell), progress=progress
-        )
+        with use_data_root(job.data_root):
+            result = study.run_cell(
+                cell, job.seed, device=job.device, hooks=study.hooks(cell), progress=progress
+            )
         return Outcome(
             status=result.status,
             records=result.records,

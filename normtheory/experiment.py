@@ -12,14 +12,14 @@ from dataclasses import dataclass
 import torch
 
 from normtheory.checks import check_choice
-from normtheory.data import list_datasets, load_dataset
+from normtheory.data import _GREY, data_root, list_datasets, load_dataset
+from normtheory.local_data import LOCAL
 from normtheory.models import build_model, list_archs, list_placements
 from normtheory.norms import _REGISTRY, parse_norm_spec
 from normtheory.train import TrainConfig, TrainResult, train
 
 LR_SCALINGS = ("none", "linear", "sqrt")
 _LOW_RANK_DATASETS = ("gaussian_mixture", "teacher")
-_GREY = ("digits", "mnist", "mnist1d")
 # Cell fields passed to the norm factories that accept them (0 means "the norm's default").
 _NORM_FIELDS = ("groups", "ghost_size", "examples_per_group", "example_weight")
 
@@ -31,8 +31,8 @@ class TrainCell:
     Attributes:
         dataset: a name from `normtheory.data.list_datasets()`; `max_train` caps its size (0: all).
         data_rank: for the synthetic datasets, the rank of the subspace the inputs span (0: full).
-        data_channels: for the single-channel datasets (digits, mnist1d, mnist), repeat the
-            input on this many channels (a grey image fed to an RGB net).
+        data_channels: for the single-channel datasets (digits, fashion_mnist, mnist, mnist1d),
+            repeat the input on this many channels (a grey image fed to an RGB net).
         arch, norm, width, depth, placement, dropout_keep, residual: see `build_model`;
             `norm` is a spec such as ``"group+ws"``.
         groups, ghost_size, examples_per_group, example_weight: norm options, passed to the
@@ -201,18 +201,20 @@ _FIELD_TYPES = {"bool": bool, "int": int, "float": float, "str": str}
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_dataset(name: str, max_train: int, rank: int, channels: int):
+def _cached_dataset(name: str, max_train: int, rank: int, channels: int, root: str | None):
     kw = {"max_train": max_train} if max_train else {}
     if rank:
         kw["rank"] = rank
     if channels != 1:
         kw["channels"] = channels
-    return load_dataset(name, seed=0, **kw)
+    return load_dataset(name, seed=0, **kw, **({"root": root} if root else {}))
 
 
 def cell_data(cell: TrainCell):
-    """The cell's (train, test) datasets: split seed 0, so every seed sees the same data."""
-    return _cached_dataset(cell.dataset, cell.max_train, cell.data_rank, cell.data_channels)
+    """The cell's (train, test) datasets: split seed 0, so every seed sees the same data; local
+    datasets come from the data root in force (`normtheory.data.data_root`)."""
+    root = data_root() if cell.dataset in LOCAL else None
+    return _cached_dataset(cell.dataset, cell.max_train, cell.data_rank, cell.data_channels, root)
 
 
 def probe_batch(cell: TrainCell, n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,7 @@ next run). The sweep goes on past failures; `RunSummary` counts each outcome.
 import dataclasses
 import hashlib
 import json
+import os
 import pickle
 import re
 import warnings
@@ -25,6 +26,7 @@ import pandas as pd
 
 from normtheory.checks import check_int
 from normtheory.claims import digests
+from normtheory.data import check_dataset, list_datasets, use_data_root
 from normtheory.executors import EXECUTORS, Job, Outcome, check_executor, execute
 from normtheory.provenance import git_commit, now, versions
 from normtheory.results import RunDir
@@ -68,6 +70,7 @@ def run_sweep(
     workers: int = 1,
     threads: int = 1,
     ray_address: str | None = None,
+    data_root: str | Path | None = None,
     progress=None,
     command: str = "",
 ) -> RunSummary:
@@ -80,11 +83,16 @@ def run_sweep(
         out: the run folder (default ``runs/<study>-<profile>``).
         executor, workers, ray_address: where cells run (see `normtheory.executors`).
         threads: torch threads per cell (1 by default, so numbers do not depend on `workers`).
+        data_root: the folder of the local datasets (default: ``NORMTHEORY_DATA``); every cell
+            runs inside `use_data_root` of it, in whichever process. Where data lives is not
+            what is trained: it is recorded in the manifest, not in the cells' config or ids.
         progress: a rich Progress, or None.
         command: the command line, stored in the manifest.
 
     Every argument is checked before the run folder is touched: bad input raises ValueError
-    (`ResultsError` for the folder) and leaves stored files as they were.
+    (`ResultsError` for the folder) and leaves stored files as they were. So are the grid's
+    datasets (pre-flight): a local dataset whose files are missing raises FileNotFoundError, one
+    line, before any cell runs.
     """
     from normtheory.registry import list_studies
 
@@ -105,6 +113,7 @@ def run_sweep(
         dev = device  # the GPUs are the cluster's; the driver may have none
     else:
         dev = str(resolve_device(device))
+    root = _preflight(cells, data_root)
     run = RunDir(out or Path("runs") / f"{study.name}-{profile}")
     config = {
         "study": study.name,
@@ -130,7 +139,8 @@ def run_sweep(
         }
     )
     run.update_manifest(
-        executor={"name": executor, "workers": workers, "threads": threads, "ray": ray_address}
+        executor={"name": executor, "workers": workers, "threads": threads, "ray": ray_address},
+        data_root=root,
     )
     summary = RunSummary(run.path, cells=len(cells), seeds=n_seeds)
     jobs = []
@@ -142,9 +152,8 @@ def run_sweep(
                 summary.skipped += 1
                 continue
             label = cell_label(cell, grid.label_keys)
-            jobs.append(
-                Job(study.source or study.name, pickle.dumps(cell), seed, dev, threads, cid, label)
-            )
+            ref = study.source or study.name
+            jobs.append(Job(ref, pickle.dumps(cell), seed, dev, threads, cid, label, root))
     task = None
     if progress is not None:
         task = progress.add_task(f"{study.name} [{profile}]", total=summary.total)
@@ -162,6 +171,20 @@ def run_sweep(
         finished_at=now(), counts=dataclasses.asdict(summary) | {"path": str(run.path)}
     )
     return summary
+
+
+def _preflight(cells: list, data_root: str | Path | None) -> str | None:
+    """The absolute data root (``data_root``, else ``NORMTHEORY_DATA``; None if neither), after
+    checking that every dataset of the grid finds its files there (one-line error if not)."""
+    if data_root is not None and not Path(data_root).expanduser().is_dir():
+        raise FileNotFoundError(f"data root {data_root} is not a folder (--data-root)")
+    root = data_root if data_root is not None else os.environ.get("NORMTHEORY_DATA") or None
+    root = None if root is None else str(Path(root).expanduser().absolute())
+    names = {getattr(c, "dataset", None) for c in cells} & set(list_datasets())
+    with use_data_root(root):
+        for name in sorted(names):
+            check_dataset(name)
+    return root
 
 
 class OverrideIgnored(UserWarning):

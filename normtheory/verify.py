@@ -42,6 +42,7 @@ def verify(
     runs: str | Path = "runs",
     out: str | Path = "reports",
     device: str = "auto",
+    data_root: str | Path | None = None,
     command: str = "",
     progress: Callable | None = None,
     echo: Callable[[str], None] = print,
@@ -50,9 +51,10 @@ def verify(
     """Runs the exact checks and (unless `skip_studies`) the quick profile of `studies` (default:
     all) into ``runs/<study>-quick``, then the report of those runs into `out`.
 
-    `executor`: `run_sweep`'s executor arguments; `progress`: a factory of rich progress
-    contexts (or None); `echo`: where the one-line summaries go. Unknown studies raise
-    ValueError naming the known ones."""
+    `executor`: `run_sweep`'s executor arguments; `data_root`: the folder of the local
+    datasets (`run_sweep`'s); `progress`: a factory of rich progress contexts (or None);
+    `echo`: where the one-line summaries go. Unknown studies raise ValueError naming the known
+    ones; a study whose data is missing is "not run" (named, with the missing files)."""
     known = list_studies()
     names = [n for n in (known if studies is None else studies) if n != EXACT_STUDY]
     unknown = [n for n in names if n not in known]
@@ -69,11 +71,12 @@ def verify(
                     profile="quick",
                     device="cpu" if name == EXACT_STUDY else device,
                     out=out_dir,
+                    data_root=data_root,
                     progress=bar,
                     command=command,
                     **executor,
                 )
-        except ValueError as err:  # e.g. a stored run with another config: go on
+        except (ValueError, FileNotFoundError) as err:  # another config, missing data: go on
             echo(f"{name}: not run: {err}")
             failed.append(name)
             continue

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+import normtheory.local_data
 from normtheory.cli import main
 from normtheory.data import load_dataset
 from normtheory.experiment import TrainCell
@@ -25,7 +26,7 @@ from normtheory.results import ResultsError, RunDir, load
 from normtheory.sweep import run_sweep
 from normtheory.train import TrainConfig, train
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "no_data_root")
 
 STUDY = str(Path(__file__).with_name("fault_study.py"))
 ONE = ["lr=0.01", "steps=5"]  # the stored run: one cell, two seeds
@@ -38,6 +39,12 @@ def stored(tmp_path_factory):
     assert main(["run", STUDY, "--device", "cpu", "--out", str(root / "run"), *ONE]) == 0
     (root / "afile").write_text("not a folder")
     return root
+
+
+@pytest.fixture
+def no_data_root(monkeypatch):
+    """No NORMTHEORY_DATA: a local dataset has no data root unless the test names one."""
+    monkeypatch.delenv("NORMTHEORY_DATA", raising=False)
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -86,6 +93,14 @@ CLI_CASES = [
     ([*RUN, "--threads", "0"], "threads must be an integer >= 1, got 0"),
     ([*RUN, "--ray-address", "auto"], "ray_address 'auto' needs executor 'ray', not 'local'"),
     ([*RUN, "lr=0.5"], "holds a run with a different config (differs in: cells"),
+    # Pre-flight: missing data is found before the run folder is opened (so before its config
+    # is compared with the stored one) and before any cell runs.
+    ([*RUN, "dataset=cifar10"], "cifar10: no data folder given; put a local copy in a folder"),
+    (
+        [*RUN, "dataset=mnist", "--data-root", "{root}"],
+        "mnist: missing train-images-idx3-ubyte (or train-images-idx3-ubyte.gz), ",
+    ),
+    ([*RUN, "--data-root", "{root}/nowhere"], "data root {root}/nowhere is not a folder"),
     (
         [*RUN, "examples=400", "steps=10"],
         "steps=10 would change nothing in fault_study: steps = "
@@ -138,15 +153,45 @@ def test_cli_without_ray_says_how_to_install(stored, monkeypatch, capsys):
     [
         (["run", STUDY, "--executor", "dask"], "invalid choice: 'dask'"),
         (["run", STUDY, "norm=batchy"], "unknown norm 'batchy'"),
+        (["run", STUDY, "dataset=cifar10", "lr=0.01,0.02"], "cifar10: no data folder given"),
     ],
 )
 def test_cli_subprocess_no_traceback(argv, needle, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "NORMTHEORY_DATA"}
     proc = subprocess.run(
-        [sys.executable, "-m", "normtheory", *argv], capture_output=True, text=True, cwd=tmp_path
+        [sys.executable, "-m", "normtheory", *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
     )
     assert proc.returncode == 2 and needle in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "dataset,needle,tail",
+    [
+        ("cifar10", "cifar10: no data folder given; ", "normtheory never downloads data."),
+        ("mnist", "mnist: no data folder given; ", "normtheory never downloads data."),
+        ("fashion_mnist", "fashion_mnist: not found (looked in ", "never downloads data."),
+    ],
+)
+def test_missing_data_stops_the_sweep_before_any_cell(
+    dataset, needle, tail, tmp_path, monkeypatch, capsys
+):
+    """Regression: a grid on a dataset whose files are absent used to open the run folder and
+    store every cell × seed as failed ("45 failed cells"); now the sweep stops first, exit 2,
+    with the loader's whole one-line message, and creates nothing."""
+    monkeypatch.setattr(normtheory.local_data, "_SYSTEM_ROOT", tmp_path / "no-debian-copy")
+    out = tmp_path / "run"
+    argv = ["run", STUDY, f"dataset={dataset}", "lr=0.01,0.02,0.05", "--out", str(out)]
+    assert main([*argv, "--seeds", "3", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"normtheory: error: {needle}") and err.rstrip().endswith(tail), err
+    assert len(err.strip().splitlines()) == 1 and "--data-root DIR" in err
+    assert not out.exists() and not any(p.name != "no-debian-copy" for p in tmp_path.iterdir())
 
 
 def _mlp(norm="batch"):

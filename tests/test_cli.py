@@ -75,7 +75,7 @@ def test_list_prints_every_study_and_the_statements_of_its_claims(capsys):
 
 def test_run_passes_the_options_and_overrides_given_anywhere(sweep, capsys):
     argv = ["run", STUDY, "steps=5", "--profile", "faults", "--seeds", "3", "--device", "cpu",
-            "--out", "somewhere", "lr=0.1,0.2", "--threads", "2"]  # fmt: skip
+            "--out", "somewhere", "lr=0.1,0.2", "--threads", "2", "--data-root", "data"]  # fmt: skip
     assert main(argv) == 0
     ((name, kw),) = sweep.args
     assert name == "fault_study"
@@ -83,7 +83,7 @@ def test_run_passes_the_options_and_overrides_given_anywhere(sweep, capsys):
     assert kw == dict(
         profile="faults", seeds=3, device="cpu", out="somewhere",
         overrides={"steps": "5", "lr": "0.1,0.2"}, executor="local", workers=1, threads=2,
-        ray_address=None, command="normtheory " + shlex.join(argv),
+        ray_address=None, data_root="data", command="normtheory " + shlex.join(argv),
     )  # fmt: skip
     out = capsys.readouterr().out
     assert "fault_study: 4 runs (2 cells × 2 seeds)" in out and "next: normtheory report" in out
@@ -94,6 +94,15 @@ def test_run_defaults(sweep):
     ((_, kw),) = sweep.args
     assert (kw["profile"], kw["seeds"], kw["device"], kw["out"]) == (None, None, "auto", None)
     assert (kw["executor"], kw["workers"], kw["threads"], kw["overrides"]) == ("local", 1, 1, {})
+    assert kw["data_root"] is None  # run_sweep then reads NORMTHEORY_DATA
+
+
+@pytest.mark.parametrize("command", ["run", "verify"])
+def test_data_root_option_is_named_in_help(command, capsys):
+    assert main([command, "--help"]) == 0
+    help_ = " ".join(capsys.readouterr().out.split())
+    assert "--data-root DIR" in help_ and "$NORMTHEORY_DATA" in help_
+    assert "apt-get install dataset-fashion-mnist" in help_
 
 
 @pytest.mark.parametrize(
@@ -186,9 +195,10 @@ def test_verify_prints_the_table_and_exits_1_only_for_a_failing_exact_claim(
         return normtheory.verify.Verified(tmp_path / "index.html", claims, failed_studies=["x"])
 
     monkeypatch.setattr(normtheory.verify, "verify", fake)
-    assert main(["verify", "--studies", "a, b,", "--device", "cpu", "--out", "o"]) == code
+    argv = ["verify", "--studies", "a, b,", "--device", "cpu", "--out", "o", "--data-root", "d"]
+    assert main(argv) == code
     (kw,) = calls
-    assert kw["studies"] == ["a", "b"] and kw["skip_studies"] is False
+    assert kw["studies"] == ["a", "b"] and kw["skip_studies"] is False and kw["data_root"] == "d"
     assert (kw["runs"], kw["out"], kw["device"], kw["executor"]) == ("runs", "o", "cpu", "local")
     captured = capsys.readouterr()
     assert "normtheory: claims" in captured.out and "C0" in captured.out

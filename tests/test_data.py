@@ -4,17 +4,24 @@ Oracles: sklearn/mnist1d called directly, numpy float64 statistics, and raw byte
 the tests themselves in the real CIFAR-10 (pickle) and MNIST (IDX) formats.
 """
 
-import gzip
-import pickle
 import random
 import re
-import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fake_data import idx, write_cifar, write_idx_set
 
-from normtheory.data import ArrayDataset, list_datasets, load_dataset
+import normtheory.local_data
+from normtheory.data import (
+    ArrayDataset,
+    check_dataset,
+    data_root,
+    list_datasets,
+    load_dataset,
+    use_data_root,
+)
 
 SMALL = {  # name -> (kwargs, in_shape, num_classes, n_train, n_test)
     "digits": ({}, (1, 8, 8), 10, 1347, 450),
@@ -25,8 +32,8 @@ SMALL = {  # name -> (kwargs, in_shape, num_classes, n_train, n_test)
 
 
 def test_list_datasets():
-    expected = ["cifar10", "digits", "gaussian_mixture", "mnist", "mnist1d", "teacher"]
-    assert list_datasets() == expected
+    expected = ["cifar10", "digits", "fashion_mnist", "gaussian_mixture", "mnist", "mnist1d"]
+    assert list_datasets() == [*expected, "teacher"]
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -144,21 +151,9 @@ def test_to_returns_a_new_dataset_with_same_metadata():
 # ---- local-file loaders on fake data in the real formats ---------------------------------------
 
 
-def _write_cifar(folder, rng, sizes=(3, 2, 4, 1, 2, 5)):
-    folder.mkdir(parents=True)
-    raw = []
-    for name, n in zip([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], sizes):
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n).tolist()
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"data": data, b"labels": labels, b"batch_label": b"x"}, f)
-        raw.append((data, labels))
-    return raw
-
-
 @pytest.mark.parametrize("via_env", [False, True])
 def test_cifar10_round_trips_fake_pickles(tmp_path, monkeypatch, via_env):
-    raw = _write_cifar(tmp_path / "cifar-10-batches-py", np.random.default_rng(0))
+    raw = write_cifar(tmp_path / "cifar-10-batches-py", np.random.default_rng(0))
     x_tr = np.concatenate([d for d, _ in raw[:5]]).reshape(-1, 3, 32, 32) / 255.0
     x_te = raw[5][0].reshape(-1, 3, 32, 32) / 255.0
     mean = x_tr.mean(axis=(0, 2, 3), keepdims=True)  # per channel, float64
@@ -181,7 +176,7 @@ def test_cifar10_missing_files_say_what_to_put_where(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="cifar-10-batches-py.*data_batch_1"):
         load_dataset("cifar10")
     folder = tmp_path / "cifar-10-batches-py"
-    _write_cifar(folder, np.random.default_rng(0))
+    write_cifar(folder, np.random.default_rng(0))
     (folder / "test_batch").unlink()
     with pytest.raises(FileNotFoundError, match="missing test_batch") as err:
         load_dataset("cifar10", root=tmp_path)
@@ -190,30 +185,9 @@ def test_cifar10_missing_files_say_what_to_put_where(tmp_path, monkeypatch):
     assert len(str(err.value).splitlines()) == 1 and "NORMTHEORY_DATA" in str(err.value)
 
 
-def _idx(magic, shape, data):
-    return struct.pack(f">{1 + len(shape)}I", magic, *shape) + data.tobytes()
-
-
-def _write_mnist(folder, rng, n_train=6, n_test=4, gz=("train-images-idx3-ubyte",)):
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
-    }
-    for name, a in arrays.items():
-        blob = _idx(0x0800 + a.ndim, a.shape, a)
-        if name in gz:
-            (folder / f"{name}.gz").write_bytes(gzip.compress(blob))
-        else:
-            (folder / name).write_bytes(blob)
-    return arrays
-
-
 @pytest.mark.parametrize("layout", ["MNIST/raw", "."])
 def test_mnist_round_trips_fake_idx_files(tmp_path, layout):
-    arrays = _write_mnist(tmp_path / layout, np.random.default_rng(1))
+    arrays = write_idx_set(tmp_path / layout, np.random.default_rng(1))
     x_tr = arrays["train-images-idx3-ubyte"][:, None] / 255.0  # (6, 1, 28, 28) float64
     x_te = arrays["t10k-images-idx3-ubyte"][:, None] / 255.0
     mean, std = x_tr.mean(), x_tr.std()
@@ -238,10 +212,10 @@ def test_mnist_missing_files_list_expected_names(tmp_path):
 @pytest.mark.parametrize("defect", ["magic", "truncated"])
 def test_mnist_corrupt_idx_raises_value_error_naming_the_file(tmp_path, defect):
     folder = tmp_path / "MNIST" / "raw"
-    arrays = _write_mnist(folder, np.random.default_rng(2), gz=())
+    arrays = write_idx_set(folder, np.random.default_rng(2), gz=())
     labels = arrays["t10k-labels-idx1-ubyte"]
     magic = 0x0803 if defect == "magic" else 0x0801  # images magic on a labels file
-    blob = _idx(magic, labels.shape, labels)[: -1 if defect == "truncated" else None]
+    blob = idx(magic, labels.shape, labels)[: -1 if defect == "truncated" else None]
     (folder / "t10k-labels-idx1-ubyte").write_bytes(blob)
     with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte"):
         load_dataset("mnist", root=tmp_path)
@@ -288,3 +262,192 @@ def test_grey_images_on_several_channels():
         load_dataset("teacher", channels=3)
     with pytest.raises(ValueError, match="channels"):
         load_dataset("digits", channels=0)
+
+
+# ---- Fashion-MNIST, the data root, the per-process cache ----------------------------------------
+
+
+@pytest.fixture
+def no_system_copy(tmp_path, monkeypatch):
+    """Debian's install (/usr/share/datasets/fashion-mnist) out of sight, no NORMTHEORY_DATA."""
+    monkeypatch.setattr(normtheory.local_data, "_SYSTEM_ROOT", tmp_path / "system")
+    monkeypatch.delenv("NORMTHEORY_DATA", raising=False)
+    return tmp_path / "system"
+
+
+@pytest.mark.parametrize("layout", ["fashion-mnist", "FashionMNIST/raw"])
+@pytest.mark.parametrize("via", ["root", "env", "use_data_root"])
+def test_fashion_mnist_round_trips_fake_idx_files(
+    tmp_path, monkeypatch, no_system_copy, layout, via
+):
+    arrays = write_idx_set(tmp_path / "data" / layout, np.random.default_rng(3), n_train=7)
+    x_tr = arrays["train-images-idx3-ubyte"][:, None] / 255.0  # (7, 1, 28, 28) float64
+    x_te = arrays["t10k-images-idx3-ubyte"][:, None] / 255.0
+    mean, std = x_tr.mean(), x_tr.std()  # the one channel's, population std
+    root = str(tmp_path / "data")
+    if via == "env":
+        monkeypatch.setenv("NORMTHEORY_DATA", root)
+    with use_data_root(root if via == "use_data_root" else None):
+        train, test = load_dataset("fashion_mnist", **({"root": root} if via == "root" else {}))
+    assert (train.name, train.in_shape, train.num_classes) == ("fashion_mnist", (1, 28, 28), 10)
+    assert (len(train), len(test)) == (7, 4)
+    np.testing.assert_allclose(train.inputs.numpy(), (x_tr - mean) / std, atol=1e-5)
+    np.testing.assert_allclose(test.inputs.numpy(), (x_te - mean) / std, atol=1e-5)
+    assert train.targets.tolist() == arrays["train-labels-idx1-ubyte"].tolist()
+    assert test.targets.tolist() == arrays["t10k-labels-idx1-ubyte"].tolist()
+
+
+def test_data_root_precedence_keyword_then_use_data_root_then_env_then_system(
+    tmp_path, monkeypatch, no_system_copy
+):
+    """Each place holds a set of another size, so the size says which one was read."""
+    for n, where in [(5, "kw"), (6, "ctx"), (7, "env"), (8, "system")]:
+        write_idx_set(tmp_path / where / "fashion-mnist", np.random.default_rng(n), n_train=n)
+    monkeypatch.setattr(normtheory.local_data, "_SYSTEM_ROOT", tmp_path / "system")
+
+    def n_train(**kw):
+        return len(load_dataset("fashion_mnist", **kw)[0])
+
+    assert n_train() == 8 and data_root() is None
+    monkeypatch.setenv("NORMTHEORY_DATA", str(tmp_path / "env"))
+    assert n_train() == 7 and data_root() == str(tmp_path / "env")
+    with use_data_root(tmp_path / "ctx"):
+        assert n_train() == 6 and n_train(root=tmp_path / "kw") == 5
+        with use_data_root(None):  # None changes nothing
+            assert data_root() == str(tmp_path / "ctx")
+    assert n_train() == 7  # restored on leaving the block
+    monkeypatch.setenv("NORMTHEORY_DATA", str(tmp_path / "nothing-here"))
+    assert n_train() == 8  # a data root without Fashion-MNIST: Debian's copy
+
+
+def test_fashion_mnist_absent_says_which_package_to_install(tmp_path, no_system_copy):
+    """MNIST's files at the top of the root or in MNIST/raw are never taken for Fashion-MNIST
+    (same file names); the error is one line naming the package and the folder layout."""
+    write_idx_set(tmp_path / "data", np.random.default_rng(0))
+    write_idx_set(tmp_path / "data" / "MNIST" / "raw", np.random.default_rng(0))
+    with pytest.raises(FileNotFoundError) as err:
+        load_dataset("fashion_mnist", root=tmp_path / "data")
+    message = str(err.value)
+    assert len(message.splitlines()) == 1
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert f"{tmp_path / 'data' / 'fashion-mnist'}, " in message  # where it looked
+    assert str(no_system_copy / "fashion-mnist") in message
+    for text in ("<root>/fashion-mnist/", "t10k-labels-idx1-ubyte", "--data-root", "downloads"):
+        assert text in message
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion_mnist")  # no root at all
+
+
+def test_fashion_mnist_incomplete_folder_names_the_missing_file(tmp_path, no_system_copy):
+    folder = tmp_path / "fashion-mnist"
+    write_idx_set(folder, np.random.default_rng(0), gz=())
+    (folder / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(FileNotFoundError, match=f"missing t10k-labels-idx1-ubyte .* in {folder}"):
+        load_dataset("fashion_mnist", root=tmp_path)
+
+
+def test_idx_labels_must_match_the_images(tmp_path):
+    folder = tmp_path / "MNIST" / "raw"
+    arrays = write_idx_set(folder, np.random.default_rng(0), gz=())
+    labels = arrays["t10k-labels-idx1-ubyte"][:3]
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(idx(0x0801, labels.shape, labels))
+    with pytest.raises(ValueError, match="holds 4 images but .*t10k-labels-idx1-ubyte 3 labels"):
+        load_dataset("mnist", root=tmp_path)
+
+
+def test_check_dataset_finds_files_without_reading_them(tmp_path, no_system_copy):
+    check_dataset("digits")  # nothing to find
+    with pytest.raises(FileNotFoundError, match="cifar10: no data folder given"):
+        check_dataset("cifar10")
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+        check_dataset("fashion_mnist", root=tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar(folder, np.random.default_rng(0))
+    (folder / "data_batch_1").write_bytes(b"not a pickle")
+    with use_data_root(tmp_path):
+        check_dataset("cifar10")  # found (it would fail to load: files are not read)
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'; known datasets: cifar10"):
+        check_dataset("svhn")
+
+
+def test_files_are_decoded_once_per_process_and_again_when_changed(tmp_path):
+    folder = tmp_path / "MNIST" / "raw"
+    write_idx_set(folder, np.random.default_rng(0))
+    normtheory.local_data._decode.cache_clear()  # (so the counts below are this test's)
+    first, _ = load_dataset("mnist", root=tmp_path)
+    again, _ = load_dataset("mnist", root=tmp_path, max_train=3)
+    info = normtheory.local_data._decode.cache_info()
+    assert (info.misses, info.hits) == (4, 4)  # the four files, read once
+    first.inputs.add_(1.0)  # what a caller does to its copy never reaches the cache
+    assert not torch.equal(load_dataset("mnist", root=tmp_path)[0].inputs, first.inputs)
+    old = first.targets.tolist()
+    new = write_idx_set(folder, np.random.default_rng(1))  # same names and sizes, new values
+    assert new["train-labels-idx1-ubyte"].tolist() != old
+    changed, _ = load_dataset("mnist", root=tmp_path)
+    assert changed.targets.tolist() == new["train-labels-idx1-ubyte"].tolist()
+
+
+def test_cifar10_targets_are_the_callers_own(tmp_path):
+    """The decoded labels are cached read-only; the datasets get copies they may change."""
+    write_cifar(tmp_path / "cifar-10-batches-py", np.random.default_rng(0))
+    train, test = load_dataset("cifar10", root=tmp_path)
+    expected = test.targets.clone()
+    test.targets.add_(1)
+    train.targets.add_(1)
+    assert torch.equal(load_dataset("cifar10", root=tmp_path)[1].targets, expected)
+
+
+def test_byte_standardization_is_the_float64_value_rounded_once():
+    """Oracle: numpy in float64 on x / 255 with per-channel mean and population std, then one
+    rounding to float32; ours uses exact integer sums and a table of the 256 levels."""
+    rng = np.random.default_rng(0)
+    x_tr = rng.integers(0, 256, (50, 3, 5, 4), dtype=np.uint8)
+    x_te = rng.integers(0, 256, (7, 3, 5, 4), dtype=np.uint8)
+    mean = (x_tr / 255.0).mean(axis=(0, 2, 3), keepdims=True)
+    std = (x_tr / 255.0).std(axis=(0, 2, 3), keepdims=True)
+    ours = normtheory.local_data._standardize_bytes(x_tr, x_te)
+    for got, x in zip(ours, (x_tr, x_te)):
+        assert got.dtype == np.float32 and got.shape == x.shape
+        np.testing.assert_array_max_ulp(got, ((x / 255.0 - mean) / std).astype(np.float32), 1)
+
+
+# ---- the real Fashion-MNIST (Debian's dataset-fashion-mnist), when installed --------------------
+
+_FASHION = Path("/usr/share/datasets/fashion-mnist")
+_ZALANDO_READER = Path("/usr/share/doc/dataset-fashion-mnist/utils/mnist_reader.py")
+
+
+@pytest.mark.skipif(
+    not (_FASHION / "train-images-idx3-ubyte.gz").is_file() or not _ZALANDO_READER.is_file(),
+    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
+)
+def test_real_fashion_mnist_matches_zalandos_reader(monkeypatch):
+    """Oracle: Zalando's own reader (utils/mnist_reader.py, shipped in the package's docs) and
+    the published facts: 60000 + 10000 images, 6000 / 1000 per class, train pixel mean 0.2860
+    and std 0.3530 (of x / 255)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mnist_reader", _ZALANDO_READER)
+    reader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reader)
+    monkeypatch.delenv("NORMTHEORY_DATA", raising=False)
+    train, test = load_dataset("fashion_mnist")  # found by itself
+    assert (train.in_shape, train.num_classes, len(train), len(test)) == (
+        (1, 28, 28),
+        10,
+        60000,
+        10000,
+    )
+    assert train.targets.bincount().tolist() == [6000] * 10
+    assert test.targets.bincount().tolist() == [1000] * 10
+    for ds, kind in [(train, "train"), (test, "t10k")]:
+        images, labels = reader.load_mnist(str(_FASHION), kind=kind)  # (N, 784) uint8
+        assert ds.targets.tolist() == labels.tolist()
+        flat = ds.inputs.numpy().reshape(len(ds), 784)
+        black, white = flat[images == 0][0], flat[images == 255][0]  # the values of 0 and 255
+        std = 1.0 / (white - black)  # of x / 255: (1 - 0) / std = white - black
+        mean = -black * std
+        assert mean == pytest.approx(0.2860, abs=5e-5) and std == pytest.approx(0.3530, abs=5e-5)
+        assert np.array_equal(np.rint((flat * std + mean) * 255).astype(np.uint8), images)
+    small, _ = load_dataset("fashion_mnist", max_train=100, channels=3)
+    assert small.inputs.shape == (100, 3, 28, 28)

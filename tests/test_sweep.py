@@ -2,6 +2,7 @@
 writes) are recorded or refused, never silently lost. (That every executor stores the same numbers:
 ``tests/test_executors.py``; the reference run is the ``fault_run`` fixture of ``conftest.py``.)"""
 
+import json
 import os
 import shutil
 import signal
@@ -10,11 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from fake_data import write_cifar
 
 from normtheory.cli import main
 from normtheory.experiment import TrainCell
-from normtheory.results import load_cells
+from normtheory.results import load, load_cells
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -153,3 +156,33 @@ def test_an_override_some_cells_ignore_warns_naming_how_many_and_why():
     with pytest.raises(ValueError, match="ghost_size=4 would change nothing in s: norm 'batch'"):
         _check_overrides_matter("s", cells[:2], {"ghost_size": "4"})
     _check_overrides_matter("s", cells, {"lr": "0.1"})  # used everywhere: silent
+
+
+@pytest.mark.parametrize("executor", ["local", "process"])
+def test_cifar10_from_a_data_root_end_to_end(executor, tmp_path, monkeypatch, capsys):
+    """A tiny CIFAR-10 in the exact pickle layout, named only by --data-root (no NORMTHEORY_DATA):
+    a real cell trains on it in the driver's process or a worker's, the manifest records the
+    root, and the same data under another root reuses the stored cell (where data lives is not
+    part of a cell's id or of the run's config)."""
+    monkeypatch.delenv("NORMTHEORY_DATA", raising=False)
+    write_cifar(
+        tmp_path / "data" / "cifar-10-batches-py", np.random.default_rng(0), (8,) * 5 + (6,)
+    )
+    out = tmp_path / "run"
+    argv = ["run", STUDY, "dataset=cifar10", "lr=0.01", "steps=3", "--seeds", "1",
+            "--device", "cpu", "--out", str(out), "--executor", executor]  # fmt: skip
+    argv += ["--workers", "1"] if executor == "process" else []
+    assert main([*argv, "--data-root", str(tmp_path / "data")]) == 0
+    assert "1 completed, 0 diverged, 0 failed" in capsys.readouterr().out
+    (cell,) = load_cells(out).itertuples()
+    assert cell.status == "completed" and cell.steps_done == 3
+    records = load(out)
+    losses = records.loc[records["metric"].str.endswith("train_loss"), "value"]
+    assert len(losses) > 0 and np.isfinite(losses).all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["data_root"] == str(tmp_path / "data")
+    assert "data_root" not in json.dumps(manifest["config"])
+    shutil.move(tmp_path / "data", tmp_path / "moved")
+    assert main([*argv, "--data-root", str(tmp_path / "moved")]) == 0
+    assert "0 completed, 0 diverged, 0 failed, 1 already complete" in capsys.readouterr().out
+    assert json.loads((out / "manifest.json").read_text())["data_root"] == str(tmp_path / "moved")

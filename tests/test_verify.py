@@ -73,3 +73,30 @@ def test_cli_verify_unknown_study_is_bad_input(tmp_path, capsys):
     assert main(argv) == 2
     assert "unknown study 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_verify_a_study_whose_data_is_missing_is_not_run_and_the_rest_go_on(
+    tmp_path, monkeypatch, capsys
+):
+    """The sweep's pre-flight refuses a study whose local data is missing (here scale_invariance
+    moved onto CIFAR-10 with no data root): verify names it as not run, with the loader's
+    message, runs the others and writes the report; nothing of it is stored."""
+    import normtheory.verify as verify_mod
+
+    monkeypatch.delenv("NORMTHEORY_DATA", raising=False)
+    real = verify_mod.run_sweep
+
+    def on_cifar(study, **kw):
+        if study.name == "exact_checks":
+            return real(study, **kw)
+        return real(study, **kw, seeds=1, overrides={"dataset": "cifar10", "steps": "4"})
+
+    monkeypatch.setattr(verify_mod, "run_sweep", on_cifar)
+    argv = ["verify", "--studies", "scale_invariance", "--device", "cpu",
+            "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "scale_invariance: not run: cifar10: no data folder given; " in captured.out
+    assert "studies with failed cells or not run: scale_invariance" in captured.err
+    assert not (tmp_path / "runs" / "scale_invariance-quick").exists()
+    assert (tmp_path / "rep" / "index.html").exists()
