@@ -6,6 +6,10 @@ start from, with one policy for runs that did not train.
 - `seed_table`: one value per seed (rows) and condition (columns); duplicates raise.
 - `paired`: per-seed differences a − b of two conditions, ready for `normtheory.verdicts.sample`.
 - `changes`: the same against one baseline for every other condition, as a long table.
+- `seed_gap`: `paired` straight from a long frame (the `seed_table` in between).
+- `pair_means`: the means of two conditions over the seeds that have both (for detail lines).
+- `wide`: recorded metrics as columns, one row per (run, step) or other index.
+- `slopes`: the least-squares slope of y on x per group (e.g. per run), optionally log–log.
 
 The seeds are the independent samples (n in every interval): values of one seed at several
 conditions are pairs, not extra samples, and pooling over conditions averages within a seed.
@@ -177,3 +181,63 @@ def means_text(
     B=32: 0.961`` (`prefix` before each level, e.g. ``"B="``)."""
     means = frame.groupby(by)[value].mean()
     return ", ".join(f"{prefix}{level}: {m:{fmt}}" for level, m in means.items())
+
+
+def seed_gap(frame: pd.DataFrame, value: str, column: str, a, b, *, within=(), log=False):
+    """Per-seed differences a − b of `value` between two levels of `column` of a long frame:
+    ``paired(seed_table(frame, value, column, within=within), a, b, log=log)``.
+
+    Returns:
+        A Series indexed by seed (averaged over `within` inside a seed), as `paired`.
+    """
+    return paired(seed_table(frame, value, column, within=within), a, b, log=log)
+
+
+def pair_means(table: pd.DataFrame, a, b) -> pd.Series | None:
+    """The means of columns `a` and `b` of a `seed_table` over the seeds that have both; None
+    when either column is absent or no seed has both."""
+    if not {a, b} <= set(table.columns):
+        return None
+    means = table[[a, b]].dropna().mean()
+    return means if means.notna().all() else None
+
+
+def wide(records: pd.DataFrame, index, *, prefix: str = "", dropna: bool = True) -> pd.DataFrame:
+    """Recorded metrics as columns: one row per value of `index` (e.g. ``["cell", "seed",
+    "step"]``), one column per metric named without `prefix`, the mean of the rows that share
+    both (a pivot; pass an `index` that tells the records of one metric apart).
+
+    Args:
+        records: tidy records (e.g. `metric` of `normtheory.results.load`).
+        index: the row key column(s).
+        prefix: removed from the start of each metric name (e.g. ``"orth."``).
+        dropna: drop the columns (metrics) that are all NaN, as `pandas.pivot_table` does.
+    """
+    _require(records, [*_names(index), "metric", "value"], "wide")
+    table = records.pivot_table(index=index, columns="metric", values="value", dropna=dropna)
+    return table.rename(columns=lambda m: m.removeprefix(prefix))
+
+
+def slopes(frame: pd.DataFrame, x: str, y: str, by, *, logx=False, logy=False, min_points=2):
+    """The least-squares slope of `y` on `x` (``numpy.polyfit`` of degree 1) in each group of
+    `by`, on log x and / or log y when asked (log–log: the exponent of a power law).
+
+    Groups with fewer than `min_points` rows are left out.
+
+    Returns:
+        A Series named ``"slope"`` indexed by `by`.
+    """
+    by = _names(by)
+    _require(frame, [*by, x, y], "slopes")
+    out = {}
+    for key, group in frame.groupby(by if len(by) > 1 else by[0], sort=True):
+        if len(group) < max(min_points, 2):
+            continue
+        xs = np.log(group[x]) if logx else group[x]
+        ys = np.log(group[y]) if logy else group[y]
+        out[key] = np.polyfit(xs, ys, 1)[0]
+    if len(by) > 1:
+        index = pd.MultiIndex.from_arrays(list(zip(*out)) or [[]] * len(by), names=by)
+    else:
+        index = pd.Index(list(out), name=by[0])
+    return pd.Series(list(out.values()), index=index, name="slope", dtype=float)

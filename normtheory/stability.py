@@ -14,7 +14,8 @@ verified (lo stable, hi unstable; widened by a factor ``10**widen`` per try, at 
 `max_widen` tries per side, else the search says it could not bracket), then halved in log(LR)
 until log10(hi / lo) ≤ `resolution`. It assumes stability is monotone in the LR inside the
 bracket (stable below a threshold, unstable above); every probe is kept, so a non-monotone
-pattern shows in the figures. `lr_search` runs it on training runs and stores every probe.
+pattern shows in the figures. `lr_search` runs it on training runs and stores every probe;
+`probe_table` and `max_stable_lr` read the stored searches back.
 """
 
 import math
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from normtheory.analysis import wide
 from normtheory.train import TrainResult
 
 PROBE = "lr_search."  # metric prefix of the stored probes (one key per probe, in probe order)
@@ -215,6 +217,28 @@ def lr_search(
         wall_time=sum(r.wall_time for r in runs),
         device=runs[0].device,
     )
+
+
+def probe_table(records: pd.DataFrame, by="norm") -> pd.DataFrame:
+    """Every probe of the stored `lr_search` runs, one row each: the `by` column(s), ``seed``,
+    ``probe`` (its order in the search), ``lr``, ``stable`` (bool), ``train_loss`` (the rule's
+    final loss), ``test_loss``, ``test_acc`` and ``steps_done``.
+
+    Args:
+        records: tidy records (`normtheory.results.load`) with the ``lr_search.*`` rows.
+        by: the cell field(s) that tell the searches of one seed apart.
+    """
+    rows = records[records["metric"].str.startswith(PROBE)]
+    index = [*([by] if isinstance(by, str) else by), "seed", "key"]
+    table = wide(rows, index, prefix=PROBE, dropna=False).reset_index()
+    return table.assign(probe=table.pop("key").astype(int), stable=table["stable"] == 1)
+
+
+def max_stable_lr(cells: pd.DataFrame, by: str = "norm") -> pd.DataFrame:
+    """Each completed search's ``max_stable_lr`` per seed (rows) and value of `by` (columns),
+    from the cells table (`normtheory.results.load_cells`); NaN where it was not bracketed."""
+    done = cells[cells["status"] == "completed"]
+    return done.pivot_table(index="seed", columns=by, values="final_max_stable_lr", dropna=False)
 
 
 def _values(records: pd.DataFrame, metric: str) -> np.ndarray:

@@ -10,8 +10,12 @@ from normtheory.analysis import (
     changes,
     final_outcomes,
     metric,
+    pair_means,
     paired,
+    seed_gap,
     seed_table,
+    slopes,
+    wide,
 )
 
 
@@ -149,3 +153,65 @@ def test_means_text_lists_the_mean_per_level():
     frame = pd.DataFrame({"b": [32, 8, 8, 32], "acc": [0.9, 0.5, 0.7, 1.0]})
     assert means_text(frame, "acc", "b", prefix="B=") == "B=8: 0.600, B=32: 0.950"
     assert means_text(frame, "acc", "b", fmt="+.1f") == "8: +0.6, 32: +0.9"
+
+
+def _long() -> pd.DataFrame:
+    """Seeds 0–2 at conditions a and b (seed 2 lacks b), two datasets each: a − b is 1 on
+    dataset x and 3 on dataset y for seeds 0 and 1, so 2 on average."""
+    rows = []
+    for seed in (0, 1, 2):
+        for dataset, gap in (("x", 1.0), ("y", 3.0)):
+            rows.append({"seed": seed, "dataset": dataset, "tag": "a", "v": 10.0 + seed + gap})
+            if seed < 2:
+                rows.append({"seed": seed, "dataset": dataset, "tag": "b", "v": 10.0 + seed})
+    return pd.DataFrame(rows)
+
+
+def test_seed_gap_pairs_within_a_seed_and_averages_over_further_rows():
+    frame = _long()
+    gap = seed_gap(frame, "v", "tag", "a", "b", within="dataset")
+    assert gap.to_dict() == {0: 2.0, 1: 2.0}  # seed 2 has no b: no pair
+    log_gap = seed_gap(frame, "v", "tag", "a", "b", within="dataset", log=True)
+    by_hand = np.mean([np.log(11 / 10), np.log(13 / 10)])  # seed 0: log(a / b) on x and y
+    assert log_gap[0] == pytest.approx(by_hand, rel=1e-12)
+    with pytest.raises(ValueError, match="share"):  # datasets are not seeds
+        seed_gap(frame, "v", "tag", "a", "b")
+
+
+def test_pair_means_use_only_the_seeds_with_both():
+    table = pd.DataFrame({"a": [1.0, 2.0, 9.0], "b": [3.0, 5.0, np.nan]}, index=[0, 1, 2])
+    assert pair_means(table, "a", "b").to_dict() == {"a": 1.5, "b": 4.0}
+    assert pair_means(table, "a", "c") is None
+    assert pair_means(table.assign(b=np.nan), "a", "b") is None
+
+
+def test_wide_puts_each_metric_in_a_column_without_its_prefix():
+    records = pd.DataFrame({
+        "cell": ["c"] * 6, "seed": [0, 0, 0, 0, 1, 1], "step": [0, 0, 5, 5, 0, 0],
+        "metric": ["orth.ratio", "orth.drift"] * 3, "value": [1.0, 0.0, 0.9, 1e-7, 1.0, 0.0],
+    })  # fmt: skip
+    table = wide(records, ["cell", "seed", "step"], prefix="orth.")
+    assert sorted(table.columns) == ["drift", "ratio"]
+    assert table.loc[("c", 0, 5), "ratio"] == 0.9 and table.loc[("c", 0, 5), "drift"] == 1e-7
+    assert len(table) == 3
+    with pytest.raises(KeyError, match="missing column"):
+        wide(records.drop(columns="value"), ["cell"])
+
+
+def test_slopes_are_least_squares_slopes_per_group_on_log_axes_when_asked():
+    q = np.array([0.9, 0.7, 0.5, 0.3])
+    frame = pd.concat([
+        pd.DataFrame({"run": "line", "x": q, "y": 3.0 * q + 1.0}),
+        pd.DataFrame({"run": "power", "x": q, "y": 0.5 * q**2}),
+        pd.DataFrame({"run": "short", "x": q[:2], "y": q[:2]}),
+    ])  # fmt: skip
+    lin = slopes(frame, "x", "y", "run", min_points=3)
+    assert list(lin.index) == ["line", "power"]  # "short" has 2 points
+    assert lin["line"] == pytest.approx(3.0, rel=1e-12)
+    loglog = slopes(frame, "x", "y", "run", logx=True, logy=True)
+    assert loglog["power"] == pytest.approx(2.0, rel=1e-12)  # y = c x² is a line of slope 2
+    noisy = pd.DataFrame({"run": "n", "x": [0.0, 1.0, 2.0, 3.0], "y": [0.0, 2.0, 1.0, 4.0]})
+    assert slopes(noisy, "x", "y", "run")["n"] == pytest.approx(1.1, rel=1e-12)  # Σxy/Σx² centred
+    two = slopes(frame.assign(seed=0), "x", "y", ["run", "seed"])
+    assert two.index.names == ["run", "seed"] and two[("line", 0)] == pytest.approx(3.0)
+    assert slopes(frame.assign(seed=0).iloc[:0], "x", "y", ["run", "seed"]).empty

@@ -10,7 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from normtheory.stability import PROBE, StabilityRule, bisect_log, lr_search
+from normtheory.stability import (
+    PROBE,
+    StabilityRule,
+    bisect_log,
+    lr_search,
+    max_stable_lr,
+    probe_table,
+)
 from normtheory.train import TrainResult
 
 RULE = StabilityRule.for_classes(10)
@@ -153,3 +160,30 @@ def test_lr_search_stores_every_probe():
 def test_lr_search_refuses_runs_without_the_loss():
     with pytest.raises(ValueError, match="no 'missing'"):
         lr_search(lambda lr: _run(lr, 0.3), RULE, 0.01, 10.0, train_loss="missing")
+
+
+def test_probe_table_and_max_stable_lr_read_the_stored_searches_back():
+    """Two searches (norms a, b) as the sweep stores them: `probe_table` has one row per probe
+    with the probe's own lr, stability and loss, `max_stable_lr` each search's estimate."""
+    records, cells = [], []
+    for norm, threshold in (("a", 0.3), ("b", 3.0)):
+        result = lr_search(
+            lambda lr, t=threshold: _run(lr, t), RULE, 0.01, 10.0, train_loss="outcome.train_loss"
+        )
+        records.append(result.records.assign(norm=norm, seed=0, cell=f"norm={norm}"))
+        final = {f"final_{k}": v for k, v in result.final.items()}
+        cells.append({"norm": norm, "seed": 0, "status": "completed", **final})
+    cells.append({"norm": "c", "seed": 0, "status": "failed", "final_max_stable_lr": 1.0})
+    table = probe_table(pd.concat(records, ignore_index=True))
+    assert {"norm", "seed", "probe", "lr", "stable", "train_loss", "test_acc"} <= set(table.columns)
+    for norm, threshold in (("a", 0.3), ("b", 3.0)):
+        mine = table[table["norm"] == norm].sort_values("probe")
+        assert list(mine["probe"]) == list(range(len(mine)))
+        assert ((mine["lr"] <= threshold) == mine["stable"]).all()
+        assert mine["stable"].dtype == bool
+        assert np.allclose(mine["train_loss"], 0.01)  # the rule's final loss of each probe
+        assert mine.loc[~mine["stable"], "test_acc"].isna().all()  # diverged: never evaluated
+    lr_max = max_stable_lr(pd.DataFrame(cells))
+    assert list(lr_max.columns) == ["a", "b"]  # the failed search is left out
+    for cell in cells[:2]:
+        assert lr_max.loc[0, cell["norm"]] == cell["final_max_stable_lr"]

@@ -5,6 +5,7 @@ from normtheory.measure.curvature import (
     EigenResult,
     hessian_density,
     hessian_eigenvalues,
+    smoothed_density,
 )
 from normtheory.measure.landscape import SmoothnessResult, gradient_smoothness
 from normtheory.measure.outcomes import accuracy, evaluate
@@ -21,4 +22,5 @@ __all__ = [
     "hessian_density",
     "hessian_eigenvalues",
     "hessian_trace",
+    "smoothed_density",
 ]

@@ -242,3 +242,26 @@ def hessian_density(
     density /= np.sum(0.5 * (density[1:] + density[:-1]) * np.diff(grid))  # trapezoid rule
     as_t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
     return DensityResult(as_t(nodes), as_t(weights), as_t(grid), as_t(density), n_hvp)
+
+
+def smoothed_density(nodes, weights, grid, sigma: float) -> np.ndarray:
+    """A quadrature rule Σ_i w_i δ(t − θ_i) smoothed by a Gaussian kernel of width σ, on `grid`:
+
+        φ(t) = Σ_i w_i 𝒩(t; θ_i, σ²),  𝒩(t; θ, σ²) = exp(−(t − θ)² / 2σ²) / (σ √(2π))
+
+    (one run of `hessian_density`'s φ, without its renormalization: ∫ φ = Σ_i w_i).
+
+    Args:
+        nodes, weights: θ_i and w_i, 1-D of one length (e.g. the stored nodes and weights of
+            one SLQ run).
+        grid: the points t, 1-D.
+        sigma: the kernel width (> 0).
+
+    Returns:
+        φ on `grid`, shape (G,).
+    """
+    nodes, weights, grid = (np.asarray(a, dtype=float) for a in (nodes, weights, grid))
+    kernel = np.exp(-0.5 * ((grid[:, None] - nodes[None, :]) / sigma) ** 2) / (
+        sigma * np.sqrt(2 * np.pi)
+    )  # (G, m)
+    return kernel @ weights

@@ -1,6 +1,8 @@
-"""The shape of a recorded training curve: how jittery a loss is late in training."""
+"""The shape of a recorded training curve: how jittery a loss is late in training, and when it
+first reaches a target."""
 
 import numpy as np
+import pandas as pd
 
 
 def loss_jitter(steps, losses, *, start: float = 0.5) -> float:
@@ -34,3 +36,25 @@ def loss_jitter(steps, losses, *, start: float = 0.5) -> float:
     if len(window) < 3 or not np.all(np.isfinite(window)) or np.any(window <= 0):
         return float("nan")
     return float(np.std(np.diff(np.log(window)), ddof=1))
+
+
+def steps_to_target(steps, losses, target: float, *, window: int = 5) -> float:
+    """The first step at which a loss curve, smoothed, is below `target`.
+
+        t* = min { s_k : (1/|W_k|) Σ_{j ∈ W_k} L_j < target },  W_k = {max(0, k − window + 1), …, k}
+
+    the trailing mean over the last `window` records (fewer at the start of the curve), taken
+    in step order.
+
+    Args:
+        steps: the record steps (any order; one record per step).
+        losses: the loss at each step.
+        target: the loss level to reach.
+        window: records in the trailing mean.
+
+    Returns:
+        t* as a float, or NaN when the smoothed curve never goes below `target`.
+    """
+    curve = pd.DataFrame({"step": steps, "loss": losses}).sort_values("step")
+    hit = curve["step"][curve["loss"].rolling(window, min_periods=1).mean() < target]
+    return float(hit.iloc[0]) if len(hit) else np.nan

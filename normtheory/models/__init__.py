@@ -26,17 +26,27 @@ __all__ = [
     "build_model",
     "build_resnet",
     "build_weight",
+    "first_layer",
     "list_archs",
     "list_placements",
     "norm_unit",
 ]
 
 _ARCHS = {"convnet": build_convnet, "mlp": build_mlp, "resnet": build_resnet}
+_FIRST_LAYERS = {"mlp": "fc1", "convnet": "conv1", "resnet": "stem.conv"}
 
 
 def list_archs() -> list[str]:
     """Names of the architectures `build_model` knows, sorted."""
     return sorted(_ARCHS)
+
+
+def first_layer(arch: str) -> str:
+    """The module name of the first weight layer of `arch` (the one fed by the data): ``fc1``
+    (mlp), ``conv1`` (convnet), ``stem.conv`` (resnet)."""
+    if arch not in _FIRST_LAYERS:
+        raise ValueError(f"unknown arch {arch!r}; known: {list_archs()}")
+    return _FIRST_LAYERS[arch]
 
 
 def list_placements() -> list[str]:

@@ -6,6 +6,7 @@ visible "missing: X" when data is absent. Nothing here picks a matplotlib backen
 the report choose one (Agg) before drawing.
 """
 
+from normtheory.plots.curves import panel_curves, seed_curve, seed_curves
 from normtheory.plots.data import attach_data, attached_data
 from normtheory.plots.figures import by_condition, over_steps, paired_change
 from normtheory.plots.layout import (
@@ -46,9 +47,12 @@ __all__ = [
     "norm_palette",
     "over_steps",
     "paired_change",
+    "panel_curves",
     "panels",
     "per_seed",
     "require_columns",
+    "seed_curve",
+    "seed_curves",
     "summarize_ci",
     "value_label",
 ]

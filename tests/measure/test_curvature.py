@@ -20,6 +20,7 @@ from normtheory.measure import (
     hessian_density,
     hessian_eigenvalues,
     hessian_trace,
+    smoothed_density,
 )
 from normtheory.models import build_model
 
@@ -223,3 +224,16 @@ def test_cuda_model_matches_cpu_and_keeps_vectors_on_device():
     for fn, kw in MEASURES.values():
         fn(model, F.cross_entropy, data, mode=mode, **kw)
     assert torch.equal(torch.cuda.get_rng_state(), cuda_rng)
+
+
+def test_smoothed_density_is_the_weighted_sum_of_normal_densities():
+    """Oracle: scipy's normal pdf summed by hand; the smoothed rule integrates to Σ w."""
+    from scipy import stats
+
+    nodes, weights = np.array([-1.0, 0.2, 3.0]), np.array([0.5, 0.3, 0.2])
+    grid, sigma = np.linspace(-4, 6, 2001), 0.4
+    want = sum(w * stats.norm.pdf(grid, loc=t, scale=sigma) for t, w in zip(nodes, weights))
+    got = smoothed_density(nodes, weights, grid, sigma)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)
+    assert np.trapezoid(got, grid) == pytest.approx(weights.sum(), rel=1e-6)
+    assert smoothed_density(nodes, 2 * weights, grid, sigma) == pytest.approx(2 * got)

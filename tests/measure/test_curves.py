@@ -5,7 +5,7 @@ only the window counts, and a random walk of log loss has jitter ≈ its step sd
 import numpy as np
 import pytest
 
-from normtheory.measure.curves import loss_jitter
+from normtheory.measure.curves import loss_jitter, steps_to_target
 
 STEPS = np.arange(0, 301, 5)  # 61 records; the last half is steps 150…300, 31 records
 
@@ -45,3 +45,32 @@ def test_too_few_records_or_a_diverged_run_give_nan():
     assert np.isnan(loss_jitter(STEPS, loss))
     with pytest.raises(ValueError, match="increasing"):
         loss_jitter([0, 10, 5], [1.0, 0.5, 0.4])
+
+
+def _steps_to_target_loop(steps, losses, target, window):
+    """Oracle: walk the records in step order, averaging the last `window` by hand."""
+    pairs = sorted(zip(steps, losses))
+    for k, (step, _) in enumerate(pairs):
+        last = [loss for _, loss in pairs[max(0, k - window + 1) : k + 1]]
+        if sum(last) / len(last) < target:
+            return float(step)
+    return float("nan")
+
+
+def test_steps_to_target_is_the_first_step_of_the_smoothed_curve_below_target():
+    rng = np.random.default_rng(0)
+    steps = np.arange(0, 200, 5)
+    losses = 2.0 * np.exp(-steps / 50) * np.exp(rng.normal(0, 0.3, len(steps)))
+    shuffled = rng.permutation(len(steps))  # the records may come in any order
+    for target, window in ((0.5, 5), (0.3, 3), (1.5, 1)):
+        want = _steps_to_target_loop(steps, losses, target, window)
+        got = steps_to_target(steps[shuffled], losses[shuffled], target, window=window)
+        assert got == want, (target, window)
+    # one record below the target among higher ones does not count once smoothed
+    assert steps_to_target([0, 1, 2, 3], [1.0, 1.0, 0.1, 1.0], 0.5, window=5) != 2.0
+    assert steps_to_target([0, 1, 2, 3], [1.0, 1.0, 0.1, 1.0], 0.5, window=1) == 2.0
+    assert np.isnan(steps_to_target(steps, losses, 1e-6))
+    # at the start the window holds the records there are: a low first record counts at once
+    first_low = [0.1, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert steps_to_target(range(6), first_low, 0.5) == 0.0
+    assert _steps_to_target_loop(range(6), first_low, 0.5, 5) == 0.0

@@ -16,7 +16,7 @@ from model_cases import (
 )
 from torch import nn
 
-from normtheory.models import build_model, list_archs, list_placements
+from normtheory.models import build_model, first_layer, list_archs, list_placements
 from normtheory.norms import GroupNorm, list_norms
 
 SPECS = [*list_norms(), "group+ws"]
@@ -206,3 +206,19 @@ def test_hidden_weights_have_he_init_and_deep_plain_net_keeps_signal():
     assert torch.all(model.conv3.bias == 0)
     feats = model[: list(dict(model.named_children())).index("pool")](torch.randn(256, 1, 8, 8))
     assert feats.pow(2).mean().item() > 0.1  # He: ≈0.3; PyTorch's default init: ≈7e-4
+
+
+@pytest.mark.parametrize("arch, in_shape, depth", CASES)
+def test_first_layer_is_the_first_weight_layer_the_forward_pass_calls(arch, in_shape, depth):
+    """Oracle: the call order of the forward pass; the first weight layer it calls is fed by the
+    data."""
+    model = build(arch, in_shape, depth=depth)
+    order = call_order(model, torch.randn(BATCH, *in_shape))
+    modules = dict(model.named_modules())
+    first = next(name for name in order if isinstance(modules[name], WEIGHT_TYPES))
+    assert first_layer(arch) == first
+
+
+def test_first_layer_names_the_known_archs_for_an_unknown_one():
+    with pytest.raises(ValueError, match="known: \\['convnet', 'mlp', 'resnet'\\]"):
+        first_layer("vgg")
