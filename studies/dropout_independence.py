@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from normtheory import plots
-from normtheory.analysis import metric
+from normtheory.analysis import metric, slopes
 from normtheory.evidence import sample
 from normtheory.experiment import TrainCell, probe_batch, run_train_cell
 from normtheory.hooks import DropoutDependence, LossAccuracy, every
@@ -89,13 +89,12 @@ def _of(frame: pd.DataFrame, block: str, which: str) -> pd.DataFrame:
     return frame[(frame["block"] == block) & (frame["which"] == which)]
 
 
-def slopes(table: pd.DataFrame) -> pd.DataFrame:
+def log_slopes(table: pd.DataFrame) -> pd.DataFrame:
     """Per seed, width, block and quantity: the least-squares slope of log(ratio) on log(q) over
     the nets trained at each q < 1."""
     sub = table[(table["q"] < 1) & (table["ratio"] > 0)]
-    fit = lambda g: np.polyfit(np.log(g["q"]), np.log(g["ratio"]), 1)[0]  # noqa: E731
     by = ["block", "which", "width", "seed"]
-    return sub.groupby(by).apply(fit, include_groups=False).rename("slope").reset_index()
+    return slopes(sub, "q", "ratio", by, logx=True, logy=True).reset_index()
 
 
 def _precondition(results: Results, name: str, block: str) -> float:
@@ -107,7 +106,7 @@ def statistics(results: Results):
     table = ratio_table(results)
     if table.empty:
         return []
-    fits, half, out = slopes(table), table[table["q"] == 0.5], []
+    fits, half, out = log_slopes(table), table[table["q"] == 0.5], []
     beta = _precondition(results, DropoutDependence.MEAN_OVER_STD, BLOCKS[0])
     tied = _precondition(results, DropoutDependence.TIED, BLOCKS[0])
     dead = _precondition(results, DropoutDependence.CONSTANT, BLOCKS[0])
@@ -138,27 +137,29 @@ def ratios(results: Results):
     table = ratio_table(results)
     if table.empty:
         return plots.missing_figure("dropout ratios", [f"{m} records" for m in RATIOS.values()])
-    fig, axes = plots.panels(2)
-    q = np.linspace(0.25, 1.0, 50)
-    keeps = sorted(table["q"].unique())
-    for ax, which, power in zip(axes, RATIOS, (1, 2)):
-        for block in BLOCKS:
-            s = plots.per_seed(_of(table, block, which), ["q"], "ratio")
-            s = plots.summarize_ci(s, ["q"], "ratio", log=True)
-            ax.plot(s["q"], s["mean"], label=block, **LINES[block])
-            band = dict(color=LINES[block]["color"], alpha=plots.BAND_ALPHA, lw=0)
-            ax.fill_between(s["q"], s["low"], s["high"], **band)
-        theory = "k--" if power == 1 else "k:"
-        ax.plot(q, q**power, theory, lw=1.2, label="theory: q" + "²" * (power == 2))
+    q, keeps = np.linspace(0.25, 1.0, 50), sorted(table["q"].unique())
+
+    def theory(ax, which, rows):
+        power = {"corr": 1, "mi": 2}[which]
+        label = "theory: q" + "²" * (power == 2)
+        ax.plot(q, q**power, "k--" if power == 1 else "k:", lw=1.2, label=label)
         ax.set(xscale="log", yscale="log")
         ax.set_xticks(keeps, [f"{k:g}" for k in keeps])
         yticks = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
         ax.set_yticks(yticks, [f"{y:g}" for y in yticks])
         ax.minorticks_off()
+
     widths = " and ".join(str(w) for w in sorted(table["width"].dropna().unique()))
-    plots.finish(
-        fig,
-        axes,
+    fig = plots.panel_curves(
+        table,
+        "q",
+        "ratio",
+        panel="which",
+        order=RATIOS,
+        hue="block",
+        styles=LINES,
+        log=True,
+        decorate=theory,
         title=f"IC layer of {widths} units, one net trained per q: units entering the next "
         "layer, dropout on / off (mean, 95% CI over seeds)",
         titles=["IC-CORR: correlation", "IC-MI: mutual information (binned)"],

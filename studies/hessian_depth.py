@@ -33,6 +33,7 @@ from normtheory.hooks import (
     at_end,
     rename,
 )
+from normtheory.measure import smoothed_density
 from normtheory.results import Results
 from normtheory.study import Grid, Profile, Study
 
@@ -173,14 +174,6 @@ def top_eigs(results: Results):
     )
 
 
-def _smooth(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma: float) -> np.ndarray:
-    """The quadrature rule Σ_i w_i δ(x − θ_i) smoothed by a Gaussian of width σ, on `grid`."""
-    kernel = np.exp(-0.5 * ((grid[:, None] - nodes[None, :]) / sigma) ** 2) / (
-        sigma * np.sqrt(2 * np.pi)
-    )
-    return kernel @ weights
-
-
 def densities(results: Results, mode: str = "eval"):
     """The smoothed spectral density of each net, one panel per net, one line per seed."""
     node = rename(HessianDensity.NODE, f"density_{mode}")
@@ -201,9 +194,7 @@ def densities(results: Results, mode: str = "eval"):
         grid = np.linspace(lo - 0.05 * span, hi + 0.05 * span, 400)
         for norm in ("batch", "none"):
             for i, (_, run) in enumerate(sub[sub["norm"] == norm].groupby("seed")):
-                dens = _smooth(
-                    run["value_node"].to_numpy(), run["value_weight"].to_numpy(), grid, 0.01 * span
-                )
+                dens = smoothed_density(run["value_node"], run["value_weight"], grid, 0.01 * span)
                 label = plots.norm_label(norm) if i == 0 else None
                 kw = {"color": palette[norm], "alpha": 0.6, "lw": 1, "label": label}
                 ax.plot(grid, np.maximum(dens, 1e-8), **kw)

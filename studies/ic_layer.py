@@ -31,16 +31,15 @@ examples) the same-sign fraction of each weight layer's gradient rows. Final tes
 `normtheory.analysis.FINAL_METRIC_POLICY` (a diverged run counts as accuracy 0).
 """
 
-import numpy as np
 import pandas as pd
 import seaborn as sns
 from torch.utils.data import TensorDataset
 
-from normtheory.analysis import final_outcomes, metric, paired, seed_table
+from normtheory.analysis import final_outcomes, metric, paired, seed_gap, seed_table
 from normtheory.evidence import CheckValue, sample
 from normtheory.experiment import TrainCell, probe_batch
 from normtheory.hooks import GradientSign, LossAccuracy, NeuronInformation, every
-from normtheory.measure.curves import loss_jitter
+from normtheory.measure.curves import loss_jitter, steps_to_target
 from normtheory.plots import by_condition, over_steps
 from normtheory.results import Results
 from normtheory.study import Grid, Profile, Study
@@ -71,16 +70,13 @@ def hooks(cell: TrainCell):
     ]
 
 
-def _steps_to_target(run: pd.DataFrame) -> float:
-    """First step where the loss, smoothed over 5 records, is below `TARGET_LOSS`."""
-    run = run.sort_values("step")
-    hit = run["step"][run["value"].rolling(5, min_periods=1).mean() < TARGET_LOSS]
-    return float(hit.iloc[0]) if len(hit) else np.nan
-
-
 def _jitter(run: pd.DataFrame) -> float:
     run = run.sort_values("step")
     return loss_jitter(run["step"], run["value"], start=JITTER_START)
+
+
+def _steps_to_target(run: pd.DataFrame) -> float:
+    return steps_to_target(run["step"], run["value"], TARGET_LOSS)
 
 
 def per_run(results: Results) -> pd.DataFrame:
@@ -107,7 +103,7 @@ def per_run(results: Results) -> pd.DataFrame:
 def _gain(runs: pd.DataFrame, column: str, better: str, worse: str, log: bool = False):
     """Per seed: `column` of `better` − `worse` (log ratio with `log`), paired within a dataset,
     mean over datasets."""
-    return paired(seed_table(runs, column, "tag", within="dataset"), better, worse, log=log)
+    return seed_gap(runs, column, "tag", better, worse, within="dataset", log=log)
 
 
 def _order_detail(runs: pd.DataFrame) -> str:

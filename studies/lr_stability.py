@@ -41,7 +41,7 @@ from normtheory.experiment import (
 )
 from normtheory.hooks import Context, LossAccuracy, OneStepLoss
 from normtheory.results import Results
-from normtheory.stability import PROBE, StabilityRule, lr_search
+from normtheory.stability import PROBE, StabilityRule, lr_search, max_stable_lr, probe_table
 from normtheory.study import Grid, Profile, Study
 
 BASE = TrainCell(dataset="digits", arch="convnet", width=16, depth=8, groups=4, optimizer="sgd",
@@ -77,24 +77,6 @@ def _one_step(cell: TrainCell, seed: int) -> pd.DataFrame:
     )
 
 
-def max_stable_lr(cells) -> pd.DataFrame:
-    """Each search's max stable LR per seed (rows) and norm (columns); NaN where not bracketed."""
-    done = cells[cells["status"] == "completed"]
-    return done.pivot_table(
-        index="seed", columns="norm", values="final_max_stable_lr", dropna=False
-    )
-
-
-def probes(records) -> pd.DataFrame:
-    """One row per probe: norm, seed, probe (its order), lr, stable, train_loss, test_acc, ..."""
-    rows = records[records["metric"].str.startswith(PROBE)]
-    table = rows.pivot_table(
-        index=["norm", "seed", "key"], columns="metric", values="value", dropna=False
-    )
-    table = table.rename(columns=lambda m: m.removeprefix(PROBE)).reset_index()
-    return table.assign(probe=table.pop("key").astype(int), stable=table["stable"] == 1)
-
-
 def statistics(results: Results):
     cells = results.cells
     if "final_max_stable_lr" not in cells or not set(PAIR) <= set(cells["norm"]):
@@ -127,17 +109,13 @@ def stability(results: Results):
     """Left: every probe of every search, final training loss vs LR (● stable, × unstable;
     diverged probes and losses above 10 × chance on the dotted line), the rule's threshold, and each seed's max stable LR as a
     tick. Right: the one-step relative loss change from initialization vs η."""
-    table = probes(results.records) if len(results.records) else pd.DataFrame()
+    table = probe_table(results.records) if len(results.records) else pd.DataFrame()
     if table.empty:
         return plots.missing_figure("stability", [f"{PROBE}* records"])
     cells = results.cells
     threshold = float(cells["final_stability_threshold"].max())
-    one_step = metric(results.records, OneStepLoss.RELATIVE_CHANGE).assign(
-        lr=lambda f: f["key"].astype(float)
-    )
-    one_step = plots.summarize_ci(
-        plots.per_seed(one_step, ["norm", "lr"], "value"), ["norm", "lr"], "value"
-    )
+    one_step = metric(results.records, OneStepLoss.RELATIVE_CHANGE)
+    one_step = one_step.assign(lr=one_step["key"].astype(float))
     top = 100 * threshold  # 10 × chance; larger losses (to 1e27) and NaN are drawn on it
     fig, axes = plots.panels(2)
     for norm, color in plots.norm_palette(plots.norm_order(table["norm"].unique())).items():
@@ -150,9 +128,8 @@ def stability(results: Results):
         axes[0].plot(lr_max, [1.7 * top] * len(lr_max), "|", color=color, ms=14, mew=2)
         axes[0].plot([], [], "s", color=color, label=label)
         if (one_step["norm"] == norm).any():
-            plots.ci_line(
-                axes[1], one_step[one_step["norm"] == norm], "lr", color=color, label=label
-            )
+            rows = one_step[one_step["norm"] == norm]
+            plots.seed_curve(axes[1], rows, "lr", "value", color=color, label=label, marker="o")
     for marker, what in (("o", "stable probe"), ("x", "unstable probe"), ("|", "max stable LR")):
         axes[0].plot([], [], marker, color="gray", ls="none", mew=2, label=what)
     axes[0].axhline(threshold, color="gray", ls="--", lw=1, label=f"stable: loss < {threshold:.3g}")

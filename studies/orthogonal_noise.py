@@ -33,11 +33,21 @@ import numpy as np
 import pandas as pd
 
 from normtheory import plots
-from normtheory.analysis import final_outcomes, metric, paired, seed_table
+from normtheory.analysis import (
+    final_outcomes,
+    metric,
+    pair_means,
+    paired,
+    seed_gap,
+    seed_table,
+    slopes,
+    wide,
+)
 from normtheory.claims import get_claim
 from normtheory.evidence import CheckValue, Exact, sample
 from normtheory.experiment import TrainCell
 from normtheory.hooks import LossAccuracy, OrthogonalWeightNorm, every
+from normtheory.models import first_layer
 from normtheory.results import Results
 from normtheory.stats import mean_ci
 from normtheory.study import Grid, Profile, Study, cross
@@ -62,10 +72,6 @@ COLORS = plots.hue_palette(ORDER, "tag")
 TOL = get_claim("SPAN-ORTH").test.statistic("sgd_drift").sesoi  # registered; drawn in `drift`
 ADAM_REF = 1e-5  # Adam's drift is reported in decades above this (the registered statistic)
 ORTH = OrthogonalWeightNorm
-
-
-def first_layer(arch: str) -> str:
-    return {"mlp": "fc1", "convnet": "conv1", "resnet": "stem.conv"}[arch]
 
 
 def hooks(cell: TrainCell):
@@ -93,13 +99,12 @@ def orth_table(results: Results) -> pd.DataFrame:
     if rec.empty:
         return pd.DataFrame()
     rec = rec[(rec["key"] == rec["arch"].map(first_layer)) | (rec["metric"] == ORTH.UPDATES)]
-    wide = rec.pivot_table(index=["cell", "seed", "step"], columns="metric", values="value")
-    wide = wide.rename(columns=lambda c: c.removeprefix(ORTH.PREFIX)).reset_index()
+    table = wide(rec, ["cell", "seed", "step"], prefix=ORTH.PREFIX).reset_index()
     fields = ["tag", "arch", "dataset", "data_rank", "data_channels", "lr", "weight_decay"]
-    wide = wide.join(rec.drop_duplicates("cell").set_index("cell")[fields], on="cell")
-    wide["setup"] = _setup(wide)
-    wide["theory"] = (1 - wide["lr"] * wide["weight_decay"]) ** wide["updates"]
-    return wide
+    table = table.join(rec.drop_duplicates("cell").set_index("cell")[fields], on="cell")
+    table["setup"] = _setup(table)
+    table["theory"] = (1 - table["lr"] * table["weight_decay"]) ** table["updates"]
+    return table
 
 
 def final_table(results: Results) -> pd.DataFrame:
@@ -128,8 +133,8 @@ def _span_orth(table: pd.DataFrame) -> list:
     wd = table[tags == "SGD+WD"].dropna(subset=["ratio"])
     if len(wd):
         runs = wd.sort_values("updates").groupby(["cell", "seed"])
-        fit = lambda g: math.exp(np.polyfit(g["updates"], np.log(g["ratio"]), 1)[0])  # noqa: E731
-        est = mean_ci([fit(g) for _, g in wd.groupby(["cell", "seed"]) if len(g) > 2])
+        fits = slopes(wd, "updates", "ratio", ["cell", "seed"], logy=True, min_points=3)
+        est = mean_ci([math.exp(v) for v in fits])  # per-step factor of each run
         detail = (
             f"fitted per-step factor {est.value:.6f} [{est.low:.6f}, {est.high:.6f}] over "
             f"{est.n} runs vs 1 − ηλ = {1 - LR * WD:.6f}; ratio after the last step "
@@ -153,20 +158,14 @@ def _span_orth(table: pd.DataFrame) -> list:
     return out
 
 
-def _pair_means(table: pd.DataFrame, a: str, b: str) -> pd.Series | None:
-    """Means of columns `a` and `b` over the seeds that have both; None without such a pair."""
-    means = table[[a, b]].dropna().mean() if {a, b} <= set(table.columns) else None
-    return means if means is not None and means.notna().all() else None
-
-
 def _wrs(final: pd.DataFrame) -> list:
     ratios, accs = [], []
     for setup, runs in final.groupby("setup"):
         rel, acc = seed_table(runs, "relative", "tag"), seed_table(runs, "test_acc", "tag")
-        if (m := _pair_means(rel, "SGD+WRS", "SGD")) is not None:
+        if (m := pair_means(rel, "SGD+WRS", "SGD")) is not None:
             detail = "relative orthogonal norm ‖WP⊥‖/‖W‖ at the end: "
             detail += f"SGD {m['SGD']:.3f}, SGD+WRS {m['SGD+WRS']:.3f}"
-            if (wd := _pair_means(rel, "SGD+WD", "SGD")) is not None:
+            if (wd := pair_means(rel, "SGD+WD", "SGD")) is not None:
                 detail += f", SGD+WD {wd['SGD+WD']:.3f}"
             log_ratio = paired(rel, "SGD+WRS", "SGD", log=True)
             ratios.append(
@@ -175,11 +174,11 @@ def _wrs(final: pd.DataFrame) -> list:
             if wd is not None:  # WRS against WD directly: the same level of orthogonal norm
                 vs_wd = paired(rel, "SGD+WRS", "SGD+WD", log=True)
                 ratios.append(sample("WRS", "orth_vs_wd", vs_wd, condition=setup, detail=detail))
-        if (m := _pair_means(acc, "SGD+WRS", "SGD+WD")) is not None:
+        if (m := pair_means(acc, "SGD+WRS", "SGD+WD")) is not None:
             detail = f"test accuracy WRS {m['SGD+WRS']:.3f}, WD {m['SGD+WD']:.3f}"
             diff = paired(acc, "SGD+WRS", "SGD+WD")
             accs.append(sample("WRS", "acc_vs_wd", diff, condition=setup, detail=detail))
-    removes = [paired(seed_table(r, "relative", "tag"), "SGD+WD", "SGD", log=True).mean()
+    removes = [seed_gap(r, "relative", "tag", "SGD+WD", "SGD", log=True).mean()
                for _, r in final.groupby("setup")]  # fmt: skip
     if removes:
         detail = "log(relative orthogonal norm WD / SGD), mean over setups: " + ", ".join(
@@ -207,25 +206,15 @@ _LINE = {
     "SGD+WRS": {"marker": "o", "ms": 3},
     "Adam": {"marker": "s", "ms": 2.5, "lw": 1, "ls": ":"},
 }
+STYLES = {tag: {"color": COLORS[tag], **_LINE[tag]} for tag in ORDER}
 
 
-def _per_setup(table: pd.DataFrame, y: str, *, band: bool, theory, title: str, ylabel: str):
+def _per_setup(table: pd.DataFrame, y: str, decorate, title: str, ylabel: str, band=True):
     """`y` over the optimizer steps, one panel per setup, one line per optimizer (geometric mean
-    over seeds), with `theory(ax, t_max)` drawing the reference lines."""
-    setups = sorted(table["setup"].unique())
-    fig, axes = plots.panels(len(setups))
-    for ax, setup in zip(axes, setups):
-        sub = table[table["setup"] == setup]
-        for tag in [t for t in ORDER if t in set(sub["tag"])]:
-            s = plots.per_seed(sub[sub["tag"] == tag], ["updates"], y)
-            s = plots.summarize_ci(s, ["updates"], y, log=True)
-            ax.plot(s["updates"], s["mean"], color=COLORS[tag], label=tag, **_LINE[tag])
-            if band:
-                kw = dict(color=COLORS[tag], alpha=plots.BAND_ALPHA, lw=0)
-                ax.fill_between(s["updates"], s["low"], s["high"], **kw)
-        theory(ax, sub["updates"].max())
-        ax.set_yscale("log")
-    plots.finish(fig, axes, title=title, titles=setups, xlabel="optimizer steps t", ylabel=ylabel)
+    over seeds), with `decorate(ax, setup, rows)` drawing the reference lines."""
+    fig = plots.panel_curves(table, "updates", y, panel="setup", hue="tag", styles=STYLES,
+                             log=True, band=band, decorate=decorate, title=title,
+                             xlabel="optimizer steps t", ylabel=ylabel)  # fmt: skip
     return plots.attach_data(fig, table[["setup", "tag", "seed", "updates", y]])
 
 
@@ -236,14 +225,14 @@ def orthogonal_component(results: Results):
     if table.empty:
         return plots.missing_figure("orthogonal component", [f"{ORTH.RATIO} records"])
 
-    def theory(ax, t_max):
-        t = np.linspace(0, t_max, 100)
+    def theory(ax, setup, rows):
+        t = np.linspace(0, rows["updates"].max(), 100)
         ax.plot(t, (1 - LR * WD) ** t, "k--", lw=1, label="theory: (1 − ηλ)^t")
         ax.axhline(1, color="gray", ls=":", lw=1, label="theory: SGD, 1")
+        ax.set_yscale("log")
 
     title = "First layer: weight component outside the span of its inputs (mean, 95% CI over seeds)"
-    ylabel = "‖W_t P⊥‖ / ‖W_0 P⊥‖ (log)"
-    return _per_setup(table, "ratio", band=True, theory=theory, title=title, ylabel=ylabel)
+    return _per_setup(table, "ratio", theory, title, "‖W_t P⊥‖ / ‖W_0 P⊥‖ (log)")
 
 
 def drift(results: Results):
@@ -254,12 +243,13 @@ def drift(results: Results):
     if table.empty:
         return plots.missing_figure("drift", [f"{ORTH.DRIFT} records"])
 
-    def tolerance(ax, t_max):
+    def tolerance(ax, setup, rows):
         ax.axhline(TOL, color="crimson", ls="--", lw=1, label=f"registered tolerance {TOL:g}")
+        ax.set_yscale("log")
 
     title = "How far each optimizer moves the orthogonal component (geometric mean over seeds)"
     ylabel = "‖(W_t − W_0) P⊥‖ / ‖W_0 P⊥‖ (log)"
-    return _per_setup(table, "drift", band=False, theory=tolerance, title=title, ylabel=ylabel)
+    return _per_setup(table, "drift", tolerance, title, ylabel, band=False)
 
 
 def accuracy(results: Results):

@@ -95,10 +95,9 @@ def _curves(ax, frame: pd.DataFrame, *, log: bool, agg="mean"):
     CI over seeds of the seeds' values (rows of a seed combined by `agg`)."""
     palette = plots.norm_palette(frame["norm"].unique())
     for (norm, wd), sub in frame.groupby(["norm", "weight_decay"]):
-        s = plots.per_seed(sub, ["step"], "value", agg)
-        s = plots.summarize_ci(s, ["step"], "value", log=log)
+        style = {"color": palette[norm], "ls": STYLES.get(wd, ":"), "marker": "o", "ms": 0}
         label = f"{plots.norm_label(norm)}, λ = {wd:g}"
-        plots.ci_line(ax, s, "step", color=palette[norm], label=label, ls=STYLES.get(wd, ":"), ms=0)
+        plots.seed_curve(ax, sub, "step", "value", log=log, agg=agg, label=label, **style)
     if log:
         ax.set_yscale("log")
 

@@ -43,7 +43,7 @@ from dataclasses import replace
 import pandas as pd
 from scipy.stats import spearmanr
 
-from normtheory.analysis import final_outcomes, metric, paired, seed_table
+from normtheory.analysis import final_outcomes, metric, seed_gap, wide
 from normtheory.evidence import CheckValue, sample
 from normtheory.experiment import TrainCell, probe_batch
 from normtheory.hooks import LossAccuracy, Singularities, every
@@ -81,7 +81,7 @@ def per_run(results: Results) -> pd.DataFrame:
     rec = metric(results.records, Singularities.METRICS)
     if rec.empty:
         return pd.DataFrame()
-    table = rec.pivot_table(index=["norm", "seed", "step"], columns="metric", values="value")
+    table = wide(rec, ["norm", "seed", "step"])
     later = table[table.index.get_level_values("step") > 0].groupby(["norm", "seed"])
     first, last = table.groupby(["norm", "seed"]).first(), table.groupby(["norm", "seed"]).last()
     stat = Singularities.STAT_DIFF
@@ -129,8 +129,7 @@ def statistics(results: Results):
         "(pooled over norms: between-norm differences and within-norm spread together)"
     )
     out = [
-        sample("WS-SINGULAR", f"{stat}_{tag}", paired(seed_table(runs, col, "norm"), *pair),
-               detail=detail)
+        sample("WS-SINGULAR", f"{stat}_{tag}", seed_gap(runs, col, "norm", *pair), detail=detail)
         for tag, pair in PAIRS.items() if set(pair) <= set(means.index)
         for stat, col in (("statdiff", "stat_diff_mean"), ("drift", "drift"), ("dead", "dead_final"))
     ]  # fmt: skip

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from normtheory import plots
-from normtheory.analysis import final_outcomes, metric, paired, seed_table
+from normtheory.analysis import final_outcomes, metric, seed_gap
 from normtheory.evidence import CheckValue, sample
 from normtheory.experiment import TrainCell
 from normtheory.hooks import HessianSpectrum, LossAccuracy, Smoothness, every, rename
@@ -116,12 +116,10 @@ TESTS = {
 def log_gap(records: pd.DataFrame, name: str, worse: str, better: str) -> pd.Series:
     """Per seed: mean over (learning rate, measured step) of log name[worse] − log name[better]."""
     rows = metric(records, name, KEYS)
-    table = seed_table(
-        rows[rows["norm"].isin([worse, better])], "value", "norm", within=["lr", "step"]
-    )
-    if worse not in table or better not in table:
+    if not {worse, better} <= set(rows["norm"]):
         return pd.Series(dtype=float)
-    return paired(table, worse, better, log=True)
+    pair = rows[rows["norm"].isin([worse, better])]
+    return seed_gap(pair, "value", "norm", worse, better, within=["lr", "step"], log=True)
 
 
 def statistics(results: Results):

@@ -9,8 +9,9 @@ import pytest
 from scipy import stats as sps
 
 from normtheory.results import Results, load
+from normtheory.stability import max_stable_lr, probe_table
 from normtheory.verdicts import judge_study
-from studies.lr_stability import STUDY, max_stable_lr, probes
+from studies.lr_stability import STUDY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,7 +27,7 @@ def test_smoke(study_cli):
     study_cli.figures(["stability"])
     records, cells = load(out), Results.load(out).cells
     assert set(cells["status"]) == {"completed"} and len(cells) == 4
-    table = probes(records)
+    table = probe_table(records)
     assert (table.groupby(["norm", "seed"]).size() == cells["final_n_probes"].iloc[0]).all()
     assert table["lr"].gt(0).all() and set(table["stable"]) <= {True, False}
     # 10 steps train nothing: every probe is unstable, so no search is bracketed
