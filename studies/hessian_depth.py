@@ -154,13 +154,9 @@ def top_eigs(results: Results):
         for j, norm in enumerate(("batch", "none")):
             pts = rows[(rows["metric"] == name) & (rows["norm"] == norm)]
             xs = pts["config"].map(order.index).to_numpy(float) + (j - 0.5) * 0.25
-            values = pts["value"].clip(lower=1e-6).to_numpy()
-            styles = ((True, "o", 25, ""), (False, "x", 40, ", did not train"))
-            for ok, marker, size, suffix in styles:
-                hit = pts["trained"].to_numpy() == ok
-                label = f"{plots.norm_label(norm)}{suffix}" if hit.any() else None
-                kw = {"color": palette[norm], "marker": marker, "s": size, "label": label}
-                ax.scatter(xs[hit], values[hit], **kw)
+            values, label = pts["value"].clip(lower=1e-6), plots.norm_label(norm)
+            plots.outcome_points(ax, xs, values, pts["trained"], color=palette[norm], label=label,
+                                 failed_label=f"{label}, did not train")  # fmt: skip
         ax.set_yscale("log")
         ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
         ax.set_ylabel("λ_max (log)" if name in EIG.values() else "tr H (log)")

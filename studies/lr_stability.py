@@ -121,9 +121,7 @@ def stability(results: Results):
     for norm, color in plots.norm_palette(plots.norm_order(table["norm"].unique())).items():
         mine, label = table[table["norm"] == norm], plots.norm_label(norm)
         loss = mine["train_loss"].fillna(top).clip(upper=top)  # diverged: no final loss
-        for ok, marker in ((True, "o"), (False, "x")):
-            sel = mine["stable"] == ok
-            axes[0].scatter(mine.loc[sel, "lr"], loss[sel], marker=marker, color=color, s=22)
+        plots.outcome_points(axes[0], mine["lr"], loss, mine["stable"], color=color, sizes=(22, 22))
         lr_max = cells.loc[cells["norm"] == norm, "final_max_stable_lr"].dropna()
         axes[0].plot(lr_max, [1.7 * top] * len(lr_max), "|", color=color, ms=14, mew=2)
         axes[0].plot([], [], "s", color=color, label=label)

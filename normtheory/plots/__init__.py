@@ -17,6 +17,7 @@ from normtheory.plots.layout import (
     panels,
     require_columns,
 )
+from normtheory.plots.points import outcome_points
 from normtheory.plots.style import (
     NORM_ORDER,
     hue_order,
@@ -45,6 +46,7 @@ __all__ = [
     "norm_label",
     "norm_order",
     "norm_palette",
+    "outcome_points",
     "over_steps",
     "paired_change",
     "panel_curves",
