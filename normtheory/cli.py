@@ -221,6 +221,12 @@ def _cmd_list(args) -> int:
         print(f"{name:22s} {study.title}")
         for claim in study.claims:
             print(f"  {claim:14s} {CLAIMS[claim].statement if claim in CLAIMS else '?'}")
+        for pname, prof in study.profiles.items():
+            about = "; ".join(x for x in (prof.description, prof.cost) if x)
+            print(
+                f"  profile {pname:10s} tier {study.tier(pname):8s} {prof.seeds:2d} seeds"
+                + (f"  {about}" if about else "")
+            )
     return 0
 
 

@@ -137,6 +137,8 @@ def run_sweep(
         {
             "study": study.name,
             "profile": profile,
+            "tier": study.tier(profile),
+            "cost": prof.cost,
             "config": config,
             "git_commit": git_commit(),
             "versions": versions(),

@@ -71,6 +71,9 @@ def test_list_prints_every_study_and_the_statements_of_its_claims(capsys):
         assert f"{name:22s} {study.title}" in out
         for claim in study.claims:
             assert f"  {claim:14s} {CLAIMS[claim].statement}" in out
+        for pname, prof in study.profiles.items():  # each profile with its tier (and cost)
+            assert f"  profile {pname:10s} tier {study.tier(pname):8s} {prof.seeds:2d} seeds" in out
+    assert "  profile quick      tier quick" in out and "  profile full       tier quick" in out
 
 
 def test_run_passes_the_options_and_overrides_given_anywhere(sweep, capsys):

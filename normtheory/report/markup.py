@@ -103,7 +103,8 @@ def _claim_row_html(r: dict) -> str:
         f"<td>{e(r['statement'])}<div class='test' title='{e(r['source'])}'>"
         f"{e(r['source'].split(',')[0])}</div></td>"
         f"<td>{e(r['setting'])}<div class='reason'>{e(r['paper'])}</div></td>"
-        f"<td>{e(r['scale'])}<div class='test'>{e(r['profile'])} · {e(r['run'])}</div></td>"
+        f"<td>{e(r['scale'])}<div class='test'>{e(r['profile'])} (tier {e(r.get('tier', '?'))}) · "
+        f"{e(r['run'])}</div></td>"
         f'<td class="verdict {_cls(r["verdict"])}">{verdict}'
         f"<div class='reason'>{_e(r['reason'])}</div><div class='test'>{e(r['test'])}</div></td>"
         f"<td>{stat}</td><td class='num'>{e(r['effect'])}</td><td>{_fig_link(r)}</td></tr>"
@@ -225,7 +226,7 @@ def markdown_page(sections: list[Section], rows: list[dict], provenance: str) ->
             r["claim"],
             f"{r['statement']} ({r['source'].split(',')[0]})",
             f"{r['setting']}; {r['paper']}",
-            f"{r['scale']} ({r['profile']})",
+            f"{r['scale']} ({r['profile']}, tier {r.get('tier', '?')})",
             f"**{r['label']}**: {r['reason']} ({r['test']})",
             stat if r["statistic"] else "",
             r["effect"],
