@@ -152,3 +152,11 @@ def test_the_run_manifest_records_tier_cost_and_steps_per_second(tmp_path):
     assert manifest["steps_per_s"] > 0
     for record in (tmp_path / "run" / "cells").glob("*.json"):
         assert json.loads(record.read_text())["steps_per_s"] > 0
+    from normtheory.report.tables import Section, meta
+    from normtheory.results import load_cells
+
+    cells = load_cells(tmp_path / "run")
+    assert (cells["steps_per_s"] > 0).all()
+    sec = Section(tmp_path / "run", "s", "t", "", manifest, cells=cells)
+    assert " over 2 runs (each " in meta(sec)["steps/s"]
+    assert meta(sec)["profile"] == "big (tier standard)"
