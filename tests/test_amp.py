@@ -133,3 +133,11 @@ def test_cuda_amp_trains_and_hooks_see_float32(amp):
     values = result.records.groupby("metric")["value"]
     for name in ("param_f32", "grad_f32", "probe_f32", "outputs_f32", "loss_f32"):
         assert values.min()[f"dtypes.{name}"] == 1, name
+
+
+def test_verify_refuses_fp16_on_cpu_before_running_anything(tmp_path):
+    from normtheory.verify import verify
+
+    with pytest.raises(ValueError, match="amp fp16 needs a CUDA device"):
+        verify(device="cpu", amp="fp16", runs=tmp_path / "runs", out=tmp_path / "out")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
