@@ -1,5 +1,6 @@
 """Data augmentation of image batches, on the device: random crop with zero padding and a
-random horizontal flip (the standard CIFAR recipe of He et al. 2016, §4.2).
+random horizontal flip (the standard CIFAR recipe of He et al. 2016, §4.2); ``crop`` leaves out
+the flip, which does not preserve the label of digits (a mirrored 2, 3 or 7 is no digit).
 
 `crop_flip` is the pure operation of given offsets and flips; `draw_crop_flip` draws them from a
 seeded CPU generator, so a run's augmented batches are reproducible whatever the device.
@@ -8,8 +9,14 @@ seeded CPU generator, so a run's augmented batches are reproducible whatever the
 import torch
 import torch.nn.functional as F
 
-AUGMENTS = ("none", "crop_flip")
-PAD = 4  # pixels of zero padding on each side (4 of 32 for CIFAR; 4 of 28 or 8 here too)
+AUGMENTS = ("none", "crop_flip", "crop")  # crop: no flip (digits are not mirror-symmetric)
+PAD = 4  # pixels of zero padding on each side of a 32×32 image (CIFAR); see `pad_for`
+
+
+def pad_for(height: int) -> int:
+    """The padding of an image `height` pixels high: the CIFAR recipe's 4 of 32 (1/8), so 3 for
+    28×28 (MNIST) and 1 for the 8×8 digits, where 4 pixels would shift half the image out."""
+    return max(1, height // 8)
 
 
 def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int = PAD):

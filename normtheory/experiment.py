@@ -45,8 +45,8 @@ class TrainCell:
             number of examples; otherwise `steps` is used.
         rescale: weight rescaling (WRS) after every step; see `TrainConfig`.
         gamma_decay, beta_decay: decay of the norms' γ toward 1 and β toward 0 (`TrainConfig`).
-        augment: ``none`` or ``crop_flip`` (random 4-pixel-padded crop + horizontal flip, on
-            the device, seeded; image datasets only; `normtheory.augment`).
+        augment: ``none``, ``crop`` or ``crop_flip`` (random crop of the image padded by 1/8 of
+            its size, + random horizontal flip for ``crop_flip``, on the device, seeded; image datasets only; `normtheory.augment`).
         tag: a free-form name of the cell's case (e.g. ``"SGD+WD"``), for figures and tables;
             it does not change training.
     """

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from normtheory.amp import AMP_MODES, amp_mode, autocast, build_scaler, check_amp
-from normtheory.augment import AUGMENTS, check_augment, crop_flip, draw_crop_flip
+from normtheory.augment import AUGMENTS, check_augment, crop_flip, draw_crop_flip, pad_for
 from normtheory.hooks.base import Context, Hook, Monitor
 from normtheory.measure.outcomes import evaluate
 from normtheory.optim import NormDecay, WeightRescaling, build_param_groups
@@ -70,9 +70,10 @@ class TrainConfig:
         rescale: weight rescaling (WRS, `normtheory.optim.WeightRescaling`): after every step,
             each output channel of every per-channel scale-invariant weight is set to unit norm,
             and those weights get no weight decay.
-        augment: ``none`` or ``crop_flip`` (image inputs only: random crop of the 4-pixel
-            zero-padded image and a random horizontal flip per example, on the device; drawn
-            from a generator seeded by `seed`, apart from the data order's).
+        augment: ``none``, ``crop`` or ``crop_flip`` (image inputs only: random crop of the zero-padded
+            image, padded by 1/8 of its height (`normtheory.augment.pad_for`: 4 of 32), and a
+            (``crop_flip``) a random horizontal flip per example, on the device; drawn from a generator seeded by
+            `seed`, apart from the data order's).
         amp: mixed precision of the training forward, ``off``, ``bf16`` or ``fp16``
             (`normtheory.amp`); None: the one in force (`normtheory.amp.use_amp`, the CLI's
             ``--amp``), else off.
@@ -289,7 +290,10 @@ def train(
     def forward(step: int, idx: torch.Tensor):
         x, y = x_all[idx], y_all[idx]
         if augment is not None:
-            x = crop_flip(x, *draw_crop_flip(len(idx), augment))
+            pad = pad_for(x.shape[-2])
+            offsets, flips = draw_crop_flip(len(idx), augment, pad)
+            flips = flips if config.augment == "crop_flip" else torch.zeros_like(flips)
+            x = crop_flip(x, offsets, flips, pad)
         lr = lr_at(config, step)
         for group in optimizer.param_groups:
             group["lr"] = lr

@@ -5,7 +5,7 @@ seeded draws; the TrainCell/TrainConfig option (refused for non-image data, repr
 import pytest
 import torch
 
-from normtheory.augment import PAD, check_augment, crop_flip, draw_crop_flip
+from normtheory.augment import PAD, check_augment, crop_flip, draw_crop_flip, pad_for
 from normtheory.data import load_dataset
 from normtheory.experiment import TrainCell
 from normtheory.models import build_model
@@ -88,3 +88,13 @@ def test_non_image_data_is_refused_in_one_line():
     with pytest.raises(ValueError, match="needs image inputs"):
         train(model, *data, TrainConfig(steps=2, device="cpu", augment="crop_flip"))
     assert TrainCell(augment="crop_flip").train_config(0).augment == "crop_flip"
+
+
+def test_the_padding_is_an_eighth_of_the_image():
+    assert [pad_for(h) for h in (32, 28, 8, 4)] == [PAD, 3, 1, 1]
+
+
+def test_crop_never_flips_and_draws_the_same_offsets_as_crop_flip():
+    crop, crop_flip_ = _run("crop"), _run("crop_flip")
+    assert torch.equal(crop, _run("crop")) and not torch.equal(crop, crop_flip_)
+    assert not torch.equal(crop, _run("none"))

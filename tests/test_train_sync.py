@@ -35,7 +35,7 @@ def _square(out, y):  # grows without bound at a large lr: a run that diverges i
     return (out**2).mean()
 
 
-def _reference(model, train_set, config, loss_fn, augment_seed=None):
+def _reference(model, train_set, config, loss_fn, augment_seed=None, flip=True):
     """The old loop: read the loss every step, stop at the first non-finite one."""
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -49,8 +49,9 @@ def _reference(model, train_set, config, loss_fn, augment_seed=None):
             perm, pos = torch.randperm(n, generator=gen), 0
         idx, pos = perm[pos : pos + b], pos + b
         x = x_all[idx]
-        if aug is not None:
-            x = crop_flip(x, *draw_crop_flip(b, aug))
+        if aug is not None:  # digits: 8×8, padded by 1
+            offsets, flips = draw_crop_flip(b, aug, 1)
+            x = crop_flip(x, offsets, flips & flip, 1)
         loss = loss_fn(model(x), y_all[idx])
         if not math.isfinite(loss.item()):
             return step
@@ -92,6 +93,17 @@ def test_replay_restores_the_augmentation_stream(digits):
     result = train(got, digits[0], None, TrainConfig(**{**config.__dict__, "augment": "crop_flip"}),
                    loss_fn=_square)  # fmt: skip
     assert diverged_at is not None and result.diverged_at == diverged_at
+    _same_state(got, ref)
+
+
+def test_crop_is_crop_flip_without_the_flips(digits):
+    from normtheory.train import _AUGMENT_SEED
+
+    config = TrainConfig(lr=0.05, momentum=0.9, steps=20, device="cpu", augment="crop")
+    ref = _model()
+    _reference(ref, digits[0], config, F.cross_entropy, augment_seed=_AUGMENT_SEED, flip=False)
+    got = _model()
+    train(got, digits[0], None, config)
     _same_state(got, ref)
 
 
