@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed-step", type=int, default=2, help="seeds added per look (2)")
     _add_executor_options(run)
     _add_data_root_option(run)
+    _add_amp_option(run)
     rep = sub.add_parser("report", help="build the report from stored run folders")
     rep.add_argument("runs", nargs="*", help="run folders (default: every run under runs/)")
     rep.add_argument("--out", default="reports", help="output folder (default reports/)")
@@ -96,7 +97,19 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--runs", default="runs", help="root of the run folders (default runs/)")
     _add_executor_options(ver)
     _add_data_root_option(ver)
+    _add_amp_option(ver)
     return parser
+
+
+def _add_amp_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--amp",
+        default="off",
+        choices=["off", "bf16", "fp16"],
+        help="mixed precision of the training forward pass (default off): bf16 on CUDA or CPU, "
+        "fp16 (with loss scaling) on CUDA only; hooks and measurements stay float32/64. Part "
+        "of the run's config: a run folder refuses to resume with another setting",
+    )
 
 
 def _add_data_root_option(parser: argparse.ArgumentParser) -> None:
@@ -208,6 +221,12 @@ def _cmd_list(args) -> int:
         print(f"{name:22s} {study.title}")
         for claim in study.claims:
             print(f"  {claim:14s} {CLAIMS[claim].statement if claim in CLAIMS else '?'}")
+        for pname, prof in study.profiles.items():
+            about = "; ".join(x for x in (prof.description, prof.cost) if x)
+            print(
+                f"  profile {pname:10s} tier {study.tier(pname):8s} {prof.seeds:2d} seeds"
+                + (f"  {about}" if about else "")
+            )
     return 0
 
 
@@ -238,6 +257,7 @@ def _cmd_run(args, command: str) -> int:
         overrides=overrides,
         **executor,
         data_root=args.data_root,
+        amp=args.amp,
         command=command,
     )
     with _progress() as progress:
@@ -301,6 +321,7 @@ def _cmd_verify(args, command: str) -> int:
         out=args.out,
         device=args.device,
         data_root=args.data_root,
+        amp=args.amp,
         command=command,
         progress=_progress,
         echo=lambda line: print(line, flush=True),

@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from normtheory.amp import use_amp
 from normtheory.data import use_data_root
 
 EXECUTORS = ("local", "process", "ray")
@@ -42,6 +43,7 @@ class Job:
         cell_id, label: where and under which name the driver stores the outcome.
         data_root: the folder of the local datasets, set around the cell (`use_data_root`),
             so a worker process or a Ray task reads the data the driver checked.
+        amp: the mixed-precision mode set around the cell (`normtheory.amp.use_amp`).
     """
 
     study: str
@@ -52,6 +54,7 @@ class Job:
     cell_id: str
     label: str
     data_root: str | None = None
+    amp: str = "off"
 
 
 @dataclass
@@ -78,7 +81,7 @@ def run_job(job: Job, study=None, progress=None) -> Outcome:
     try:
         study = study if study is not None else _load_study(job.study)
         cell = pickle.loads(job.cell)
-        with use_data_root(job.data_root):
+        with use_data_root(job.data_root), use_amp(job.amp):
             result = study.run_cell(
                 cell, job.seed, device=job.device, hooks=study.hooks(cell), progress=progress
             )
@@ -90,6 +93,7 @@ def run_job(job: Job, study=None, progress=None) -> Outcome:
                 "steps_done": result.steps_done,
                 "final": result.final,
                 "wall_time": result.wall_time,
+                "steps_per_s": getattr(result, "steps_per_s", None),
             },
         )
     except Exception as err:  # a failing cell is an outcome; the sweep goes on

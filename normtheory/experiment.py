@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from normtheory.augment import AUGMENTS
 from normtheory.checks import check_choice
 from normtheory.data import _GREY, data_root, list_datasets, load_dataset
 from normtheory.local_data import LOCAL
@@ -20,6 +21,7 @@ from normtheory.train import TrainConfig, TrainResult, train
 
 LR_SCALINGS = ("none", "linear", "sqrt")
 _LOW_RANK_DATASETS = ("gaussian_mixture", "teacher")
+_IMAGES = ("cifar10", "digits", "fashion_mnist", "mnist")  # (C, H, W) inputs: augment applies
 # Cell fields passed to the norm factories that accept them (0 means "the norm's default").
 _NORM_FIELDS = ("groups", "ghost_size", "examples_per_group", "example_weight")
 
@@ -43,6 +45,8 @@ class TrainCell:
             number of examples; otherwise `steps` is used.
         rescale: weight rescaling (WRS) after every step; see `TrainConfig`.
         gamma_decay, beta_decay: decay of the norms' γ toward 1 and β toward 0 (`TrainConfig`).
+        augment: ``none``, ``crop`` or ``crop_flip`` (random crop of the image padded by 1/8 of
+            its size, + random horizontal flip for ``crop_flip``, on the device, seeded; image datasets only; `normtheory.augment`).
         tag: a free-form name of the cell's case (e.g. ``"SGD+WD"``), for figures and tables;
             it does not change training.
     """
@@ -76,6 +80,7 @@ class TrainCell:
     rescale: bool = False
     gamma_decay: float = 0.0
     beta_decay: float = 0.0
+    augment: str = "none"
     tag: str = ""
 
     def __post_init__(self):
@@ -84,6 +89,12 @@ class TrainCell:
         check_choice("arch", self.arch, list_archs())
         check_choice("placement", self.placement, list_placements())
         check_choice("lr_scaling", self.lr_scaling, LR_SCALINGS)
+        check_choice("augment", self.augment, AUGMENTS)
+        if self.augment != "none" and self.dataset not in _IMAGES:
+            raise ValueError(
+                f"augment={self.augment!r} needs an image dataset ({', '.join(_IMAGES)}), "
+                f"not {self.dataset!r}; use augment=none"
+            )
         parse_norm_spec(self.norm)
         if self.data_channels != 1 and self.dataset not in _GREY:
             raise ValueError(
@@ -150,6 +161,7 @@ class TrainCell:
             rescale=self.rescale,
             gamma_decay=self.gamma_decay,
             beta_decay=self.beta_decay,
+            augment=self.augment,
         )
 
     def unused_fields(self) -> dict[str, str]:

@@ -239,7 +239,7 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
 
 def load_cells(path: str | os.PathLike) -> pd.DataFrame:
     """One row per complete cell × seed: cell fields, seed, status, diverged_at, steps_done,
-    wall time, and the final metrics as ``final_<name>``."""
+    wall time, steps per second, and the final metrics as ``final_<name>``."""
     run = RunDir(path)
     run.check()
     rows = [
@@ -251,6 +251,7 @@ def load_cells(path: str | os.PathLike) -> pd.DataFrame:
             "diverged_at": s.get("diverged_at"),
             "steps_done": s.get("steps_done"),
             "wall_time": s.get("wall_time"),
+            "steps_per_s": s.get("steps_per_s"),
             "error": s.get("error"),
             **s["fields"],
             **{f"final_{k}": v for k, v in s.get("final", {}).items()},

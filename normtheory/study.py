@@ -122,13 +122,40 @@ def _parse(key: str, text: str, kind) -> Any:
         raise ValueError(f"bad value {text!r} for {key}: expected {kind.__name__}") from None
 
 
+TIERS = ("quick", "standard", "paper")  # lowest first
+
+
 @dataclass(frozen=True)
 class Profile:
-    """A named size of a study: its grid and number of seeds."""
+    """A named size of a study: its grid and number of seeds.
+
+    Attributes:
+        grid, seeds, description: the cells, the seeds per cell, one line saying what runs.
+        tier: how far its verdicts go (`TIERS`): ``quick`` (digits, minutes on a CPU; part of
+            ``normtheory verify``), ``standard`` (real data on a CPU), ``paper`` (the paper's
+            scale, a GPU). Empty: the profile's name when it is a tier, else ``quick`` (the
+            built-in ``full`` profiles are larger digits grids). The report prefers the verdict
+            of the highest tier run.
+        cost: what running it takes, for people choosing one, e.g. ``"≈3 min on 2 CPU cores"``.
+    """
 
     grid: Grid
     seeds: int = 1
     description: str = ""
+    tier: str = ""
+    cost: str = ""
+
+    def __post_init__(self):
+        if self.tier and self.tier not in TIERS:
+            raise ValueError(f"unknown tier {self.tier!r}; valid: {', '.join(TIERS)}")
+
+
+def profile_tier(name: str, profile: "Profile | None" = None) -> str:
+    """The tier of the profile called `name`: its own ``tier``, else `name` when that is a
+    tier, else ``quick``."""
+    if profile is not None and profile.tier:
+        return profile.tier
+    return name if name in TIERS else "quick"
 
 
 def _default_hooks(cell) -> list[Hook]:
@@ -183,3 +210,8 @@ class Study:
                 f"unknown profile {name!r} for study {self.name}; valid: {', '.join(self.profiles)}"
             )
         return self.profiles[name]
+
+    def tier(self, name: str | None = None) -> str:
+        """The tier of profile `name` (`profile_tier`)."""
+        name = self.default_profile if name is None else name
+        return profile_tier(name, self.profile(name))

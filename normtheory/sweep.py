@@ -15,6 +15,7 @@ next run). The sweep goes on past failures; `RunSummary` counts each outcome.
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import pickle
 import re
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from normtheory.amp import check_amp
 from normtheory.checks import check_int
 from normtheory.claims import digests
 from normtheory.data import check_dataset, list_datasets, use_data_root
@@ -71,6 +73,7 @@ def run_sweep(
     threads: int = 1,
     ray_address: str | None = None,
     data_root: str | Path | None = None,
+    amp: str = "off",
     progress=None,
     command: str = "",
 ) -> RunSummary:
@@ -86,6 +89,10 @@ def run_sweep(
         data_root: the folder of the local datasets (default: ``NORMTHEORY_DATA``); every cell
             runs inside `use_data_root` of it, in whichever process. Where data lives is not
             what is trained: it is recorded in the manifest, not in the cells' config or ids.
+        amp: mixed precision of the training forward (``off``, ``bf16``, ``fp16``;
+            `normtheory.amp`), set around every cell. It changes the numbers, so it is part of
+            the run's config (when not ``off``, so older run folders still resume): a folder
+            made with one setting refuses to resume with another. Not part of a cell's id.
         progress: a rich Progress, or None.
         command: the command line, stored in the manifest.
 
@@ -113,6 +120,7 @@ def run_sweep(
         dev = device  # the GPUs are the cluster's; the driver may have none
     else:
         dev = str(resolve_device(device))
+    check_amp(amp, dev)
     root = _preflight(cells, data_root)
     run = RunDir(out or Path("runs") / f"{study.name}-{profile}")
     config = {
@@ -123,11 +131,14 @@ def run_sweep(
         **({"cases": [dict(c) for c in grid.cases]} if grid.cases else {}),
         "cells": [dataclasses.asdict(c) for c in cells],
         "overrides": dict(overrides or {}),
+        **({"amp": amp} if amp != "off" else {}),
     }
     run.open(
         {
             "study": study.name,
             "profile": profile,
+            "tier": study.tier(profile),
+            "cost": prof.cost,
             "config": config,
             "git_commit": git_commit(),
             "versions": versions(),
@@ -141,6 +152,7 @@ def run_sweep(
     run.update_manifest(
         executor={"name": executor, "workers": workers, "threads": threads, "ray": ray_address},
         data_root=root,
+        amp=amp,
     )
     summary = RunSummary(run.path, cells=len(cells), seeds=n_seeds)
     jobs = []
@@ -153,24 +165,36 @@ def run_sweep(
                 continue
             label = cell_label(cell, grid.label_keys)
             ref = study.source or study.name
-            jobs.append(Job(ref, pickle.dumps(cell), seed, dev, threads, cid, label, root))
+            jobs.append(Job(ref, pickle.dumps(cell), seed, dev, threads, cid, label, root, amp))
     task = None
     if progress is not None:
         task = progress.add_task(f"{study.name} [{profile}]", total=summary.total)
         progress.update(task, advance=summary.skipped)
+    speed = []  # (steps, seconds) of each cell run now
     for job, outcome in execute(
         jobs, executor, workers=workers, ray_address=ray_address, study=study, progress=progress
     ):
         _store(run, job, outcome)
+        steps, rate = outcome.info.get("steps_done"), outcome.info.get("steps_per_s")
+        if steps and rate and math.isfinite(rate) and rate > 0:
+            speed.append((steps, steps / rate))
         setattr(summary, outcome.status, getattr(summary, outcome.status) + 1)
         if outcome.status == "failed":
             summary.errors.append(f"{job.label} seed={job.seed}: {outcome.error}")
         if task is not None:
             progress.update(task, advance=1)
     run.update_manifest(
-        finished_at=now(), counts=dataclasses.asdict(summary) | {"path": str(run.path)}
+        finished_at=now(),
+        counts=dataclasses.asdict(summary) | {"path": str(run.path)},
+        **({"steps_per_s": steps_per_s(speed)} if speed else {}),
     )
     return summary
+
+
+def steps_per_s(speed: list[tuple[int, float]]) -> float:
+    """Steps per second of a set of runs, from each one's (steps, seconds): total steps over
+    total seconds (so a long run counts more than a short one)."""
+    return sum(s for s, _ in speed) / sum(t for _, t in speed)
 
 
 def _preflight(cells: list, data_root: str | Path | None) -> str | None:

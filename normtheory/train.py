@@ -4,7 +4,10 @@ Events, in order: ``start`` → per step ``after_backward``, ``after_step`` (and
 `eval_every` steps) → ``eval`` at the end → ``end``. With ``config.rescale`` the loop applies
 weight rescaling right after each optimizer step, before the ``after_step`` event. A
 non-finite training loss stops the run and is recorded as ``status="diverged"`` at that step:
-divergence is an outcome, not an error.
+divergence is an outcome, not an error. The loss is read from the device only at sync steps
+(see `train`), with the same outcome as reading it every step. Options: mixed precision of the
+forward pass (``amp``, `normtheory.amp`) and image augmentation (``augment``,
+`normtheory.augment`); the result carries the loop's steps per second.
 """
 
 import math
@@ -17,12 +20,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normtheory.amp import AMP_MODES, amp_mode, autocast, build_scaler, check_amp
+from normtheory.augment import AUGMENTS, check_augment, crop_flip, draw_crop_flip, pad_for
 from normtheory.hooks.base import Context, Hook, Monitor
 from normtheory.measure.outcomes import evaluate
 from normtheory.optim import NormDecay, WeightRescaling, build_param_groups
+from normtheory.snapshot import Snapshot
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
+_PER_STEP = ("after_backward", "after_step")
+_CUDA_SYNC_EVERY = 50  # steps between loss reads on a GPU (a diverging run replays up to this)
+_AUGMENT_SEED = 7919  # offset of the augmentation stream's seed from the run's seed
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -61,6 +70,15 @@ class TrainConfig:
         rescale: weight rescaling (WRS, `normtheory.optim.WeightRescaling`): after every step,
             each output channel of every per-channel scale-invariant weight is set to unit norm,
             and those weights get no weight decay.
+        augment: ``none``, ``crop`` or ``crop_flip`` (image inputs only: random crop of the zero-padded
+            image, padded by 1/8 of its height (`normtheory.augment.pad_for`: 4 of 32), and a
+            (``crop_flip``) a random horizontal flip per example, on the device; drawn from a generator seeded by
+            `seed`, apart from the data order's).
+        amp: mixed precision of the training forward, ``off``, ``bf16`` or ``fp16``
+            (`normtheory.amp`); None: the one in force (`normtheory.amp.use_amp`, the CLI's
+            ``--amp``), else off.
+        sync_every: read the training loss (divergence check) every this many steps at least;
+            0: every step on CPU, every 50 on CUDA (see `train`).
     """
 
     optimizer: str = "sgd"
@@ -76,6 +94,9 @@ class TrainConfig:
     rescale: bool = False
     gamma_decay: float = 0.0
     beta_decay: float = 0.0
+    augment: str = "none"
+    amp: str | None = None
+    sync_every: int = 0
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -89,9 +110,20 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ValueError(f"lr must be a positive finite number, got {self.lr}")
-        for name in ("weight_decay", "momentum", "eval_every", "gamma_decay", "beta_decay"):
+        for name in (
+            "weight_decay",
+            "momentum",
+            "eval_every",
+            "gamma_decay",
+            "beta_decay",
+            "sync_every",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"unknown augment {self.augment!r}; valid: {', '.join(AUGMENTS)}")
+        if self.amp is not None and self.amp not in AMP_MODES:
+            raise ValueError(f"unknown amp {self.amp!r}; valid: {', '.join(AMP_MODES)}")
 
 
 @dataclass
@@ -106,6 +138,7 @@ class TrainResult:
     wall_time: float
     device: str
     extras: dict = field(default_factory=dict)
+    steps_per_s: float = math.nan  # optimizer steps per second of the step loop (hooks included)
 
 
 def build_optimizer(
@@ -183,11 +216,23 @@ def train(
 ) -> TrainResult:
     """Trains `model` in place and returns the outcome and the hooks' records.
 
+    Divergence is checked without a device→host read per step: each step's loss stays on the
+    device and is read at *sync steps* only (every ``config.sync_every`` steps, each step where
+    a hook is scheduled or an evaluation follows, and the last step). Before a stretch of
+    unchecked steps the loop takes a `normtheory.snapshot.Snapshot`; a non-finite loss found in
+    the stretch restores it and replays the stretch checked step by step. So the outcome is the
+    one of checking every step, as before: the run stops at the first non-finite loss, after its
+    forward pass (BN statistics included) and before its backward pass, with ``diverged_at``
+    that step; the returned model was never updated from a non-finite loss, and no hook sees
+    that step or a later one. What changes: the progress bar shows the loss of the last sync
+    step, and a diverging run replays up to ``sync_every`` steps. On CPU a read costs nothing,
+    so every step is a sync step there unless ``sync_every`` says otherwise.
+
     Args:
         model: any module mapping inputs to logits.
         train_set, test_set: TensorDatasets of (inputs, targets); kept on the device.
         config: optimization settings.
-        hooks: measurement hooks called at the loop's events.
+        hooks: measurement hooks called at the loop's events (never under autocast).
         loss_fn: mean loss of (outputs, targets).
         progress: a ``rich.progress.Progress`` to show a bar in, or None.
     """
@@ -195,9 +240,15 @@ def train(
     if test_set is not None:
         _check_data("test_set", test_set)
     device = resolve_device(config.device)
+    amp = config.amp if config.amp is not None else amp_mode()
+    check_amp(amp, device)
+    check_augment(config.augment, tuple(train_set.tensors[0].shape[1:]))
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    augment = None  # its own stream, so the data order is the same with and without it
+    if config.augment != "none":
+        augment = torch.Generator().manual_seed(config.seed + _AUGMENT_SEED)
     model.to(device).train()
     x_all, y_all = (t.to(device) for t in train_set.tensors[:2])  # (N, *in_shape), (N,)
     test = None
@@ -206,6 +257,7 @@ def train(
     rescaler = build_rescaler(model, config)
     optimizer = build_optimizer(model, config, rescaler)
     norm_decay = NormDecay(model, gamma=config.gamma_decay, beta=config.beta_decay)
+    scaler = build_scaler(amp, device)
     monitor = Monitor(model, hooks)
     ctx = Context(
         model=model, optimizer=optimizer, loss_fn=loss_fn, lr=config.lr, total_steps=config.steps
@@ -214,6 +266,7 @@ def train(
         ctx.extras["rescaled"] = tuple(rescaler.names)
     monitor.fire("start", ctx)
     task = progress.add_task("steps", total=config.steps) if progress is not None else None
+    sync_every = config.sync_every or (1 if device.type == "cpu" else _CUDA_SYNC_EVERY)
 
     def run_eval(step: int) -> dict[str, float]:
         if test is None:
@@ -223,41 +276,98 @@ def train(
         monitor.fire("eval", ctx)
         return ctx.metrics
 
-    status, diverged_at, step, last_loss = "completed", None, 0, math.nan
-    batches = _batches(len(x_all), config.batch_size, generator)
-    for step in range(config.steps):
-        idx = next(batches).to(device)
+    def evaluates_after(step: int) -> bool:
+        return bool(config.eval_every) and (step + 1) % config.eval_every == 0
+
+    def is_sync(step: int) -> bool:
+        return (
+            (step + 1) % sync_every == 0
+            or step + 1 == config.steps
+            or evaluates_after(step)
+            or any(h.scheduled(e, step, config.steps) for h in monitor.hooks for e in _PER_STEP)
+        )
+
+    def forward(step: int, idx: torch.Tensor):
         x, y = x_all[idx], y_all[idx]
+        if augment is not None:
+            pad = pad_for(x.shape[-2])
+            offsets, flips = draw_crop_flip(len(idx), augment, pad)
+            flips = flips if config.augment == "crop_flip" else torch.zeros_like(flips)
+            x = crop_flip(x, offsets, flips, pad)
         lr = lr_at(config, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        outputs = model(x)
-        loss = loss_fn(outputs, y)
-        last_loss = loss.item()
-        if not math.isfinite(last_loss):
-            status, diverged_at = "diverged", step
-            break
+        with autocast(amp, device):
+            outputs = model(x)
+            loss = loss_fn(outputs, y)
+        return x, y, outputs, loss, lr
+
+    def update(step: int, x, y, outputs, loss, lr) -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        ctx.step, ctx.inputs, ctx.targets, ctx.outputs, ctx.loss, ctx.lr = (
-            step,
-            x,
-            y,
-            outputs,
-            loss.detach(),
-            lr,
-        )
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # hooks and NormDecay see the true gradients
+        ctx.step, ctx.inputs, ctx.targets, ctx.lr = step, x, y, lr
+        ctx.outputs = outputs if amp == "off" else outputs.float()
+        ctx.loss = loss.detach()
         monitor.fire("after_backward", ctx)
         norm_decay.apply()  # hooks saw the loss gradient alone
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
         if rescaler is not None:
             rescaler.after_step()
         monitor.fire("after_step", ctx)
-        if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
+        if evaluates_after(step) and step + 1 < config.steps:
             run_eval(step + 1)
+
+    def snapshot() -> Snapshot:
+        gens = [augment] if augment is not None else []
+        return Snapshot.take(model, optimizer, scaler, gens, device)
+
+    def replay(saved: Snapshot, window: list, bad: int) -> tuple[int, float]:
+        """Back to the start of the unchecked stretch `window`, then its steps up to the
+        forward pass of its first non-finite one, `bad`; returns that step and its loss."""
+        saved.restore(model, optimizer, scaler, device)
+        for step, idx, _ in window[:bad]:
+            update(step, *forward(step, idx))
+        step, idx, _ = window[bad]
+        return step, forward(step, idx)[3].item()
+
+    status, diverged_at, step, last_loss = "completed", None, 0, math.nan
+    batches = _batches(len(x_all), config.batch_size, generator)
+    window, saved = [], None  # the unchecked steps since the last sync: (step, idx, loss)
+    loop_started = time.perf_counter()
+    for step in range(config.steps):
+        idx = next(batches).to(device)
+        sync = is_sync(step)
+        if not sync and not window:
+            saved = snapshot()
+        x, y, outputs, loss, lr = forward(step, idx)
+        if not sync:
+            window.append((step, idx, loss.detach()))
+        else:
+            if window:
+                values = torch.stack([w[2] for w in window] + [loss.detach()]).tolist()
+            else:
+                values = [loss.item()]
+            bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+            if bad is not None and bad < len(window):
+                step, last_loss = replay(saved, window, bad)
+            elif bad is not None:
+                last_loss = values[-1]
+            if bad is not None:
+                status, diverged_at = "diverged", step
+                break
+            window, last_loss = [], values[-1]
+        update(step, x, y, outputs, loss, lr)
         if task is not None:
-            progress.update(task, advance=1, description=f"loss {last_loss:.3g}")
+            shown = {"description": f"loss {last_loss:.3g}"} if sync else {}
+            progress.update(task, advance=1, **shown)
     steps_done = step + 1 if status == "completed" else step
+    loop_time = time.perf_counter() - loop_started
     final = {"train_loss": last_loss, "n_params": float(sum(p.numel() for p in model.parameters()))}
     if status == "completed":
         final.update(run_eval(steps_done))
@@ -273,4 +383,5 @@ def train(
         records=monitor.frame(),
         wall_time=time.perf_counter() - started,
         device=str(device),
+        steps_per_s=steps_done / loop_time if loop_time > 0 else math.nan,
     )

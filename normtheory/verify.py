@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from normtheory.amp import check_amp
 from normtheory.registry import list_studies, load_study
 from normtheory.report import build_report
 from normtheory.sweep import run_sweep
+from normtheory.train import resolve_device
 
 EXACT_STUDY = "exact_checks"
 
@@ -43,6 +45,7 @@ def verify(
     out: str | Path = "reports",
     device: str = "auto",
     data_root: str | Path | None = None,
+    amp: str = "off",
     command: str = "",
     progress: Callable | None = None,
     echo: Callable[[str], None] = print,
@@ -52,9 +55,11 @@ def verify(
     all) into ``runs/<study>-quick``, then the report of those runs into `out`.
 
     `executor`: `run_sweep`'s executor arguments; `data_root`: the folder of the local
-    datasets (`run_sweep`'s); `progress`: a factory of rich progress contexts (or None);
+    datasets (`run_sweep`'s); `amp`: mixed precision of the studies' training (not of the exact
+    checks); `progress`: a factory of rich progress contexts (or None);
     `echo`: where the one-line summaries go. Unknown studies raise ValueError naming the known
     ones; a study whose data is missing is "not run" (named, with the missing files)."""
+    check_amp(amp, resolve_device(device))  # one line before anything runs
     known = list_studies()
     names = [n for n in (known if studies is None else studies) if n != EXACT_STUDY]
     unknown = [n for n in names if n not in known]
@@ -72,6 +77,7 @@ def verify(
                     device="cpu" if name == EXACT_STUDY else device,
                     out=out_dir,
                     data_root=data_root,
+                    amp="off" if name == EXACT_STUDY else amp,
                     progress=bar,
                     command=command,
                     **executor,

@@ -71,11 +71,15 @@ def test_list_prints_every_study_and_the_statements_of_its_claims(capsys):
         assert f"{name:22s} {study.title}" in out
         for claim in study.claims:
             assert f"  {claim:14s} {CLAIMS[claim].statement}" in out
+        for pname, prof in study.profiles.items():  # each profile with its tier (and cost)
+            assert f"  profile {pname:10s} tier {study.tier(pname):8s} {prof.seeds:2d} seeds" in out
+    assert "  profile quick      tier quick" in out and "  profile full       tier quick" in out
 
 
 def test_run_passes_the_options_and_overrides_given_anywhere(sweep, capsys):
     argv = ["run", STUDY, "steps=5", "--profile", "faults", "--seeds", "3", "--device", "cpu",
-            "--out", "somewhere", "lr=0.1,0.2", "--threads", "2", "--data-root", "data"]  # fmt: skip
+            "--out", "somewhere", "lr=0.1,0.2", "--threads", "2", "--data-root", "data",
+            "--amp", "bf16"]  # fmt: skip
     assert main(argv) == 0
     ((name, kw),) = sweep.args
     assert name == "fault_study"
@@ -83,7 +87,7 @@ def test_run_passes_the_options_and_overrides_given_anywhere(sweep, capsys):
     assert kw == dict(
         profile="faults", seeds=3, device="cpu", out="somewhere",
         overrides={"steps": "5", "lr": "0.1,0.2"}, executor="local", workers=1, threads=2,
-        ray_address=None, data_root="data", command="normtheory " + shlex.join(argv),
+        ray_address=None, data_root="data", amp="bf16", command="normtheory " + shlex.join(argv),
     )  # fmt: skip
     out = capsys.readouterr().out
     assert "fault_study: 4 runs (2 cells × 2 seeds)" in out and "next: normtheory report" in out

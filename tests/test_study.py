@@ -120,3 +120,43 @@ def test_defaults_measure_loss_and_accuracy_and_run_a_train_cell():
     assert study.run_cell is run_train_cell
     assert [type(h) for h in study.hooks(TrainCell())] == [LossAccuracy]
     assert study.statistics(None) == [] and study.figures == {}
+
+
+@pytest.mark.parametrize(
+    "name,tier,expected",
+    [("quick", "", "quick"), ("standard", "", "standard"), ("paper", "", "paper"),
+     ("full", "", "quick"), ("mine", "", "quick"), ("full", "standard", "standard"),
+     ("quick", "paper", "paper")],
+)  # fmt: skip
+def test_a_profiles_tier_is_its_own_else_its_name_when_a_tier_else_quick(name, tier, expected):
+    profile = Profile(Grid(TrainCell()), tier=tier, cost="≈1 min on 2 CPU cores")
+    study = Study("s", "t", (), {name: profile})
+    assert study.tier(name) == expected and study.tier() == expected
+
+
+def test_an_unknown_tier_is_refused():
+    with pytest.raises(ValueError, match="unknown tier 'huge'; valid: quick, standard, paper"):
+        Profile(Grid(TrainCell()), tier="huge")
+
+
+def test_the_run_manifest_records_tier_cost_and_steps_per_second(tmp_path):
+    import json
+
+    from normtheory.sweep import run_sweep
+
+    grid = Grid(TrainCell(dataset="gaussian_mixture", arch="mlp", steps=4), {"lr": (0.05, 0.1)})
+    study = Study("s", "t", (), {"big": Profile(grid, tier="standard", cost="≈2 s")})
+    run_sweep(study, device="cpu", out=tmp_path / "run")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert (manifest["tier"], manifest["cost"]) == ("standard", "≈2 s")
+    assert manifest["steps_per_s"] > 0
+    for record in (tmp_path / "run" / "cells").glob("*.json"):
+        assert json.loads(record.read_text())["steps_per_s"] > 0
+    from normtheory.report.tables import Section, meta
+    from normtheory.results import load_cells
+
+    cells = load_cells(tmp_path / "run")
+    assert (cells["steps_per_s"] > 0).all()
+    sec = Section(tmp_path / "run", "s", "t", "", manifest, cells=cells)
+    assert " over 2 runs (each " in meta(sec)["steps/s"]
+    assert meta(sec)["profile"] == "big (tier standard)"

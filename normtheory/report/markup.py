@@ -88,6 +88,12 @@ def _fig_link(r: dict) -> str:
     return f'<a href="#fig-{html.escape(r["figure"])}">{html.escape(name)}</a>'
 
 
+def _tier(r: dict) -> str:
+    """`` (tier X)`` for a claim row that a run decided, else nothing."""
+    tier = r.get("tier", "–")
+    return f" (tier {tier})" if tier not in ("–", "", None) else ""
+
+
 def _claim_row_html(r: dict) -> str:
     e = html.escape
     verdict = e(r["label"])
@@ -103,7 +109,7 @@ def _claim_row_html(r: dict) -> str:
         f"<td>{e(r['statement'])}<div class='test' title='{e(r['source'])}'>"
         f"{e(r['source'].split(',')[0])}</div></td>"
         f"<td>{e(r['setting'])}<div class='reason'>{e(r['paper'])}</div></td>"
-        f"<td>{e(r['scale'])}<div class='test'>{e(r['profile'])} · {e(r['run'])}</div></td>"
+        f"<td>{e(r['scale'])}<div class='test'>{e(r['profile'])}{e(_tier(r))} · {e(r['run'])}</div></td>"
         f'<td class="verdict {_cls(r["verdict"])}">{verdict}'
         f"<div class='reason'>{_e(r['reason'])}</div><div class='test'>{e(r['test'])}</div></td>"
         f"<td>{stat}</td><td class='num'>{e(r['effect'])}</td><td>{_fig_link(r)}</td></tr>"
@@ -225,7 +231,7 @@ def markdown_page(sections: list[Section], rows: list[dict], provenance: str) ->
             r["claim"],
             f"{r['statement']} ({r['source'].split(',')[0]})",
             f"{r['setting']}; {r['paper']}",
-            f"{r['scale']} ({r['profile']})",
+            f"{r['scale']} ({r['profile']}{_tier(r).replace(' (', ', ').rstrip(')')})",
             f"**{r['label']}**: {r['reason']} ({r['test']})",
             stat if r["statistic"] else "",
             r["effect"],

@@ -28,7 +28,8 @@ LEGEND = {
     NOT_RUN: "no stored result tests the claim (the row names the command that would), or the "
     "run's results were missing or its statistics failed",
 }
-TIERS = {"paper": 3, "standard": 2, "full": 1, "quick": 0}
+TIERS = {"paper": 3, "standard": 2, "quick": 0}  # a run's tier → rank (higher wins)
+_LEGACY = {"full": 1}  # within a tier, a run of a profile named "full" beats one named "quick"
 
 
 @dataclass
@@ -75,8 +76,16 @@ class Section:
         return [r for cv in self.claim_verdicts.values() for r in cv.rows]
 
     @property
-    def tier(self) -> int:
-        return TIERS.get(self.manifest.get("profile", ""), -1)
+    def tier_name(self) -> str:
+        """The run's tier: the manifest's (written by `run_sweep` from the profile), else the
+        profile's name when it is a tier, else ``quick`` (`normtheory.study.profile_tier`)."""
+        name = self.manifest.get("profile", "")
+        return self.manifest.get("tier") or (name if name in TIERS else "quick")
+
+    @property
+    def tier(self) -> tuple[int, int]:
+        """Rank of the run: its tier's, then a profile named ``full`` above one named ``quick``."""
+        return TIERS.get(self.tier_name, -1), _LEGACY.get(self.manifest.get("profile", ""), 0)
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -242,6 +251,7 @@ def claim_rows(sections: list[Section], testers: dict[str, list[str]]) -> list[d
                 "seeds": cv.n_seeds,
                 "scale": _scale(sec) if sec is not None else "–",
                 "profile": sec.manifest.get("profile", "?") if sec is not None else "–",
+                "tier": sec.tier_name if sec is not None else "–",
                 "run": sec.run.name if sec is not None else "",
                 "test": _test_status(claim, sec),
                 "figure": _figure_for(cid, sec) if sec is not None else "",
@@ -287,6 +297,21 @@ def statistic_rows(sections: list[Section]) -> list[dict]:
     return rows
 
 
+def _speed(cells: pd.DataFrame | None) -> str | None:
+    """Training speed of the stored runs: total steps over total loop seconds, and the range of
+    the runs' own steps/s (runs stored before steps/s was recorded are left out)."""
+    if cells is None or "steps_per_s" not in cells or "steps_done" not in cells:
+        return None
+    rate = pd.to_numeric(cells["steps_per_s"], errors="coerce")
+    steps = pd.to_numeric(cells["steps_done"], errors="coerce")
+    ok = (rate > 0) & (steps > 0) & rate.notna() & steps.notna()
+    if not ok.any():
+        return None
+    total = float(steps[ok].sum() / (steps[ok] / rate[ok]).sum())
+    lo, hi = float(rate[ok].min()), float(rate[ok].max())
+    return f"{total:.1f} over {int(ok.sum())} runs (each {lo:.1f}–{hi:.1f})"
+
+
 def meta(sec: Section) -> dict:
     """The run metadata shown under each section."""
     m, cells = sec.manifest, sec.cells
@@ -301,8 +326,10 @@ def meta(sec: Section) -> dict:
         "python": versions.get("python", "?"),
         "torch": versions.get("torch", "?"),
         "device": m.get("device", "?"),
-        "profile": m.get("profile", "?"),
+        "profile": f"{m.get('profile', '?')} (tier {sec.tier_name})",
     }
+    if m.get("amp", "off") != "off":
+        out["amp"] = m["amp"]
     if cells is not None:
         n_seeds = int(m.get("config", {}).get("seeds", 0) or 0)
         n_cells = len(m.get("config", {}).get("cells", []))
@@ -311,6 +338,8 @@ def meta(sec: Section) -> dict:
             + (f": {', '.join(f'{v} {k}' for k, v in counts.items())}" if counts else "")
         )
     out["wall time"] = f"{wall:.1f} s" + (" (training)" if cells is not None else "")
+    if (speed := _speed(cells)) is not None:
+        out["steps/s"] = speed
     out["started"] = m.get("started_at", "–")
     out["finished"] = m.get("finished_at", "not finished")
     out["command"] = m.get("command") or "–"

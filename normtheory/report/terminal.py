@@ -18,7 +18,7 @@ STYLES = {
 
 
 def claims_table(claims: pd.DataFrame | str | Path) -> Table:
-    """A rich `Table`: id, verdict, primary statistic with its CI, seeds, profile — one row per
+    """A rich `Table`: id, verdict, primary statistic with its CI, seeds, profile and its tier — one row per
     claim, coloured by verdict (`claims` is the frame or the path of claims.csv)."""
     if not isinstance(claims, pd.DataFrame):
         claims = pd.read_csv(claims, keep_default_na=False)
@@ -27,7 +27,7 @@ def claims_table(claims: pd.DataFrame | str | Path) -> Table:
     table.add_column("verdict", max_width=28)
     table.add_column("primary statistic: estimate [95% CI]", ratio=1, overflow="fold")
     table.add_column("seeds", justify="right")
-    table.add_column("profile")
+    table.add_column("profile (tier)")
     for r in claims.itertuples():
         style = STYLES.get(r.verdict, "")
         label = str(r.label)
@@ -37,6 +37,6 @@ def claims_table(claims: pd.DataFrame | str | Path) -> Table:
             f"[{style}]{label}[/]" if style else label,
             stat,
             str(r.seeds),
-            str(r.profile),
+            f"{r.profile} ({getattr(r, 'tier', '?')})",
         )
     return table

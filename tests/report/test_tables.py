@@ -31,10 +31,12 @@ def _verdict(claim=CLAIM, verdict="supported", est=0.1, lo=0.05, hi=0.15, n=5, s
 
 
 def _section(run, verdict="supported", *, claim=CLAIM, study=None, profile="quick",
-             finished="2026-01-01", expected=4, complete=4, rows=None) -> Section:  # fmt: skip
+             finished="2026-01-01", expected=4, complete=4, rows=None, tier=None) -> Section:  # fmt: skip
     rows = rows if rows is not None else [_verdict(claim, verdict)]
     cv = ClaimVerdict(claim, verdict, rows=rows, n_seeds=5, headline=rows[0] if rows else None)
     manifest = {"profile": profile, "finished_at": finished, "tests": {}}
+    if tier is not None:  # runs stored before tiers were recorded have none
+        manifest["tier"] = tier
     return Section(
         run=Path("runs") / run, study_name=study or CLAIMS[claim].study, title="t",
         description="", manifest=manifest, claim_verdicts={claim: cv}, expected=expected,
@@ -78,10 +80,24 @@ def test_without_runs_every_claim_is_a_not_run_row_naming_the_command():
         (dict(complete=2), dict(finished="2020-01-01")),  # complete beats partial, even older
         (dict(profile="paper", complete=2), dict(profile="quick")),  # partial loses first
         (dict(profile="quick"), dict(profile="standard", finished="2020-01-01")),  # tier
+        (
+            dict(profile="paper", tier="quick"),
+            dict(profile="x", tier="standard", finished="2020-01-01"),
+        ),  # the recorded tier
+        (dict(profile="quick", tier="quick"), dict(profile="full", finished="2020-01-01")),
         (dict(finished="2026-01-01"), dict(finished="2026-02-01")),  # then the latest
         (dict(study="other"), dict(finished="2020-01-01", profile="quick")),  # its own study
     ],
-    ids=["verdict", "complete", "complete-over-tier", "tier", "latest", "registered-study"],
+    ids=[
+        "verdict",
+        "complete",
+        "complete-over-tier",
+        "tier",
+        "recorded-tier",
+        "full-over-quick",
+        "latest",
+        "registered-study",
+    ],
 )
 def test_which_run_stands_for_a_claim(a, b):
     sections = [_section("a", **({"verdict": "supported"} | a)), _section("b", **b)]
@@ -144,3 +160,26 @@ def test_meta_counts_the_runs_and_sums_the_training_time():
     assert got["runs"] == "3 of 4 complete (2 cells × 2 seeds): 2 completed, 1 diverged"
     assert got["wall time"] == "3.5 s (training)" and got["commit"] == "abc"
     assert got["finished"] == "2026-01-01" and got["command"] == "–"
+
+
+def test_the_claims_row_states_the_tier_its_verdict_comes_from():
+    rows = [_section("a", profile="quick", tier="quick"),
+            _section("b", profile="big", tier="paper", finished="2020-01-01"),
+            _section("c", profile="standard", finished="2020-01-01")]  # fmt: skip
+    row = _stands(rows)
+    assert (row["run"], row["profile"], row["tier"]) == ("b", "big", "paper")
+    row = _stands(rows[::2])
+    assert (row["run"], row["tier"]) == ("c", "standard")  # no recorded tier: from the name
+    assert _stands([])["tier"] == "–"
+
+
+def test_meta_shows_the_tier_the_amp_setting_and_the_steps_per_second():
+    sec = _section("a", profile="full")
+    sec.manifest["amp"] = "bf16"
+    sec.cells = pd.DataFrame({"status": ["completed"] * 2, "seed": [0, 1], "wall_time": [1.0, 3.0],
+                              "steps_done": [100, 300], "steps_per_s": [50.0, 200.0]})  # fmt: skip
+    m = meta(sec)
+    assert m["profile"] == "full (tier quick)" and m["amp"] == "bf16"
+    assert m["steps/s"] == "114.3 over 2 runs (each 50.0–200.0)"  # 400 steps / 3.5 s
+    sec.cells = sec.cells.drop(columns="steps_per_s")  # runs stored before steps/s: no line
+    assert "steps/s" not in meta(sec) and "amp" in meta(sec)

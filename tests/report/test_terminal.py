@@ -88,3 +88,11 @@ def test_the_table_fits_the_terminal(width):
     out = io.StringIO()
     Console(file=out, width=width, color_system=None).print(claims_table(rows))
     assert max(len(line) for line in out.getvalue().splitlines()) <= width
+
+
+def test_the_profile_column_names_the_tier_of_each_verdict():
+    claims = _claims(2).assign(profile=["full", "standard"], tier=["quick", "standard"])
+    assert _column(claims_table(claims), "profile (tier)") == [
+        "full (quick)",
+        "standard (standard)",
+    ]
