@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from normtheory.checks import check_choice
-from normtheory.data import list_datasets, load_dataset
+from normtheory.data import list_datasets, load_dataset, split_validation
 from normtheory.models import build_model, list_archs, list_placements
 from normtheory.norms import _REGISTRY, parse_norm_spec
 from normtheory.train import TrainConfig, TrainResult, train
@@ -41,6 +41,12 @@ class TrainCell:
         lr_scaling: ``linear`` uses lr·B/ref_batch, ``sqrt`` lr·√(B/ref_batch) (Goyal et al. 2017).
         examples: when > 0, steps = examples // batch_size, so every batch size sees the same
             number of examples; otherwise `steps` is used.
+        epochs: when > 0 (and `examples` is 0), steps = epochs · (n_train // batch_size): equal
+            passes over the training data for every batch size.
+        validation: when > 0, this share of the training set is held out (stratified, split
+            seed 0; `normtheory.data.split_validation`), the model trains on the rest and the
+            cell's "test" metrics are measured on the held-out part: for tuning, so that the
+            test split is never looked at.
         rescale: weight rescaling (WRS) after every step; see `TrainConfig`.
         gamma_decay, beta_decay: decay of the norms' γ toward 1 and β toward 0 (`TrainConfig`).
         tag: a free-form name of the cell's case (e.g. ``"SGD+WD"``), for figures and tables;
@@ -70,6 +76,8 @@ class TrainCell:
     weight_decay: float = 0.0
     batch_size: int = 32
     examples: int = 0
+    epochs: int = 0
+    validation: float = 0.0
     steps: int = 200
     schedule: str = "constant"
     eval_every: int = 0
@@ -107,7 +115,18 @@ class TrainCell:
                 f"data_rank applies to the synthetic datasets ({', '.join(_LOW_RANK_DATASETS)}), "
                 f"not to {self.dataset!r}; leave it 0"
             )
-        for name in ("max_train", "examples", "examples_per_group", "eval_every", "data_rank"):
+        if not 0 <= self.validation < 1:
+            raise ValueError(f"validation must be in [0, 1), got {self.validation}")
+        if self.examples and self.epochs:
+            raise ValueError("set examples or epochs, not both")
+        for name in (
+            "max_train",
+            "examples",
+            "epochs",
+            "examples_per_group",
+            "eval_every",
+            "data_rank",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.dropout_keep <= 1:
@@ -128,12 +147,15 @@ class TrainCell:
 
     @property
     def effective_lr(self) -> float:
-        ratio = self.batch_size / self.ref_batch
-        return self.lr * {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[self.lr_scaling]
+        return scaled_lr(self.lr, self.lr_scaling, self.batch_size, self.ref_batch)
 
     @property
     def effective_steps(self) -> int:
-        return self.examples // self.batch_size if self.examples else self.steps
+        if self.examples:
+            return self.examples // self.batch_size
+        if self.epochs:
+            return self.epochs * (len(cell_data(self)[0]) // self.batch_size)
+        return self.steps
 
     def train_config(self, seed: int, device: str = "auto") -> TrainConfig:
         return TrainConfig(
@@ -160,6 +182,13 @@ class TrainCell:
         if kw.get("examples_per_group") == 0:
             kw["examples_per_group"] = None
         return kw
+
+
+def scaled_lr(lr: float, scaling: str, batch_size: int, ref_batch: int) -> float:
+    """The learning rate a cell trains with: lr · (B / ref)^p, p = 0, 1 or ½ for ``scaling``
+    ``none``, ``linear`` or ``sqrt``."""
+    ratio = batch_size / ref_batch
+    return lr * {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[scaling]
 
 
 def _check_types(cell) -> None:
@@ -193,8 +222,19 @@ def _cached_dataset(name: str, max_train: int, rank: int, channels: int):
 
 
 def cell_data(cell: TrainCell):
-    """The cell's (train, test) datasets: split seed 0, so every seed sees the same data."""
-    return _cached_dataset(cell.dataset, cell.max_train, cell.data_rank, cell.data_channels)
+    """The cell's (train, test) datasets: split seed 0, so every seed sees the same data; with
+    ``cell.validation`` > 0, (train without the held-out part, the held-out part) instead."""
+    train, test = _cached_dataset(cell.dataset, cell.max_train, cell.data_rank, cell.data_channels)
+    if cell.validation:
+        return _cached_split(
+            cell.dataset, cell.max_train, cell.data_rank, cell.data_channels, cell.validation
+        )
+    return train, test
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_split(name: str, max_train: int, rank: int, channels: int, fraction: float):
+    return split_validation(_cached_dataset(name, max_train, rank, channels)[0], fraction)
 
 
 def probe_batch(cell: TrainCell, n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:

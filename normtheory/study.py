@@ -30,11 +30,15 @@ class Grid:
         cases: optional bundles of field values that vary together (e.g. an optimizer's
             settings: ``{"tag": "SGD+WD", "weight_decay": 5e-3}``); every case is crossed with
             the axes. A field cannot be both a case key and an axis.
+        adjust: optional ``cell -> cell`` applied to every cell last, for settings that depend
+            on several axes at once (`normtheory.tuning.LrTable`: the learning rate tuned for
+            each norm and batch size). The stored config is the adjusted cell.
     """
 
     base: Any
     axes: dict[str, tuple] = field(default_factory=dict)
     cases: tuple[dict, ...] = ()
+    adjust: Callable[[Any], Any] | None = None
 
     def __post_init__(self):
         names = {f.name for f in dataclasses.fields(self.base)}
@@ -73,11 +77,12 @@ class Grid:
 
     def cells(self) -> list:
         keys = list(self.axes)
-        return [
+        cells = [
             dataclasses.replace(self.base, **case, **dict(zip(keys, values)))
             for case in (self.cases or ({},))
             for values in product(*self.axes.values())
         ]
+        return [self.adjust(c) for c in cells] if self.adjust is not None else cells
 
     def override(self, overrides: dict[str, str]) -> "Grid":
         """Applies CLI-style ``key=value`` strings; ``key=a,b`` makes (or replaces) an axis.
@@ -101,7 +106,7 @@ class Grid:
                 axes[key] = values
             else:
                 base = dataclasses.replace(base, **{key: values[0]})
-        return Grid(base, axes, tuple(cases))
+        return Grid(base, axes, tuple(cases), self.adjust)
 
 
 def cross(*groups: tuple[dict, ...]) -> tuple[dict, ...]:
@@ -124,11 +129,14 @@ def _parse(key: str, text: str, kind) -> Any:
 
 @dataclass(frozen=True)
 class Profile:
-    """A named size of a study: its grid and number of seeds."""
+    """A named size of a study: its grid and number of seeds, ``first_seed`` … ``first_seed +
+    seeds − 1`` (a tuning profile starts elsewhere, so its seeds are disjoint from the verdict
+    profiles' 0, 1, …)."""
 
     grid: Grid
     seeds: int = 1
     description: str = ""
+    first_seed: int = 0
 
 
 def _default_hooks(cell) -> list[Hook]:
