@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from normtheory.data import ArrayDataset, list_datasets, load_dataset
+from normtheory.data import ArrayDataset, list_datasets, load_dataset, split_validation
 
 SMALL = {  # name -> (kwargs, in_shape, num_classes, n_train, n_test)
     "digits": ({}, (1, 8, 8), 10, 1347, 450),
@@ -286,3 +286,27 @@ def test_grey_images_on_several_channels():
         load_dataset("teacher", channels=3)
     with pytest.raises(ValueError, match="channels"):
         load_dataset("digits", channels=0)
+
+
+def test_split_validation_is_a_stratified_seeded_partition():
+    """Oracle: counting. Each class gives round(fraction · n_c) examples to validation, the two
+    parts partition the training set (by row identity), keep its order, and the seed fixes them."""
+    train, _ = load_dataset("digits")
+    rest, val = split_validation(train, 0.2, seed=0)
+    ids = {
+        tuple(x.flatten().tolist()) + (int(y),): i for i, (x, y) in enumerate(zip(*train.tensors))
+    }
+    rest_ids = [ids[tuple(x.flatten().tolist()) + (int(y),)] for x, y in zip(*rest.tensors)]
+    val_ids = [ids[tuple(x.flatten().tolist()) + (int(y),)] for x, y in zip(*val.tensors)]
+    assert sorted(rest_ids + val_ids) == list(range(len(train)))  # a partition
+    assert rest_ids == sorted(rest_ids) and val_ids == sorted(val_ids)  # original order
+    counts = np.bincount(train.targets.numpy(), minlength=10)
+    assert np.bincount(val.targets.numpy(), minlength=10).tolist() == [
+        round(0.2 * c) for c in counts
+    ]
+    again = split_validation(train, 0.2, seed=0)[1]
+    assert torch.equal(again.inputs, val.inputs)
+    assert not torch.equal(split_validation(train, 0.2, seed=1)[1].inputs, val.inputs)
+    assert (val.name, val.num_classes, val.in_shape) == (train.name, 10, train.in_shape)
+    with pytest.raises(ValueError, match="fraction"):
+        split_validation(train, 1.0)
