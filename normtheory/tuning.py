@@ -28,6 +28,7 @@ __all__ = [
     "TUNE_SEED",
     "LrTable",
     "best_lrs",
+    "lr_table_source",
     "convergence_figure",
     "is_tuning",
     "tuning_figure",
@@ -93,6 +94,17 @@ def best_lrs(cells: pd.DataFrame) -> pd.DataFrame:
         edge = best["trained_lr"] in (sub["trained_lr"].min(), sub["trained_lr"].max())
         rows.append((*key, best["trained_lr"], best["mean"], int(best["count"]), edge))
     return pd.DataFrame(rows, columns=[*KEYS, "lr", "val_error", "n_seeds", "at_edge"])
+
+
+def lr_table_source(cells: pd.DataFrame) -> str:
+    """`best_lrs` of a tuning run as the Python literal a study commits in its `LrTable`:
+    ``{(norm, batch_size): lr, ...}``, rates to 4 significant digits, one entry a line."""
+    best = best_lrs(cells)
+    lines = [
+        f"        ({n!r}, {int(b)}): {float(f'{lr:.4g}')!r},"
+        for n, b, lr in best[[*KEYS, "lr"]].values
+    ]
+    return "{\n" + "\n".join(lines) + "\n    }"
 
 
 def tuning_figure(results) -> "Figure":  # noqa: F821

@@ -19,6 +19,7 @@ from normtheory.tuning import (
     best_lrs,
     convergence_figure,
     is_tuning,
+    lr_table_source,
     tuning_figure,
     tuning_profile,
 )
@@ -125,3 +126,14 @@ def test_a_profile_runs_its_seeds_from_first_seed(tmp_path):
     assert sorted(cells["seed"]) == [1000, 1001] and set(cells["status"]) == {"completed"}
     assert set(cells["steps_done"]) == {(64 - 16) // 16}  # 48 examples left after 25 % held out
     assert scaled_lr(0.1, "linear", 16, 32) == pytest.approx(0.05)
+
+
+def test_lr_table_source_is_the_best_lrs_as_a_literal():
+    errors = {(n, b, lr): [abs(lr - 0.05 * b) + 0.01] * 2 for n in ("batch", "frn") for b in (1, 2) for lr in (0.025, 0.05, 0.1)}  # fmt: skip
+    table = eval(lr_table_source(_tuning_cells(errors)))  # noqa: S307 (our own literal)
+    best = best_lrs(_tuning_cells(errors))
+    assert table == {
+        (n, b): pytest.approx(lr, rel=1e-3)
+        for n, b, lr in best[["norm", "batch_size", "lr"]].values
+    }
+    assert table[("frn", 2)] == pytest.approx(0.1 * math.sqrt(2 / 8))
