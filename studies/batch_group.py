@@ -30,7 +30,7 @@ Protocol (`normtheory.tuning`, shared with the ``batch_size`` study): a 3-layer 
 is not dominated by the noise of batch-1 steps), the same number of epochs at every batch size —
 enough for the largest batch to converge (figure ``convergence``: the training loss per epoch
 flattens) — and for every (norm, batch size) the learning rate of `LRS`: the lowest mean
-validation error among 0.1·2^k·√(B/8), k = −3 … 2, trained on the training set minus a stratified
+validation error among 0.1·2^k·√(B/8), k = −3 … 3, trained on the training set minus a stratified
 20 % validation part, on tuning seeds 1000–1001 (the verdict seeds are 0, 1, …; the test split is
 never used to choose; figure ``lr_tuning`` of the ``tune`` run). ``quick``: batch sizes 1, 2, 4,
 8, 4 epochs, 5 seeds; ``full``: batch sizes 1–16, 8 epochs, 8 seeds (its own tuning run,
@@ -51,7 +51,7 @@ CLAIM = "BGN-TINY"
 NORMS = ("batch", "group", "batch_group")
 BGN, RIVALS = "batch_group", {"batch": "BN", "group": "GN"}
 SMALL = 8  # the claim's "very small" batch sizes: B <= SMALL
-FACTORS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)  # LR candidates: BASE.lr × these, √(B/8)-scaled
+FACTORS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # LR candidates: BASE.lr × these, √(B/8)-scaled
 BASE = TrainCell(
     dataset="digits",
     arch="convnet",
@@ -149,11 +149,11 @@ STUDY = Study(
             "rates, 5 seeds",
         ),
         "tune": tuning_profile(
-            QUICK, FACTORS, description="the quick cells × 6 learning rates on a validation split"
+            QUICK, FACTORS, description="the quick cells × 7 learning rates on a validation split"
         ),
         "full": Profile(FULL, seeds=8, description="batch sizes 1–16, 8 epochs, 8 seeds"),
         "tune_full": tuning_profile(
-            FULL, FACTORS, description="the full cells × 6 learning rates on a validation split"
+            FULL, FACTORS, description="the full cells × 7 learning rates on a validation split"
         ),
     },
     statistics=statistics,

@@ -20,7 +20,7 @@ Protocol (`normtheory.tuning`): a small convnet on sklearn's handwritten digits 
 momentum 0.9 and a cosine decay to 0, the same number of epochs at every batch size — enough for
 B_max to converge (figure ``convergence``: the training loss per epoch flattens) — and for every
 (norm, batch size) the learning rate of `LRS`: the lowest mean validation error among 0.1·2^k·
-√(B/32), k = −3 … 2, trained on the training set minus a stratified 20 % validation part, on
+√(B/32), k = −3 … 3, trained on the training set minus a stratified 20 % validation part, on
 tuning seeds 1000–1001 (the verdict seeds are 0–4; the test split is never used to choose; figure
 ``lr_tuning`` of the tuning run). BN runs at batch 1 too: its convs normalize over the positions
 of the one image (8×8 … 2×2), so it trains, but it is tested with population statistics it never
@@ -47,7 +47,7 @@ from normtheory.tuning import LrTable, convergence_figure, is_tuning, tuning_fig
 
 NORMS = ("batch", "group", "layer", "instance", "group+ws", "frn", "batch_group", "none")
 CLAIM_NORMS = ("batch", "group", "group+ws", "frn")  # the norms the claims compare
-FACTORS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)  # LR candidates: BASE.lr × these, √(B/32)-scaled
+FACTORS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # LR candidates: BASE.lr × these, √(B/32)-scaled
 BASE = TrainCell(
     dataset="digits",
     arch="convnet",
@@ -165,11 +165,11 @@ STUDY = Study(
             "learning rates, 5 seeds",
         ),
         "tune": tuning_profile(
-            QUICK, FACTORS, description="the quick cells × 6 learning rates on a validation split"
+            QUICK, FACTORS, description="the quick cells × 7 learning rates on a validation split"
         ),
         "full": Profile(FULL, seeds=5, description="8 norms, batch sizes 1–128, 30 epochs"),
         "tune_full": tuning_profile(
-            FULL, FACTORS, description="the full cells × 6 learning rates on a validation split"
+            FULL, FACTORS, description="the full cells × 7 learning rates on a validation split"
         ),
     },
     hooks=hooks,
