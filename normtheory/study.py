@@ -33,12 +33,15 @@ class Grid:
         adjust: optional ``cell -> cell`` applied to every cell last, for settings that depend
             on several axes at once (`normtheory.tuning.LrTable`: the learning rate tuned for
             each norm and batch size). The stored config is the adjusted cell.
+        keep: optional ``cell -> bool``: only the cells it accepts are run (e.g. an expensive
+            batch size for the one norm a claim needs there).
     """
 
     base: Any
     axes: dict[str, tuple] = field(default_factory=dict)
     cases: tuple[dict, ...] = ()
     adjust: Callable[[Any], Any] | None = None
+    keep: Callable[[Any], bool] | None = None
 
     def __post_init__(self):
         names = {f.name for f in dataclasses.fields(self.base)}
@@ -82,6 +85,7 @@ class Grid:
             for case in (self.cases or ({},))
             for values in product(*self.axes.values())
         ]
+        cells = [c for c in cells if self.keep(c)] if self.keep is not None else cells
         return [self.adjust(c) for c in cells] if self.adjust is not None else cells
 
     def override(self, overrides: dict[str, str]) -> "Grid":
@@ -106,7 +110,7 @@ class Grid:
                 axes[key] = values
             else:
                 base = dataclasses.replace(base, **{key: values[0]})
-        return Grid(base, axes, tuple(cases), self.adjust)
+        return Grid(base, axes, tuple(cases), self.adjust, self.keep)
 
 
 def cross(*groups: tuple[dict, ...]) -> tuple[dict, ...]:

@@ -60,12 +60,13 @@ class LrTable:
 
 
 def tuning_profile(grid: Grid, factors, *, seeds: int = 2, validation: float = 0.2, description=""):
-    """The tuning twin of a verdict grid: the same cells (no `LrTable`), with ``lr`` ×
+    """The tuning twin of a verdict grid: the same cells (the same `Grid.keep`, no `LrTable`), with ``lr`` ×
     each of `factors` as an axis, `validation` of the training set held out for evaluation,
     and `seeds` seeds from `TUNE_SEED` on."""
     base = replace(grid.base, validation=validation)
     axes = {**grid.axes, "lr": tuple(grid.base.lr * f for f in factors)}
-    return Profile(Grid(base, axes, grid.cases), seeds, description, first_seed=TUNE_SEED)
+    tuned = Grid(base, axes, grid.cases, keep=grid.keep)
+    return Profile(tuned, seeds, description, first_seed=TUNE_SEED)
 
 
 def is_tuning(cells: pd.DataFrame) -> bool:

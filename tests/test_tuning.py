@@ -40,6 +40,24 @@ def test_table_sets_the_tuned_rate_unscaled_and_leaves_other_cells_alone():
     ] == 0.03
 
 
+def test_keep_filters_cells_before_the_table_and_survives_overrides_and_tuning():
+    def keep(cell):
+        return cell.batch_size > 2 or cell.norm == "group"
+
+    grid = Grid(BASE, {"norm": ("batch", "group"), "batch_size": (2, 8)}, adjust=TABLE, keep=keep)
+    assert [(c.norm, c.batch_size, c.lr) for c in grid.cells()] == [
+        ("batch", 8, 0.1), ("group", 2, 0.1), ("group", 8, 0.4)
+    ]  # fmt: skip
+    wider = grid.override({"batch_size": "1,2,16"})
+    assert [(c.norm, c.batch_size) for c in wider.cells()] == [
+        ("batch", 16), ("group", 1), ("group", 2), ("group", 16)
+    ]  # fmt: skip
+    tune = tuning_profile(grid, (1.0, 2.0))
+    assert {(c.norm, c.batch_size) for c in tune.grid.cells()} == {
+        ("batch", 8), ("group", 2), ("group", 8)
+    }  # fmt: skip
+
+
 def test_tuning_profile_is_the_grid_with_an_lr_axis_a_validation_split_and_disjoint_seeds():
     grid = Grid(BASE, {"norm": ("batch", "group"), "batch_size": (2, 8)}, adjust=TABLE)
     prof = tuning_profile(grid, (0.5, 1.0, 2.0), seeds=3)
