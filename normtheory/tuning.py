@@ -109,25 +109,28 @@ def lr_table_source(cells: pd.DataFrame) -> str:
 
 
 def tuning_figure(results) -> "Figure":  # noqa: F821
-    """Validation error vs learning rate (as trained), one panel per norm, one line per batch
-    size: mean and t-CI over the tuning seeds."""
+    """Validation error vs candidate learning rate, one panel per norm, one line per batch
+    size: mean and t-CI over the tuning seeds. The x axis is the candidate before its
+    √(B/ref_batch) scaling (the same ticks for every batch size); the title lists the rates
+    chosen, as trained."""
     title = "Validation error vs learning rate (tuning run)"
     if not is_tuning(results.cells):
         return missing_figure(title, ["a tuning run (normtheory run <study> --profile tune)"])
     best = best_lrs(results.cells)
-    chosen = "; ".join(f"{n}@{b}: {lr:.3g}" for n, b, lr in best[[*KEYS, "lr"]].values)
+    chosen = [f"{n}@{b}: {lr:.3g}" for n, b, lr in best[[*KEYS, "lr"]].values]
+    lines = ["; ".join(chosen[i : i + 6]) for i in range(0, len(chosen), 6)]
     return by_condition(
         _validation_errors(results.cells),
         "val_error",
-        "trained_lr",
+        "lr",
         hue="batch_size",
         panel="norm",
         categorical=False,
         logx=2,
         clip=(0, 1),
-        title=f"{title}\nchosen: {chosen}",
+        title="\n".join([title, "chosen (as trained):", *lines]),
         ylabel="validation error (fraction)",
-        xlabel="learning rate (log scale)",
+        xlabel="candidate learning rate before √(B/ref) scaling (log scale)",
     )
 
 
