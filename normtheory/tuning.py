@@ -130,7 +130,7 @@ def tuning_figure(results) -> "Figure":  # noqa: F821
         clip=(0, 1),
         title="\n".join([title, "chosen (as trained):", *lines]),
         ylabel="validation error (fraction)",
-        xlabel="candidate learning rate before √(B/ref) scaling (log scale)",
+        xlabel="candidate lr, before × √(B/ref)",
     )
 
 
