@@ -59,7 +59,7 @@ class LrTable:
         return cell if lr is None else replace(cell, lr=float(lr), lr_scaling="none")
 
 
-def tuning_profile(grid: Grid, factors, *, seeds: int = 2, validation: float = 0.2, description=""):
+def tuning_profile(grid: Grid, factors, *, seeds: int = 1, validation: float = 0.2, description=""):
     """The tuning twin of a verdict grid: the same cells (the same `Grid.keep`, no `LrTable`), with ``lr`` ×
     each of `factors` as an axis, `validation` of the training set held out for evaluation,
     and `seeds` seeds from `TUNE_SEED` on."""

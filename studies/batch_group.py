@@ -32,7 +32,7 @@ enough for the largest batch to converge (figure ``convergence``: the training l
 flattens; after 4 epochs no norm had flattened at batch 8, 0.21 → 0.08 over epochs 3–4 for
 BGN) — and for every (norm, batch size) the learning rate of `LRS`: the lowest mean
 validation error among 0.1·2^k·√(B/8), k = −3 … 3, trained on the training set minus a stratified
-20 % validation part, on tuning seeds 1000–1001 (the verdict seeds are 0, 1, …; the test split is
+20 % validation part, on tuning seed 1000 (the verdict seeds are 0, 1, …; the test split is
 never used to choose; figure ``lr_tuning`` of the ``tune`` run). ``quick``: batch sizes 1, 2, 4,
 8, 8 epochs, 5 seeds; ``full``: batch sizes 1–16, 12 epochs, 8 seeds (its own tuning run,
 ``tune_full``; cells `LRS` lacks fall back to 0.1·√(B/8)).
@@ -71,7 +71,7 @@ BASE = TrainCell(
 )
 # Chosen by `normtheory run batch_group --profile tune --device cpu --out runs/batch_group-tune`,
 # then `normtheory.tuning.lr_table_source(normtheory.results.load_cells("runs/batch_group-tune"))`:
-# the lowest mean validation error over tuning seeds 1000-1001 (`best_lrs`; the lr_tuning figure
+# the lowest mean validation error on tuning seed 1000 (`best_lrs`; the lr_tuning figure
 # of that run's report shows every candidate).
 LRS = LrTable({}, command="normtheory run batch_group --profile tune")
 QUICK = Grid(BASE, {"norm": NORMS, "batch_size": (1, 2, 4, 8)}, adjust=LRS)

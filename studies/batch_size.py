@@ -23,7 +23,7 @@ exploratory run on the validation split GN and FRN at batch 32 were still fallin
 0.22 → 0.09 → 0.08 over epochs 4–6, and flat at ≈ 0.02 over epochs 10–12 of 12) — and for every
 (norm, batch size) the learning rate of `LRS`: the lowest mean validation error among 0.1·2^k·
 √(B/32), k = −3 … 3, trained on the training set minus a stratified 20 % validation part, on
-tuning seeds 1000–1001 (the verdict seeds are 0–4; the test split is never used to choose; figure
+tuning seed 1000 (the verdict seeds are 0–4; the test split is never used to choose; figure
 ``lr_tuning`` of the tuning run). At batch 1 ``quick`` trains only GN+WS, the norm WS-MICRO
 claims there: batch 1 is 60 % of a norm's cost at equal epochs and no other claim is about it
 (GN-BATCH is claimed at 2, FRN-BATCH over 2–32). ``full`` trains every norm at batch 1; BN trains
@@ -69,7 +69,7 @@ BASE = TrainCell(
 )
 # Chosen by `normtheory run batch_size --profile tune --device cpu --out runs/batch_size-tune`, then
 # `normtheory.tuning.lr_table_source(normtheory.results.load_cells("runs/batch_size-tune"))`: the
-# lowest mean validation error over tuning seeds 1000-1001 (`best_lrs`; the lr_tuning figure of
+# lowest mean validation error on tuning seed 1000 (`best_lrs`; the lr_tuning figure of
 # that run's report shows every candidate).
 LRS = LrTable({}, command="normtheory run batch_size --profile tune")
 
