@@ -30,6 +30,7 @@ __all__ = [
     "data_root",
     "list_datasets",
     "load_dataset",
+    "split_validation",
     "use_data_root",
 ]
 
@@ -240,3 +241,39 @@ def load_dataset(name: str, *, seed: int = 0, **kw) -> tuple[ArrayDataset, Array
         x_tr, x_te = (np.repeat(x, channels, axis=1) for x in (x_tr, x_te))
     train = _to_dataset(name, "train", x_tr, y_tr, num_classes, max_train, seed)
     return train, _to_dataset(name, "test", x_te, y_te, num_classes, max_test, seed)
+
+
+def split_validation(
+    train: ArrayDataset, fraction: float, seed: int = 0
+) -> tuple[ArrayDataset, ArrayDataset]:
+    """Holds a validation part out of a training set: (train without it, validation).
+
+    Stratified by class: from each class's examples, in a seeded random order, the first
+    ``round(fraction · n_class)`` go to validation, the rest stay for training (both keep the
+    original order of the examples). Hyperparameters are tuned on the validation part so the
+    test split is never looked at.
+
+    Args:
+        train: the training set to split.
+        fraction: the share held out, in (0, 1).
+        seed: seeds the choice (the same seed always holds out the same examples).
+
+    Raises:
+        ValueError: a fraction outside (0, 1), or one that leaves either part empty.
+    """
+    fraction = _float("fraction", fraction, 0.0, 1.0, open_=True)
+    rng = np.random.default_rng([_int("seed", seed, 0), 7])
+    targets = train.targets.numpy()
+    held = np.zeros(len(targets), dtype=bool)
+    for c in np.unique(targets):
+        members = np.flatnonzero(targets == c)  # (n_c,)
+        held[rng.permutation(members)[: round(fraction * len(members))]] = True
+    if held.all() or not held.any():
+        raise ValueError(f"validation fraction {fraction} leaves one part of {len(held)} empty")
+    keep = torch.from_numpy(np.flatnonzero(~held))
+    out = torch.from_numpy(np.flatnonzero(held))
+    kw = {"name": train.name, "num_classes": train.num_classes}
+    return (
+        ArrayDataset(train.inputs[keep], train.targets[keep], **kw),
+        ArrayDataset(train.inputs[out], train.targets[out], **kw),
+    )

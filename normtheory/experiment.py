@@ -13,7 +13,7 @@ import torch
 
 from normtheory.augment import AUGMENTS
 from normtheory.checks import check_choice
-from normtheory.data import _GREY, data_root, list_datasets, load_dataset
+from normtheory.data import _GREY, data_root, list_datasets, load_dataset, split_validation
 from normtheory.local_data import LOCAL
 from normtheory.models import build_model, list_archs, list_placements
 from normtheory.norms import _REGISTRY, parse_norm_spec
@@ -43,6 +43,12 @@ class TrainCell:
         lr_scaling: ``linear`` uses lr·B/ref_batch, ``sqrt`` lr·√(B/ref_batch) (Goyal et al. 2017).
         examples: when > 0, steps = examples // batch_size, so every batch size sees the same
             number of examples; otherwise `steps` is used.
+        epochs: when > 0 (and `examples` is 0), steps = epochs · (n_train // batch_size): equal
+            passes over the training data for every batch size.
+        validation: when > 0, this share of the training set is held out (stratified, split
+            seed 0; `normtheory.data.split_validation`), the model trains on the rest and the
+            cell's "test" metrics are measured on the held-out part: for tuning, so that the
+            test split is never looked at.
         rescale: weight rescaling (WRS) after every step; see `TrainConfig`.
         gamma_decay, beta_decay: decay of the norms' γ toward 1 and β toward 0 (`TrainConfig`).
         augment: ``none``, ``crop`` or ``crop_flip`` (random crop of the image padded by 1/8 of
@@ -74,6 +80,8 @@ class TrainCell:
     weight_decay: float = 0.0
     batch_size: int = 32
     examples: int = 0
+    epochs: int = 0
+    validation: float = 0.0
     steps: int = 200
     schedule: str = "constant"
     eval_every: int = 0
@@ -118,7 +126,18 @@ class TrainCell:
                 f"data_rank applies to the synthetic datasets ({', '.join(_LOW_RANK_DATASETS)}), "
                 f"not to {self.dataset!r}; leave it 0"
             )
-        for name in ("max_train", "examples", "examples_per_group", "eval_every", "data_rank"):
+        if not 0 <= self.validation < 1:
+            raise ValueError(f"validation must be in [0, 1), got {self.validation}")
+        if self.examples and self.epochs:
+            raise ValueError("set examples or epochs, not both")
+        for name in (
+            "max_train",
+            "examples",
+            "epochs",
+            "examples_per_group",
+            "eval_every",
+            "data_rank",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.dropout_keep <= 1:
@@ -139,12 +158,15 @@ class TrainCell:
 
     @property
     def effective_lr(self) -> float:
-        ratio = self.batch_size / self.ref_batch
-        return self.lr * {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[self.lr_scaling]
+        return scaled_lr(self.lr, self.lr_scaling, self.batch_size, self.ref_batch)
 
     @property
     def effective_steps(self) -> int:
-        return self.examples // self.batch_size if self.examples else self.steps
+        if self.examples:
+            return self.examples // self.batch_size
+        if self.epochs:
+            return self.epochs * (len(cell_data(self)[0]) // self.batch_size)
+        return self.steps
 
     def train_config(self, seed: int, device: str = "auto") -> TrainConfig:
         return TrainConfig(
@@ -192,6 +214,13 @@ class TrainCell:
         return kw
 
 
+def scaled_lr(lr: float, scaling: str, batch_size: int, ref_batch: int) -> float:
+    """The learning rate a cell trains with: lr · (B / ref)^p, p = 0, 1 or ½ for ``scaling``
+    ``none``, ``linear`` or ``sqrt``."""
+    ratio = batch_size / ref_batch
+    return lr * {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[scaling]
+
+
 def _check_types(cell) -> None:
     """Raises TypeError naming the first field whose value is not of its annotated type
     (an int is a fine float; a bool is not an int)."""
@@ -224,9 +253,18 @@ def _cached_dataset(name: str, max_train: int, rank: int, channels: int, root: s
 
 def cell_data(cell: TrainCell):
     """The cell's (train, test) datasets: split seed 0, so every seed sees the same data; local
-    datasets come from the data root in force (`normtheory.data.data_root`)."""
+    datasets come from the data root in force (`normtheory.data.data_root`). With
+    ``cell.validation`` > 0, (train without the held-out part, the held-out part) instead."""
     root = data_root() if cell.dataset in LOCAL else None
-    return _cached_dataset(cell.dataset, cell.max_train, cell.data_rank, cell.data_channels, root)
+    key = (cell.dataset, cell.max_train, cell.data_rank, cell.data_channels, root)
+    if cell.validation:
+        return _cached_split(*key, cell.validation)
+    return _cached_dataset(*key)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_split(name: str, max_train: int, rank: int, channels: int, root, fraction: float):
+    return split_validation(_cached_dataset(name, max_train, rank, channels, root)[0], fraction)
 
 
 def probe_batch(cell: TrainCell, n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,11 +30,18 @@ class Grid:
         cases: optional bundles of field values that vary together (e.g. an optimizer's
             settings: ``{"tag": "SGD+WD", "weight_decay": 5e-3}``); every case is crossed with
             the axes. A field cannot be both a case key and an axis.
+        adjust: optional ``cell -> cell`` applied to every cell last, for settings that depend
+            on several axes at once (`normtheory.tuning.LrTable`: the learning rate tuned for
+            each norm and batch size). The stored config is the adjusted cell.
+        keep: optional ``cell -> bool``: only the cells it accepts are run (e.g. an expensive
+            batch size for the one norm a claim needs there).
     """
 
     base: Any
     axes: dict[str, tuple] = field(default_factory=dict)
     cases: tuple[dict, ...] = ()
+    adjust: Callable[[Any], Any] | None = None
+    keep: Callable[[Any], bool] | None = None
 
     def __post_init__(self):
         names = {f.name for f in dataclasses.fields(self.base)}
@@ -73,11 +80,13 @@ class Grid:
 
     def cells(self) -> list:
         keys = list(self.axes)
-        return [
+        cells = [
             dataclasses.replace(self.base, **case, **dict(zip(keys, values)))
             for case in (self.cases or ({},))
             for values in product(*self.axes.values())
         ]
+        cells = [c for c in cells if self.keep(c)] if self.keep is not None else cells
+        return [self.adjust(c) for c in cells] if self.adjust is not None else cells
 
     def override(self, overrides: dict[str, str]) -> "Grid":
         """Applies CLI-style ``key=value`` strings; ``key=a,b`` makes (or replaces) an axis.
@@ -101,7 +110,7 @@ class Grid:
                 axes[key] = values
             else:
                 base = dataclasses.replace(base, **{key: values[0]})
-        return Grid(base, axes, tuple(cases))
+        return Grid(base, axes, tuple(cases), self.adjust, self.keep)
 
 
 def cross(*groups: tuple[dict, ...]) -> tuple[dict, ...]:
@@ -131,6 +140,8 @@ class Profile:
 
     Attributes:
         grid, seeds, description: the cells, the seeds per cell, one line saying what runs.
+        first_seed: the seeds are ``first_seed`` … ``first_seed + seeds − 1`` (a tuning profile
+            starts elsewhere, so its seeds are disjoint from the verdict profiles' 0, 1, …).
         tier: how far its verdicts go (`TIERS`): ``quick`` (digits, minutes on a CPU; part of
             ``normtheory verify``), ``standard`` (real data on a CPU), ``paper`` (the paper's
             scale, a GPU). Empty: the profile's name when it is a tier, else ``quick`` (the
@@ -142,6 +153,7 @@ class Profile:
     grid: Grid
     seeds: int = 1
     description: str = ""
+    first_seed: int = 0
     tier: str = ""
     cost: str = ""
 

@@ -127,6 +127,7 @@ def run_sweep(
         "study": study.name,
         "profile": profile,
         "seeds": n_seeds,
+        **({"first_seed": prof.first_seed} if prof.first_seed else {}),
         "axes": list(grid.axes),
         **({"cases": [dict(c) for c in grid.cases]} if grid.cases else {}),
         "cells": [dataclasses.asdict(c) for c in cells],
@@ -157,7 +158,7 @@ def run_sweep(
     summary = RunSummary(run.path, cells=len(cells), seeds=n_seeds)
     jobs = []
     for cell in cells:
-        for seed in range(n_seeds):
+        for seed in range(prof.first_seed, prof.first_seed + n_seeds):
             cid = cell_id(cell, grid.label_keys, seed)
             summary.total += 1
             if run.is_complete(cid):

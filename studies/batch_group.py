@@ -1,6 +1,7 @@
 """Batch-Group Norm (2 examples × 4 channel groups) against BN and GN at batch sizes 1–8, at
-equal examples seen, on a small convnet on the 8×8 digits: the verdict is about the direction and
-size of the effect at this scale, not about the paper's ImageNet numbers.
+equal, sufficient training with a learning rate tuned for every norm and batch size, on a small
+convnet on the 8×8 digits: the verdict is about the direction and size of the effect at this
+scale, not about the paper's ImageNet numbers.
 
 Claim (``CLAIMS.md``; its registered test is in ``normtheory/claims.toml``; Zhou et al. 2020,
 "Batch Group Normalization"):
@@ -24,14 +25,17 @@ comparison isolates what the extra examples in a statistic buy. BN at batch 1 st
 (statistics over the 8×8 / 4×4 positions of one image) but tests with population statistics it
 never trained with: that mismatch is the effect the claim is about.
 
-Protocol: a 3-layer convnet (width 16) on sklearn's 8×8 digits, SGD with momentum 0.9, the
-learning rate scaled linearly with batch size from η = 0.1 at batch 8 (Goyal et al. 2017, as in
-the GN paper) and decayed by a cosine to 0 (so the final iterate is not dominated by the noise of
-batch-1 steps), and the same number of training examples for every batch size (batch 8 takes
-1/8 of the steps of batch 1). ``quick``: batch sizes 1, 2, 4, 8, 1600 examples, 6 seeds;
-``full``: batch sizes 1–16, 4000 examples, 8 seeds. At equal examples a larger batch takes fewer
-steps, so a norm that needs more steps than another loses ground as the batch grows for that
-reason too: read the gap per batch size, not only the pooled one.
+Protocol (`normtheory.tuning`, shared with the ``batch_size`` study): a 3-layer convnet (width
+16) on sklearn's 8×8 digits, SGD with momentum 0.9 and a cosine decay to 0 (so the final iterate
+is not dominated by the noise of batch-1 steps), the same number of epochs at every batch size —
+enough for the largest batch to converge (figure ``convergence``: the training loss per epoch
+flattens; after 4 epochs no norm had flattened at batch 8, 0.21 → 0.08 over epochs 3–4 for
+BGN) — and for every (norm, batch size) the learning rate of `LRS`: the lowest mean
+validation error among 0.1·2^k·√(B/8), k = −4 … 3, trained on the training set minus a stratified
+20 % validation part, on tuning seed 1000 (the verdict seeds are 0, 1, …; the test split is
+never used to choose; figure ``lr_tuning`` of the ``tune`` run). ``quick``: batch sizes 1, 2, 4,
+8, 8 epochs, 5 seeds; ``full``: batch sizes 1–16, 12 epochs, 8 seeds (its own tuning run,
+``tune_full``; cells `LRS` lacks fall back to 0.1·√(B/8)).
 """
 
 from dataclasses import replace
@@ -42,11 +46,13 @@ from normtheory.experiment import TrainCell
 from normtheory.plots import by_condition, paired_change
 from normtheory.results import Results
 from normtheory.study import Grid, Profile, Study
+from normtheory.tuning import LrTable, convergence_figure, is_tuning, tuning_figure, tuning_profile
 
 CLAIM = "BGN-TINY"
 NORMS = ("batch", "group", "batch_group")
 BGN, RIVALS = "batch_group", {"batch": "BN", "group": "GN"}
 SMALL = 8  # the claim's "very small" batch sizes: B <= SMALL
+FACTORS = (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # BASE.lr × these, √(B/8)-scaled
 BASE = TrainCell(
     dataset="digits",
     arch="convnet",
@@ -57,15 +63,40 @@ BASE = TrainCell(
     optimizer="sgd",
     lr=0.1,
     momentum=0.9,
-    lr_scaling="linear",
+    lr_scaling="sqrt",
     ref_batch=8,
-    batch_size=8,  # set by the grid's axis; 8 keeps small `examples=` overrides valid
+    batch_size=8,  # set by the grid's axis
     schedule="cosine",
-    examples=1600,
+    epochs=8,
 )
+# Chosen by `normtheory run batch_group --profile tune --device cpu --out runs/batch_group-tune`,
+# then `normtheory.tuning.lr_table_source(normtheory.results.load_cells("runs/batch_group-tune"))`:
+# the lowest mean validation error on tuning seed 1000 (`best_lrs`; the lr_tuning figure
+# of that run's report shows every candidate).
+LRS = LrTable(
+    {
+        ("batch", 1): 0.03536,
+        ("batch", 2): 0.05,
+        ("batch", 4): 0.01768,
+        ("batch", 8): 0.05,
+        ("batch_group", 1): 0.004419,
+        ("batch_group", 2): 0.00625,
+        ("batch_group", 4): 0.07071,
+        ("batch_group", 8): 0.025,
+        ("group", 1): 0.004419,
+        ("group", 2): 0.0125,
+        ("group", 4): 0.07071,
+        ("group", 8): 0.1,
+    },
+    command="normtheory run batch_group --profile tune",
+)
+QUICK = Grid(BASE, {"norm": NORMS, "batch_size": (1, 2, 4, 8)}, adjust=LRS)
+FULL = Grid(replace(BASE, epochs=12), {"norm": NORMS, "batch_size": (1, 2, 4, 8, 16)}, adjust=LRS)
 
 
 def statistics(results: Results):
+    if is_tuning(results.cells):  # validation errors choose learning rates, not verdicts
+        return []
     outcomes = final_outcomes(results.cells)
     means = outcomes.groupby(["norm", "batch_size"])["test_error"].mean()
     gaps = changes(outcomes, "test_error", "norm", BGN, by="batch_size")  # err_X − err_BGN
@@ -104,7 +135,7 @@ def error_vs_batch(results: Results):
         clip=(0, 1),
         title="BN, GN and Batch-Group Norm at tiny batch sizes",
         ylabel="test error (fraction)",
-        xlabel="batch size (log scale; equal examples seen)",
+        xlabel="batch size (log scale; equal epochs, tuned learning rates)",
     )
 
 
@@ -121,7 +152,7 @@ def gap_to_bgn(results: Results):
         labels={n: f"err {short} − err BGN" for n, short in RIVALS.items()},
         title="Test error gap to Batch-Group Norm, paired by seed",
         ylabel="err X − err BGN (> 0: BGN better)",
-        xlabel="batch size (log scale; equal examples seen)",
+        xlabel="batch size (log scale; equal epochs, tuned learning rates)",
     )
 
 
@@ -131,16 +162,24 @@ STUDY = Study(
     claims=("BGN-TINY",),
     profiles={
         "quick": Profile(
-            Grid(BASE, {"norm": NORMS, "batch_size": (1, 2, 4, 8)}),
-            seeds=6,
-            description="BN, GN, BGN at batch sizes 1, 2, 4, 8, 1600 examples each, 6 seeds",
+            QUICK,
+            seeds=5,
+            description="BN, GN, BGN at batch sizes 1, 2, 4, 8, 8 epochs at the tuned learning "
+            "rates, 5 seeds",
         ),
-        "full": Profile(
-            Grid(replace(BASE, examples=4000), {"norm": NORMS, "batch_size": (1, 2, 4, 8, 16)}),
-            seeds=8,
-            description="batch sizes 1–16, 4000 examples each, 8 seeds",
+        "tune": tuning_profile(
+            QUICK, FACTORS, description="the quick cells × 8 learning rates on a validation split"
+        ),
+        "full": Profile(FULL, seeds=8, description="batch sizes 1–16, 12 epochs, 8 seeds"),
+        "tune_full": tuning_profile(
+            FULL, FACTORS, description="the full cells × 8 learning rates on a validation split"
         ),
     },
     statistics=statistics,
-    figures={"error_vs_batch": error_vs_batch, "gap_to_bgn": gap_to_bgn},
+    figures={
+        "error_vs_batch": error_vs_batch,
+        "gap_to_bgn": gap_to_bgn,
+        "convergence": convergence_figure,
+        "lr_tuning": tuning_figure,
+    },
 )

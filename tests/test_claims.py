@@ -56,8 +56,8 @@ def test_digest_fixes_the_test_content():
     assert {c: v.digest for c, v in again.items()} == digests()
     changed = parse_registry(
         text.replace(
-            'name = "bn_rise"\ntext = "BN test error at the smallest batch − at the largest (per seed)"\ndirection = "greater"\nsesoi = 0.02',
-            'name = "bn_rise"\ntext = "BN test error at the smallest batch − at the largest (per seed)"\ndirection = "greater"\nsesoi = 0.01',
+            'name = "bn_rise"\ntext = "BN test error at batch 2 − at the largest batch (per seed; every batch size trained the same epochs at its tuned LR)"\ndirection = "greater"\nsesoi = 0.02',
+            'name = "bn_rise"\ntext = "BN test error at batch 2 − at the largest batch (per seed; every batch size trained the same epochs at its tuned LR)"\ndirection = "greater"\nsesoi = 0.01',
         )
     )
     assert changed["GN-BATCH"].test.statistic("bn_rise").sesoi == 0.01

@@ -20,6 +20,7 @@ from normtheory.data import (
     data_root,
     list_datasets,
     load_dataset,
+    split_validation,
     use_data_root,
 )
 
@@ -451,3 +452,27 @@ def test_real_fashion_mnist_matches_zalandos_reader(monkeypatch):
         assert np.array_equal(np.rint((flat * std + mean) * 255).astype(np.uint8), images)
     small, _ = load_dataset("fashion_mnist", max_train=100, channels=3)
     assert small.inputs.shape == (100, 3, 28, 28)
+
+
+def test_split_validation_is_a_stratified_seeded_partition():
+    """Oracle: counting. Each class gives round(fraction · n_c) examples to validation, the two
+    parts partition the training set (by row identity), keep its order, and the seed fixes them."""
+    train, _ = load_dataset("digits")
+    rest, val = split_validation(train, 0.2, seed=0)
+    ids = {
+        tuple(x.flatten().tolist()) + (int(y),): i for i, (x, y) in enumerate(zip(*train.tensors))
+    }
+    rest_ids = [ids[tuple(x.flatten().tolist()) + (int(y),)] for x, y in zip(*rest.tensors)]
+    val_ids = [ids[tuple(x.flatten().tolist()) + (int(y),)] for x, y in zip(*val.tensors)]
+    assert sorted(rest_ids + val_ids) == list(range(len(train)))  # a partition
+    assert rest_ids == sorted(rest_ids) and val_ids == sorted(val_ids)  # original order
+    counts = np.bincount(train.targets.numpy(), minlength=10)
+    assert np.bincount(val.targets.numpy(), minlength=10).tolist() == [
+        round(0.2 * c) for c in counts
+    ]
+    again = split_validation(train, 0.2, seed=0)[1]
+    assert torch.equal(again.inputs, val.inputs)
+    assert not torch.equal(split_validation(train, 0.2, seed=1)[1].inputs, val.inputs)
+    assert (val.name, val.num_classes, val.in_shape) == (train.name, 10, train.in_shape)
+    with pytest.raises(ValueError, match="fraction"):
+        split_validation(train, 1.0)

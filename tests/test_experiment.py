@@ -171,3 +171,22 @@ def test_run_train_cell_is_train_on_the_cells_data_model_and_config():
     assert result.final == ref.final
     other = run_train_cell(TINY, 4, device="cpu")
     assert other.final != result.final  # the seed reaches the model and the data order
+
+
+def test_epochs_set_equal_passes_and_validation_holds_out_part_of_train():
+    """Steps = epochs · (n_train // B) on the training part the cell trains on; with a
+    validation share the cell's evaluation set is the held-out part, never the test split."""
+    full = TrainCell(max_train=100, batch_size=8, epochs=3)
+    assert full.effective_steps == 3 * (100 // 8)
+    held = dataclasses.replace(full, validation=0.2)
+    train, val = cell_data(held)
+    assert len(train) + len(val) == 100 and abs(len(val) - 20) <= 5  # round() per class
+    assert held.effective_steps == 3 * (len(train) // 8)
+    test = cell_data(full)[1]
+    assert len(val) < len(test) and not any(
+        torch.equal(v, t) for v in val.inputs[:5] for t in test.inputs
+    )
+    with pytest.raises(ValueError, match="examples or epochs"):
+        TrainCell(examples=100, epochs=2)
+    with pytest.raises(ValueError, match="validation"):
+        TrainCell(validation=1.0)

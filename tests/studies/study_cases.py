@@ -2,11 +2,14 @@
 
 import numpy as np
 
-# A batch_size grid small enough for a smoke run (seconds), with every norm its claims compare.
+# A batch_size grid small enough for a smoke run (seconds), with every norm its claims compare
+# and the batch sizes they name (1 for WS-MICRO, 2 for GN-BATCH and FRN-BATCH): one epoch of
+# 64 training examples.
 BATCH_SIZE_TINY = [
     "norm=batch,group,group+ws,frn,batch_group",
-    "batch_size=4,16",
-    "examples=64",
+    "batch_size=1,2,16",
+    "epochs=1",
+    "max_train=64",
     "width=4",
     "depth=2",
     "groups=2",

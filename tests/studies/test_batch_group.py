@@ -16,7 +16,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_smoke(study_cli):
-    out, rows = study_cli.run("batch_group", "batch_size=1,2", "examples=16", "width=4", "groups=2")
+    out, rows = study_cli.run(
+        "batch_group", "batch_size=1,2", "epochs=1", "max_train=16", "width=4", "groups=2"
+    )
     per_size = rows[rows["name"].isin(["vs_bn", "vs_gn"])]
     conditions = per_size["condition"].astype(float)  # "1" in the CSV, read back as a number
     assert sorted(zip(per_size["name"], conditions)) == [
@@ -25,10 +27,10 @@ def test_smoke(study_cli):
     assert "vs_bn_pooled" in set(rows["name"]) and (rows["claim"] == "BGN-TINY").all()
     assert (rows["n_seeds"] == 2).all() and np.isfinite(rows["estimate"]).all()
     assert per_size["detail"].str.contains("mean test error").all()
-    study_cli.figures(["error_vs_batch", "gap_to_bgn"])
+    study_cli.figures(["error_vs_batch", "gap_to_bgn", "convergence", "lr_tuning"])
     cells = final_outcomes(Results.load(out).cells)
     assert len(cells) == 3 * 2 * 2 and set(cells["status"]) == {"completed"}
-    assert (cells["steps_done"] == 16 // cells["batch_size"]).all()  # equal examples seen
+    assert (cells["steps_done"] == 16 // cells["batch_size"]).all()  # one epoch at every size
     assert cells["test_error"].between(0, 1).all()
 
 
@@ -119,3 +121,14 @@ def test_diverged_is_error_one_failed_is_missing():
     gap = rows["vs_bn", "2"].values
     assert list(gap.index) == [0, 1, 3, 4]  # the failed seed is missing, not a fake pair
     assert gap[1] == pytest.approx(0.30 - 1.0)
+
+
+def test_a_tuning_run_decides_nothing():
+    """Cells evaluated on the validation split (the `tune` profile) choose learning rates: the
+    study reports no evidence from them."""
+    results = _results(HOLDS)
+    results.cells["validation"] = 0.2
+    assert statistics(results) == []
+    tune = STUDY.profile("tune")
+    assert tune.first_seed >= 100 > STUDY.profile("quick").seeds and tune.grid.adjust is None
+    assert {c.validation for c in tune.grid.cells()} == {0.2}

@@ -45,10 +45,12 @@ def test_stored_table_is_tidy_and_sane(tiny_run):
     assert {"run", "cell", "seed", "step", "metric", "key", "value", "norm", "batch_size"} <= set(
         records.columns
     )
-    assert len(cells) == 5 * 2 * 2 and set(cells.status) == {"completed"}
+    assert (
+        len(cells) == (5 * 2 + 1) * 2
+    )  # batch 1: GN+WS only and set(cells.status) == {"completed"}
     assert cells.final_test_acc.between(0, 1).all()
-    assert set(cells.batch_size) == {4, 16} and set(cells.seed) == {0, 1}
-    assert (cells.steps_done == 64 // cells.batch_size).all()  # equal examples seen
+    assert set(cells.batch_size) == {1, 2, 16} and set(cells.seed) == {0, 1}
+    assert (cells.steps_done == 64 // cells.batch_size).all()  # one epoch of 64 at every size
     logged = (
         records[records.metric == LossAccuracy.TRAIN_LOSS].groupby(["cell", "seed"]).step.unique()
     )
@@ -69,7 +71,7 @@ def test_rerun_skips_complete_cells(tiny_run, capsys):
         main(["run", "batch_size", "--seeds", "2", "--device", "cpu", "--out", str(out), *TINY])
         == 0
     )
-    assert "20 already complete" in capsys.readouterr().out
+    assert "22 already complete" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before
 
 
@@ -111,7 +113,7 @@ def test_different_config_into_same_folder_is_refused(tiny_run, capsys):
         (["run", "batch_size", "dataset=imagenet"], "unknown dataset 'imagenet'; valid:"),
         (
             ["run", "batch_size", "--profile", "huge"],
-            "unknown profile 'huge' for study batch_size; valid: quick, full",
+            "unknown profile 'huge' for study batch_size; valid: quick, tune, full, tune_full",
         ),
         (["run", "batch_size", "--device", "tpu"], "invalid choice: 'tpu'"),
         (["run", "batch_size", "steps"], "bad override 'steps'"),
