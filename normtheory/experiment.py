@@ -195,6 +195,11 @@ class TrainCell:
                 f"steps = examples // batch_size here (examples={self.examples}, so "
                 f"{self.effective_steps} steps at batch {self.batch_size}); set examples= instead"
             )
+        elif self.epochs:
+            out["steps"] = (
+                f"steps = epochs × (training examples // batch_size) here (epochs={self.epochs}, "
+                f"so {self.effective_steps} steps at batch {self.batch_size}); set epochs= instead"
+            )
         if self.lr_scaling == "none":
             out["ref_batch"] = "the learning rate is not scaled with the batch (lr_scaling=none)"
         name, _ = parse_norm_spec(self.norm)

@@ -96,7 +96,7 @@ class Grid:
         for key, text in overrides.items():
             if key not in hints:
                 raise ValueError(f"unknown key {key!r}; valid keys: {', '.join(hints)}")
-            values = tuple(_parse(key, part, hints[key]) for part in text.split(","))
+            values = tuple(parse_value(key, part, hints[key]) for part in text.split(","))
             if key in self.case_keys:
                 if len(values) > 1:
                     raise ValueError(
@@ -119,7 +119,7 @@ def cross(*groups: tuple[dict, ...]) -> tuple[dict, ...]:
     return tuple({k: v for case in combo for k, v in case.items()} for combo in product(*groups))
 
 
-def _parse(key: str, text: str, kind) -> Any:
+def parse_value(key: str, text: str, kind) -> Any:
     text = text.strip()
     try:
         if kind is bool:

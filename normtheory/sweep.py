@@ -19,6 +19,7 @@ import math
 import os
 import pickle
 import re
+import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from normtheory.data import check_dataset, list_datasets, use_data_root
 from normtheory.executors import EXECUTORS, Job, Outcome, check_executor, execute
 from normtheory.provenance import git_commit, now, versions
 from normtheory.results import RunDir
+from normtheory.study import parse_value
 from normtheory.train import resolve_device
 
 __all__ = ["EXECUTORS", "RunSummary", "run_sweep"]
@@ -222,6 +224,11 @@ def _check_overrides_matter(name: str, cells: list, overrides: dict[str, str]) -
     for key, text in overrides.items():
         why = [getattr(c, "unused_fields", dict)() for c in cells]
         unused = [w[key] for w in why if key in w]
+        if cells and not unused:  # the study may set the field itself (e.g. a tuned-LR table)
+            kind = typing.get_type_hints(type(cells[0])).get(key, str)
+            wanted = {parse_value(key, part, kind) for part in text.split(",")}
+            replaced = [getattr(c, key) for c in cells if getattr(c, key) not in wanted]
+            unused = [f"the study sets {key} itself (e.g. {v!r})" for v in replaced]
         if not unused:
             continue
         if len(unused) == len(cells):

@@ -155,7 +155,10 @@ def test_an_override_some_cells_ignore_warns_naming_how_many_and_why():
         _check_overrides_matter("s", cells, {"groups": "2"})
     with pytest.raises(ValueError, match="ghost_size=4 would change nothing in s: norm 'batch'"):
         _check_overrides_matter("s", cells[:2], {"ghost_size": "4"})
-    _check_overrides_matter("s", cells, {"lr": "0.1"})  # used everywhere: silent
+    from dataclasses import replace
+
+    overridden = [replace(c, lr=0.1) for c in cells]  # as Grid.override leaves them
+    _check_overrides_matter("s", overridden, {"lr": "0.1"})  # used everywhere: silent
 
 
 @pytest.mark.parametrize("executor", ["local", "process"])
@@ -186,3 +189,17 @@ def test_cifar10_from_a_data_root_end_to_end(executor, tmp_path, monkeypatch, ca
     assert main([*argv, "--data-root", str(tmp_path / "moved")]) == 0
     assert "0 completed, 0 diverged, 0 failed, 1 already complete" in capsys.readouterr().out
     assert json.loads((out / "manifest.json").read_text())["data_root"] == str(tmp_path / "moved")
+
+
+def test_an_override_the_study_replaces_or_derives_is_refused_naming_why():
+    from dataclasses import replace
+
+    from normtheory.sweep import _check_overrides_matter
+
+    tuned = [replace(TrainCell(), lr=0.0125, lr_scaling="none")]  # as a tuned-LR table sets it
+    with pytest.raises(ValueError, match="lr=0.3 would change nothing in s: the study sets lr"):
+        _check_overrides_matter("s", tuned, {"lr": "0.3"})
+    _check_overrides_matter("s", tuned, {"lr": "0.0125"})  # what the cells train with: silent
+    by_epochs = [TrainCell(dataset="digits", epochs=2, batch_size=32)]
+    with pytest.raises(ValueError, match="steps = epochs × .*set epochs= instead"):
+        _check_overrides_matter("s", by_epochs, {"steps": "10"})
