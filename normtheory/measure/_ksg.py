@@ -6,9 +6,11 @@ Private to `normtheory.measure.information`, whose module docstring defines the 
     I = ψ(N) + ψ(k) − ⟨ψ(n_x + 1)⟩ − ⟨ψ(n_y + 1)⟩,
 
 ε_i the max-norm distance of sample i to its k-th neighbour in the joint space, n_x the samples
-with |x_j − x_i| < ε_i. The k-th neighbours come from windows in sorted order that widen until
-provably exact (`kth_maxnorm`): O(N √(kN)) per pair, batched over pairs as tensor ops, fast on
-GPU; on CPU 2-3x slower per pair than scikit-learn's KD-tree.
+with |x_j − x_i| < ε_i. The k-th neighbours (`kth_maxnorm`) come first from ~20
+candidates per sample, the nearest in y within the nearest blocks in x order (`_block_kth`),
+then, for the samples this cannot prove exact (atoms, tails), from windows in sorted order that
+widen until provably exact. All batched over pairs as tensor ops, no loop over pairs; on one CPU
+thread ~2x faster per pair than scikit-learn's KD-tree (bench/mutual_information.py).
 """
 
 import math
@@ -50,7 +52,9 @@ def ksg_mi(xt: Tensor, pos: Tensor, k: int, gen: torch.Generator) -> Tensor:
 def kth_maxnorm(xs: Tensor, ys: Tensor, k: int, half: int | None = None) -> Tensor:
     """(P, N) max-norm distance of each sample to its k-th nearest other sample, exactly.
 
-    `xs` is sorted along dim 1, `ys` in the same order. Sample i is compared with the `half`
+    `xs` is sorted along dim 1, `ys` in the same order. Without `half`, a first pass
+    (`_block_kth`) settles most samples from ~20 candidates each; the rest go to the windows
+    below, starting in y order. With `half`, sample i is compared with the `half`
     neighbours on each side in x order; every sample outside that window is at least `gap` (x
     distance to the window's edge) away, so the window's k-th distance is exact when ≤ gap.
     The default half-width √(kN) is about the x-strip count of a KSG ball, so few samples fail
@@ -59,9 +63,13 @@ def kth_maxnorm(xs: Tensor, ys: Tensor, k: int, half: int | None = None) -> Tens
     wider windows, until a window spans all samples.
     """
     p, n = xs.shape
-    half = min(n - 1, max(k, math.ceil(math.sqrt(k * n))) if half is None else max(k, half))
-    kth, ok = _window_kth(xs, ys, k, half)  # every sample, x order
-    eps = kth.view(p, n)
+    if half is None:
+        half = min(n - 1, 2 * k + 2)
+        eps, ok = _block_kth(xs, ys, k)  # every sample, from a few candidates per x-block
+    else:
+        half = min(n - 1, max(k, half))
+        eps, ok = _window_kth(xs, ys, k, half)  # every sample, x order
+        eps = eps.view(p, n)
     rows, pos = (~ok).view(p, n).nonzero(as_tuple=True)  # samples still to do
     if rows.numel():
         y_sorted, y_order = sort_rows(ys)
@@ -79,6 +87,53 @@ def kth_maxnorm(xs: Tensor, ys: Tensor, k: int, half: int | None = None) -> Tens
             eps[rows[ok], pos[ok]] = kth[ok]
             rows, pos = rows[~ok], pos[~ok]
     return eps
+
+
+def _block_kth(
+    xs: Tensor, ys: Tensor, k: int, b: int = 64, c: int = 5, reach: int = 2
+) -> tuple[Tensor, Tensor]:
+    """(P, N) k-th neighbour max-norm distance from few candidates, and whether it is exact.
+
+    The samples, in x order, are cut into blocks of `b`, each sorted by y. Sample i is compared
+    with the `c` samples on each side of y_i in the y order of its block and of the `reach`
+    blocks on each side (~2c (2 reach + 1) candidates instead of a window of ~2√(kN)). Every
+    sample not compared is at least `gap` away: in x, for the blocks beyond reach (they are
+    contiguous in x order); in y, for the samples beyond the c-th in a compared block. So the
+    k-th distance among the candidates is exact when ≤ gap (~90 % of the samples of a
+    Gaussian pair; an atom in x fails here and is settled in y order by `kth_maxnorm`).
+    """
+    p, n = xs.shape
+    nb = -(-n // b)
+    inf = math.inf
+    fill = xs.new_full((p, nb * b - n), inf)  # padding samples: infinitely far
+    x = torch.cat([xs, fill], 1).view(p, nb, b)
+    y = torch.cat([ys, fill], 1).view(p, nb, b)
+    y_blk, perm = y.sort(dim=2)
+    x_blk = x.gather(2, perm)
+
+    def padded(t: Tensor, lo: float) -> Tensor:  # (P, nb + 2 reach, b + 2c + 2)
+        t = torch.cat([t.new_full((p, nb, c + 1), lo), t, t.new_full((p, nb, c + 1), inf)], 2)
+        empty = t.new_full((p, reach, b + 2 * c + 2), inf)
+        return torch.cat([empty, t, empty], 1)
+
+    y_pad, x_pad = padded(y_blk, -inf), padded(x_blk, inf)
+    first = torch.cat([x[:, :, 0], x.new_full((p, reach + 1), inf)], 1)  # x of block edges
+    last = torch.cat([x.new_full((p, reach + 1), -inf), x.amax(dim=2)], 1)
+    gap = torch.minimum(x - last[:, :nb, None], first[:, reach + 1 :, None] - x)  # (P, nb, b)
+    best = [x.new_full((p, nb, b), inf) for _ in range(k + 1)]  # k + 1 smallest, self included
+    for shift in range(2 * reach + 1):
+        yb, xb = y_pad[:, shift : shift + nb], x_pad[:, shift : shift + nb]
+        at = torch.searchsorted(yb[:, :, c + 1 : c + 1 + b].contiguous(), y.contiguous())
+        below, above = yb.gather(2, at), yb.gather(2, at + 2 * c + 1)  # first ones not compared
+        gap = torch.minimum(gap, torch.minimum(y - below, above - y))
+        for o in range(1, 2 * c + 1):
+            idx = at + o
+            dist = torch.maximum((xb.gather(2, idx) - x).abs(), (yb.gather(2, idx) - y).abs())
+            for t in range(k, 0, -1):  # insert into the sorted k + 1 smallest
+                best[t] = torch.minimum(best[t], torch.maximum(best[t - 1], dist))
+            best[0] = torch.minimum(best[0], dist)
+    d_k = best[k].view(p, -1)[:, :n]
+    return d_k.contiguous(), (best[k] <= gap).view(p, -1)[:, :n]
 
 
 def _window_kth(
