@@ -18,7 +18,12 @@ import math
 import torch
 from torch import Tensor
 
-from normtheory.measure._rank import BLOCK, sort_rows
+from normtheory.measure._rank import sort_rows
+
+# elements per temporary: small enough to stay in cache and in the allocator's free lists (a
+# fresh large temporary costs a page fault per 4 KiB, which made CPU ops 5-15x slower)
+CHUNK = 1 << 15
+_NARROW = 17  # widest window whose k-th distance `_insert` selects (topk beyond)
 
 
 def ksg_mi(xt: Tensor, pos: Tensor, k: int, gen: torch.Generator) -> Tensor:
@@ -37,7 +42,7 @@ def ksg_mi(xt: Tensor, pos: Tensor, k: int, gen: torch.Generator) -> Tensor:
     x = x + 1e-10 * x.abs().mean(dim=1, keepdim=True).clamp(min=1.0) * noise
     srt, order = sort_rows(x)  # (m, N) each
     const = math.fsum(torch.special.digamma(torch.tensor([n, k], dtype=torch.float64)).tolist())
-    for chunk in pos.split(max(1, BLOCK // (16 * n))):
+    for chunk in pos.split(max(1, CHUNK // n)):
         i, j = chunk[:, 0], chunk[:, 1]
         xs, ys = srt[i], x[j].gather(1, order[i])  # (P, N), in x-sorted order
         eps = kth_maxnorm(xs, ys, k)
@@ -66,10 +71,11 @@ def kth_maxnorm(xs: Tensor, ys: Tensor, k: int, half: int | None = None) -> Tens
     if half is None:
         half = min(n - 1, 2 * k + 2)
         eps, ok = _block_kth(xs, ys, k)  # every sample, from a few candidates per x-block
+        fresh = True  # the x-order window of this width is still to try
     else:
         half = min(n - 1, max(k, half))
         eps, ok = _window_kth(xs, ys, k, half)  # every sample, x order
-        eps = eps.view(p, n)
+        eps, fresh = eps.view(p, n), False
     rows, pos = (~ok).view(p, n).nonzero(as_tuple=True)  # samples still to do
     if rows.numel():
         y_sorted, y_order = sort_rows(ys)
@@ -81,11 +87,11 @@ def kth_maxnorm(xs: Tensor, ys: Tensor, k: int, half: int | None = None) -> Tens
         kth, ok = _window_kth(y_sorted, x_by_y, k, half, rows, y_pos[rows, pos])  # y order
         eps[rows[ok], pos[ok]] = kth[ok]
         rows, pos = rows[~ok], pos[~ok]
-        half = min(4 * half, n - 1)
-        if rows.numel():
-            kth, ok = _window_kth(xs, ys, k, half, rows, pos)  # x order, wider
+        if rows.numel() and fresh:
+            kth, ok = _window_kth(xs, ys, k, half, rows, pos)  # x order
             eps[rows[ok], pos[ok]] = kth[ok]
             rows, pos = rows[~ok], pos[~ok]
+        fresh, half = True, min(4 * half, n - 1)
     return eps
 
 
@@ -123,17 +129,38 @@ def _block_kth(
     best = [x.new_full((p, nb, b), inf) for _ in range(k + 1)]  # k + 1 smallest, self included
     for shift in range(2 * reach + 1):
         yb, xb = y_pad[:, shift : shift + nb], x_pad[:, shift : shift + nb]
-        at = torch.searchsorted(yb[:, :, c + 1 : c + 1 + b].contiguous(), y.contiguous())
+        at = _count_below(yb, y, c + 1, b)  # y of the block's samples below y_i
         below, above = yb.gather(2, at), yb.gather(2, at + 2 * c + 1)  # first ones not compared
         gap = torch.minimum(gap, torch.minimum(y - below, above - y))
         for o in range(1, 2 * c + 1):
             idx = at + o
             dist = torch.maximum((xb.gather(2, idx) - x).abs(), (yb.gather(2, idx) - y).abs())
-            for t in range(k, 0, -1):  # insert into the sorted k + 1 smallest
-                best[t] = torch.minimum(best[t], torch.maximum(best[t - 1], dist))
-            best[0] = torch.minimum(best[0], dist)
+            _insert(best, dist)
     d_k = best[k].view(p, -1)[:, :n]
     return d_k.contiguous(), (best[k] <= gap).view(p, -1)[:, :n]
+
+
+def _count_below(padded: Tensor, q: Tensor, start: int, length: int) -> Tensor:
+    """(..., m) number of entries of the sorted `padded[..., start : start + length]` below q.
+
+    A branchless binary search by gathers: torch's CPU searchsorted costs ~60 ns a query on
+    these short rows. Entries past the end read +inf (as `padded` holds there)."""
+    at = torch.zeros(q.shape, dtype=torch.int64, device=q.device)
+    step, last = 1 << (length.bit_length() - 1), padded.shape[-1] - 1
+    while step:
+        cand = at + step
+        below = padded.gather(-1, (cand + (start - 1)).clamp_(max=last)) < q
+        at = torch.where(below, cand, at)
+        step >>= 1
+    return at
+
+
+def _insert(best: list[Tensor], dist: Tensor) -> None:
+    """Inserts `dist` into the running sorted smallest values best[0] ≤ best[1] ≤ ..., in place
+    of the list (elementwise: a sorting network, no sort)."""
+    for t in range(len(best) - 1, 0, -1):
+        best[t] = torch.minimum(best[t], torch.maximum(best[t - 1], dist))
+    best[0] = torch.minimum(best[0], dist)
 
 
 def _window_kth(
@@ -151,12 +178,18 @@ def _window_kth(
     def select(wu: Tensor, wv: Tensor, cu: Tensor, cv: Tensor, lo: Tensor, hi: Tensor):
         dist = torch.maximum((wu - cu[..., None]).abs(), (wv - cv[..., None]).abs())
         # the sample itself is at distance 0, so the (k + 1)-th smallest is the k-th neighbour
-        d_k = dist.topk(k + 1, dim=-1, largest=False).values[..., -1]
+        if dist.shape[-1] > _NARROW:
+            d_k = dist.topk(k + 1, dim=-1, largest=False).values[..., -1]
+        else:  # torch's topk costs ~25 ns an entry on short rows
+            best = [torch.full_like(dist[..., 0], math.inf) for _ in range(k + 1)]
+            for col in dist.unbind(-1):
+                _insert(best, col)
+            d_k = best[k]
         return d_k, d_k <= torch.minimum(cu - lo, hi - cu)
 
     out = []
     if rows is None:  # all entries: the windows stay views, nothing is copied
-        step = max(1, BLOCK // (4 * n * (2 * half + 1)))
+        step = max(1, CHUNK // (n * (2 * half + 1)))
         for a in range(0, p, step):
             s = slice(a, a + step)
             out.append(
@@ -165,7 +198,7 @@ def _window_kth(
                 )
             )
     else:
-        step = max(1, BLOCK // (4 * (2 * half + 1)))
+        step = max(1, CHUNK // (2 * half + 1))
         for a in range(0, rows.numel(), step):
             r, i = rows[a : a + step], pos[a : a + step]  # window of i starts at padded i + 1
             out.append(

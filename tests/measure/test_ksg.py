@@ -95,3 +95,16 @@ def test_knn_with_atoms_equals_brute_force():
     xs, ys = _atoms_data()
     for k in (1, 3, 6):
         assert torch.equal(kth_maxnorm(xs, ys, k), _brute_kth(xs, ys, k))
+
+
+@pytest.mark.parametrize("length", [1, 5, 64, 100])
+def test_count_below_equals_searchsorted(length):
+    """The block pass's binary search by gathers against torch.searchsorted (side left), with
+    ties, queries beyond both ends and +inf padding after the sorted entries."""
+    gen = torch.Generator().manual_seed(length)
+    rows = torch.randint(-5, 5, (3, 7, length), generator=gen).double().sort(dim=-1).values
+    inf = torch.full((3, 7, 4), math.inf, dtype=torch.float64)
+    padded = torch.cat([-inf[..., :2], rows, inf], dim=-1)  # sorted part starts at 2
+    q = torch.randint(-7, 7, (3, 7, 9), generator=gen).double()
+    expected = torch.searchsorted(rows, q)
+    assert torch.equal(_ksg._count_below(padded, q, 2, length), expected)
