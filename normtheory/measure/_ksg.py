@@ -1,4 +1,4 @@
-"""The KSG k-nearest-neighbour MI estimator over pairs of neurons, with exact k-NN by windows.
+"""The KSG k-nearest-neighbour MI estimator over pairs of neurons, with exact k-NN.
 
 Private to `normtheory.measure.information`, whose module docstring defines the estimator
 (Kraskov, Stögbauer & Grassberger 2004, algorithm 1):
@@ -6,7 +6,7 @@ Private to `normtheory.measure.information`, whose module docstring defines the 
     I = ψ(N) + ψ(k) − ⟨ψ(n_x + 1)⟩ − ⟨ψ(n_y + 1)⟩,
 
 ε_i the max-norm distance of sample i to its k-th neighbour in the joint space, n_x the samples
-with |x_j − x_i| < ε_i. The k-th neighbours (`kth_maxnorm`) come first from ~20
+with |x_j − x_i| < ε_i. The k-th neighbours (`kth_maxnorm`) come first from 50
 candidates per sample, the nearest in y within the nearest blocks in x order (`_block_kth`),
 then, for the samples this cannot prove exact (atoms, tails), from windows in sorted order that
 widen until provably exact. All batched over pairs as tensor ops, no loop over pairs; on one CPU
@@ -58,14 +58,14 @@ def kth_maxnorm(xs: Tensor, ys: Tensor, k: int, half: int | None = None) -> Tens
     """(P, N) max-norm distance of each sample to its k-th nearest other sample, exactly.
 
     `xs` is sorted along dim 1, `ys` in the same order. Without `half`, a first pass
-    (`_block_kth`) settles most samples from ~20 candidates each; the rest go to the windows
-    below, starting in y order. With `half`, sample i is compared with the `half`
-    neighbours on each side in x order; every sample outside that window is at least `gap` (x
-    distance to the window's edge) away, so the window's k-th distance is exact when ≤ gap.
-    The default half-width √(kN) is about the x-strip count of a KSG ball, so few samples fail
-    (~8 % for a Gaussian pair). Those are tried in y order, which rescues the samples inside an
-    atom of x (jittered ties: x order is random there), then again in both orders with 4×
-    wider windows, until a window spans all samples.
+    (`_block_kth`) settles most samples from 50 candidates each. The rest (~10 % of a Gaussian
+    pair: tails; most samples of an atom) go to windows: sample i is compared with the `half`
+    neighbours on each side in y order, then in x order; every sample outside a window is at
+    least `gap` (distance to the window's edge in that coordinate) away, so the window's k-th
+    distance is exact when ≤ gap. The y order rescues the samples inside an atom of x (jittered
+    ties: x order is random there), the x order those inside an atom of y. Windows start
+    half-width 2k + 2 and widen 4× until one spans all samples. With `half`, all samples start
+    with the x-order window of that half-width (tests use this to check every width is exact).
     """
     p, n = xs.shape
     if half is None:
