@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from hessian_oracle import build, call, dense_hessian
 
-from normtheory.measure.curvature import hessian_eigenvalues
 from normtheory.measure._functional import generator
+from normtheory.measure.curvature import hessian_eigenvalues
 from normtheory.measure.trace import _xtrace, hessian_trace
 from normtheory.models import build_model
 
