@@ -39,7 +39,7 @@ def test_spectrum_trace_smoothness_match_direct_calls(setup):
     monitor.after_step(0)
     eig = hessian_eigenvalues(model, F.cross_entropy, probe, k=2, tol=1e-3)
     assert list(_values(monitor, "hessian.eig")) == pytest.approx(eig.values.tolist(), rel=1e-4)
-    trace = hessian_trace(model, F.cross_entropy, probe, mode="eval", method="xtrace", n_hvp=12)
+    trace = hessian_trace(model, F.cross_entropy, probe, mode="eval", n_hvp=12)
     assert _values(monitor, "hessian_trace.trace")[""] == pytest.approx(trace.value, rel=1e-5)
     smooth = gradient_smoothness(model, F.cross_entropy, probe, lr=0.05, n_points=4)
     assert _values(monitor, "smoothness.beta")[""] == pytest.approx(smooth.beta, rel=1e-5)
