@@ -93,8 +93,10 @@ class HessianSpectrum(_CurvatureHook):
         k: how many eigenvalues; which: ``"largest"``, ``"magnitude"`` or ``"smallest"``; tol:
             Lanczos' relative convergence tolerance.
         invariant: eigenvalues of D H D, D = `invariant_metric` (scale-invariant) instead of H.
-        warm_start: start each call from the previous call's eigenvectors (False: a random
-            start every call, the same seed each time).
+        warm_start: start each call from the previous call's eigenvectors (default False: a
+            random start every call, the same seed each time — a warm start nearly orthogonal to
+            a new top eigenvector can settle on another eigenpair, and the studies' reference
+            numbers are made with random starts).
         probe: (inputs, targets), the fixed batch; default: the first training batch seen.
         mode: ``"train"`` (batch statistics, fixed dropout masks, as the net trains) or
             ``"eval"``.
@@ -119,7 +121,7 @@ class HessianSpectrum(_CurvatureHook):
         which: str = "largest",
         tol: float = 1e-3,
         invariant: bool = False,
-        warm_start: bool = True,
+        warm_start: bool = False,
         probe: tuple[torch.Tensor, torch.Tensor] | None = None,
         mode: str = "train",
         params: Sequence[str] | None = None,
