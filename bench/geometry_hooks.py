@@ -1,21 +1,27 @@
 """Overhead of the weight-geometry hooks: training with them against training without.
 
 Run: ``python bench/geometry_hooks.py [--device cpu|cuda|auto] [--steps 300] [--repeats 5]
-[--threads 1] [--json PATH]``. Issue 4 asks that `OrthogonalWeightNorm` and `ScaleInvariance`
-be cheap and that the note say how cheap: this prints, per model and hook configuration, the
-median over repeats of the paired ratio (wall time with hooks) / (wall time without), the two
-arms alternating which runs first. No target to pass: the ratio is the number to report.
+[--threads 1] [--only issue18] [--json PATH]``. Issue 4 asks that `OrthogonalWeightNorm` and
+`ScaleInvariance` be cheap and that the note say how cheap: this prints, per model and hook
+configuration, the median over repeats of the paired ratio (wall time with hooks) / (wall time
+without), the two arms alternating which runs first (a whole `run_train_cell`: data from the
+cache, model, training, one evaluation at the end).
+
+Issue 18's targets (a PASS/FAIL line each): `OrthogonalWeightNorm` on every layer of a small BN
+convnet on the digits (width 16, depth 3, one channel, SGD, batch 64, 200 steps — `--steps`
+does not change it) ≤ ×1.3 recorded every step and ≤ ×1.1 recorded every 20 steps.
 
 Configurations (the study settings): `OrthogonalWeightNorm` on the first layer recorded every
 20 steps, on every linear/conv layer every 20 steps, and `ScaleInvariance` every 5 steps; on a
 BN MLP (192 → 64 → 64 → 10) and a BN convnet (width 16, depth 3) on the digits repeated on 3
-channels, SGD, batch 32. `OrthogonalWeightNorm` updates each layer's float64 Gram every step
-(a GEMM of the layer's input patches) and diagonalizes it at each record; `ScaleInvariance`
-copies the watched weights and gradients on its schedule.
+channels, SGD, batch 32. `OrthogonalWeightNorm` projects each layer's inputs onto its span's
+basis every step until the span is the whole fan-in, then skips the layer (`InputSpan`);
+`ScaleInvariance` copies the watched weights and gradients on its schedule.
 """
 
 import argparse
 import dataclasses
+import functools
 import json
 import time
 
@@ -40,6 +46,13 @@ MODELS = {
     "convnet": dataclasses.replace(BASE, arch="convnet", width=16, depth=3),
 }
 FIRST = {"mlp": "fc1", "convnet": "conv1"}
+ISSUE18 = dataclasses.replace(
+    BASE, data_channels=1, arch="convnet", width=16, depth=3, batch_size=64, steps=200
+)
+TARGETS = {  # issue 18: label -> (hooks, largest ratio)
+    "OrthogonalWeightNorm(all layers, every step)": (lambda: [OrthogonalWeightNorm()], 1.3),
+    "OrthogonalWeightNorm(all layers, every 20)": (lambda: [OrthogonalWeightNorm(every=20)], 1.1),
+}
 HOOKS = {
     "OrthogonalWeightNorm(first layer, every 20)": lambda arch: [
         OrthogonalWeightNorm(layers=[FIRST[arch]], every=20)
@@ -55,46 +68,69 @@ def timed(cell: TrainCell, hooks, device: str) -> float:
     return time.perf_counter() - start
 
 
+def paired(cell: TrainCell, make, repeats: int, device: str) -> dict:
+    """Median wall times and paired ratio with / without the hooks `make()` builds."""
+    ratios, base_times, hook_times = [], [], []
+    for rep in range(repeats):
+        order = [False, True] if rep % 2 == 0 else [True, False]
+        times = {h: timed(cell, make() if h else [], device) for h in order}
+        ratios.append(times[True] / times[False])
+        base_times.append(times[False])
+        hook_times.append(times[True])
+    return {
+        "without (s)": np.median(base_times),
+        "with (s)": np.median(hook_times),
+        "ratio": np.median(ratios),
+        "per step (ms)": 1e3 * (np.median(hook_times) - np.median(base_times)) / cell.steps,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", choices=["issue18"], default=None)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
-    for arch, cell in MODELS.items():
+    for arch, cell in ({} if args.only else MODELS).items():
         cell = dataclasses.replace(cell, steps=args.steps)
         timed(cell, [], args.device)  # warm-up: data cache, kernels
         for label, make in HOOKS.items():
-            ratios, base_times, hook_times = [], [], []
-            for rep in range(args.repeats):
-                order = [False, True] if rep % 2 == 0 else [True, False]
-                times = {h: timed(cell, make(arch) if h else [], args.device) for h in order}
-                ratios.append(times[True] / times[False])
-                base_times.append(times[False])
-                hook_times.append(times[True])
             rows.append(
                 {
                     "model": arch,
                     "hooks": label,
-                    "without (s)": np.median(base_times),
-                    "with (s)": np.median(hook_times),
-                    "ratio": np.median(ratios),
-                    "per step (ms)": 1e3
-                    * (np.median(hook_times) - np.median(base_times))
-                    / args.steps,
+                    **paired(cell, functools.partial(make, arch), args.repeats, args.device),
                 }
             )
             print(f"{arch:8s} {label:45s} ratio ×{rows[-1]['ratio']:.2f}", flush=True)
+    timed(ISSUE18, [], args.device)
+    verdicts = []
+    for label, (make, target) in TARGETS.items():
+        rows.append(
+            {
+                "model": "convnet-b64",
+                "hooks": label,
+                **paired(ISSUE18, make, args.repeats, args.device),
+            }
+        )
+        ratio = rows[-1]["ratio"]
+        verdicts.append(
+            f"{'PASS' if ratio <= target else 'FAIL'} {label}: ×{ratio:.2f} (target ≤ ×{target})"
+        )
+        print(f"convnet-b64 {label:45s} ratio ×{ratio:.2f}", flush=True)
     table = pd.DataFrame(rows)
     print()
     print(
-        f"device {args.device}, {args.steps} steps, {args.repeats} repeats, {args.threads} thread(s)"
+        f"device {args.device}, {args.steps} steps (convnet-b64: {ISSUE18.steps}), "
+        f"{args.repeats} repeats, {args.threads} thread(s)"
     )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("\n".join(verdicts))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)

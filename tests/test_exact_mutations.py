@@ -11,7 +11,7 @@ Each mutant is a copy of the library code with one change, the kind of slip a re
   (``W.std() + eps``, the authors' reference code) instead of √(σ² + ε) with the biased σ².
   WS-GRAD is claimed at ε → 0 and checked with ``ws_eps=0``, so it is the unbiased σ that
   shows; where ε sits cannot matter at ε = 0.
-- ``span_forgets``: `InputSpan.update` keeps only the last batch's Gram matrix.
+- ``span_forgets``: `InputSpan.update` keeps only the last batch's span.
 - ``bn_detached_stats``: BatchNorm computes its batch statistics outside autograd (as if they were
   constants, e.g. under ``torch.no_grad``): the forward is right, every gradient is wrong.
 - ``gn_default_eps``: GroupNorm drops its ``eps`` argument, so ``F.group_norm`` uses its default
@@ -60,7 +60,7 @@ def _span_forgets(monkeypatch):
     update = InputSpan.update
 
     def forgetful(self, x):
-        self._gram = None  # the bug: each batch replaces the Gram instead of adding to it
+        self._q = None  # the bug: each batch starts the span afresh instead of adding to it
         return update(self, x)
 
     monkeypatch.setattr(InputSpan, "update", forgetful)

@@ -67,8 +67,11 @@ class OrthogonalWeightNorm(Hook):
     ``ratio`` and ``drift`` are left out while the complement is empty or W_0's part in it is
     rounding error (below `EMPTY_RTOL` · ‖W_0‖): a ratio of two rounding errors means nothing.
 
-    Cost: one float64 Gram update per layer and step (a GEMM of the layer's input patches), and
-    an eigendecomposition of each fan_in × fan_in Gram per recorded step.
+    Cost (`InputSpan`): while a layer's span is not the whole fan-in, one float64 projection of
+    its inputs per step (a conv with fan_in filters for a conv layer, no im2col matrix) and a
+    small eigendecomposition on the rare steps whose batch has energy outside the span; nothing
+    once the span is proven full. A record costs ‖W C‖ per layer with a complement (C the
+    complement basis), nothing for a full one. Memory per layer: 2 · fan_in² float64.
 
     Args:
         layers: names of linear / conv modules; default every one.
@@ -123,6 +126,8 @@ class OrthogonalWeightNorm(Hook):
         self._w0 = {
             n: m.weight.detach().to(torch.float64, copy=True) for n, m in self._layers.items()
         }
+        self._w0_norm = {n: float(w.norm()) for n, w in self._w0.items()}
+        self._start: dict[str, tuple] = {}  # layer -> (span dim, ‖W_0 P⊥‖)
         self._pending, self._updates = [], 0
 
         def open_forward(module: nn.Module, args: tuple) -> None:
@@ -175,23 +180,38 @@ class OrthogonalWeightNorm(Hook):
         records: list[Record] = [("updates", "", self._updates)]
         for name, layer in self._layers.items():
             span = self.spans[name]
+            dims = span.dim
+            complement = span.groups * span.fan_in - (sum(dims) if isinstance(dims, list) else dims)
+            if complement == 0:  # P⊥ = 0: ‖W P⊥‖ = 0, no ratio (as orthogonal_weight_norm says)
+                records += [
+                    ("norm", name, 0.0),
+                    ("relative", name, 0.0),
+                    ("complement_dim", name, 0),
+                ]
+                continue
             now = orthogonal_weight_norm(layer.weight, span)
-            start = orthogonal_weight_norm(self._w0[name], span)
-            dims = now.complement_dim
-            complement = sum(dims) if isinstance(dims, list) else dims
+            start = self._start_norm(name, span)
             records += [
                 ("norm", name, now.total),
                 ("relative", name, now.relative),
                 ("complement_dim", name, complement),
             ]
-            if complement > 0 and start.total > EMPTY_RTOL * float(self._w0[name].norm()):
+            if start > EMPTY_RTOL * self._w0_norm[name]:
                 delta = layer.weight.detach().to(torch.float64) - self._w0[name]
                 drift = orthogonal_weight_norm(delta, span).total
                 records += [
-                    ("ratio", name, now.total / start.total),
-                    ("drift", name, drift / start.total),
+                    ("ratio", name, now.total / start),
+                    ("drift", name, drift / start),
                 ]
         return records
+
+    def _start_norm(self, name: str, span: InputSpan) -> float:
+        """‖W_0 P⊥‖, recomputed only when the span has grown (P⊥ changes only then)."""
+        cached = self._start.get(name)
+        if cached is None or cached[0] != span.dim:
+            cached = (span.dim, orthogonal_weight_norm(self._w0[name], span).total)
+            self._start[name] = cached
+        return cached[1]
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:
         if event == "start":

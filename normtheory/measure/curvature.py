@@ -95,6 +95,7 @@ def hessian_eigenvalues(
     verify: bool = False,
     seed: int = 0,
     metric: Mapping[str, Tensor] | None = None,
+    start: Tensor | None = None,
 ) -> EigenResult:
     """k extreme eigenvalues of the Hessian by Lanczos with full reorthogonalization.
 
@@ -121,6 +122,12 @@ def hessian_eigenvalues(
             Lanczos estimates β_m |s_{m,i}|.
         metric: eigenpairs of D H D instead of H (see the module docstring); vectors are in
             the u coordinates.
+        start: the Lanczos start vector (n,), or vectors (n, j) whose sum starts it, e.g. the
+            eigenvectors of a previous call (warm start: along training they turn slowly, so
+            the start is nearly in the wanted invariant subspace and few products reach
+            `tol`). Default: a random vector from `seed`. A start (nearly) orthogonal to the
+            wanted eigenvectors finds others: Lanczos returns the extreme Ritz values of the
+            Krylov space it built, and a warm start's space is small.
     """
     check_choice("which", which, WHICH)
     with fixed_loss(model, loss_fn, data, mode=mode, params=params) as f:
@@ -133,8 +140,7 @@ def hessian_eigenvalues(
         d = f.diagonal(metric)
         matvec = f.hvp if d is None else lambda v: d * f.hvp(d * v)  # D H D v
         gen = generator(f.device, seed)
-        start = torch.randn(n, generator=gen, dtype=f.dtype, device=f.device)
-        lz = Lanczos(matvec, start, gen)
+        lz = Lanczos(matvec, _start(start, n, gen, f.dtype, f.device), gen)
         while lz.steps < min(n, cap - reserve):
             lz.step()
             if lz.steps >= k:
@@ -167,6 +173,20 @@ def hessian_eigenvalues(
             converged=converged,
             vectors=vectors if return_vectors else None,
         )
+
+
+def _start(start: Tensor | None, n: int, gen: torch.Generator, dtype, device) -> Tensor:
+    """The Lanczos start vector (n,): random, or the given vector / sum of vectors."""
+    if start is None:
+        return torch.randn(n, generator=gen, dtype=dtype, device=device)
+    v = start.detach().to(device=device, dtype=dtype)
+    v = v.sum(dim=1) if v.ndim == 2 else v
+    if v.shape != (n,) or not torch.isfinite(v).all() or not torch.linalg.vector_norm(v) > 0:
+        raise ValueError(
+            f"start must be a finite nonzero vector (n,) or vectors (n, j) with n={n}, got "
+            f"shape {tuple(start.shape)}"
+        )
+    return v
 
 
 def _wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:

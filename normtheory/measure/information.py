@@ -30,8 +30,9 @@ Estimators of I(X; Y):
         Preprocessing as scikit-learn's ``mutual_info_regression``: each neuron divided by its
         standard deviation, plus 1e-10 · max(1, mean |x|) Gaussian jitter (from ``seed``) to
         break ties. Unlike scikit-learn negative estimates are kept (clipping at 0 biases
-        means and the shuffle floor upwards). Exact k-NN in O(N √(kN)) per pair (`_ksg`), fast
-        on GPU; on CPU 2-3x slower per pair than scikit-learn's KD-tree.
+        means and the shuffle floor upwards). Exact k-NN from a few candidates per sample, windows
+        where those cannot prove it (`_ksg`); on one CPU thread ~2x faster per pair than
+        scikit-learn's KD-tree.
 
 Degenerate neurons are reported, never silently turned into numbers: a constant ("dead")
 neuron gets NaN in every entry of its row and column and is listed in ``dead``; ``atom_fraction``
@@ -55,7 +56,7 @@ from normtheory.measure import _ksg, _rank
 from normtheory.measure._functional import generator
 
 METHODS = ("gaussian_copula", "binned", "ksg")
-_KSG_ALL_PAIRS_MAX_NEURONS = 16  # above this, ksg needs explicit `pairs` (it costs ~N^1.5 each)
+_KSG_ALL_PAIRS_MAX_NEURONS = 32  # above this, ksg needs explicit `pairs` (~10 ms each at N = 4096)
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def pairwise_mutual_information(
     Args:
         acts: (N, d) activations.
         method: ``"gaussian_copula"`` (fast lower bound), ``"binned"`` (Miller–Madow plug-in)
-            or ``"ksg"`` (k-NN, expensive: pass ``pairs`` when d > 16).
+            or ``"ksg"`` (k-NN, expensive: pass ``pairs`` when d > 32).
         neurons: optional column indices; the matrix covers only these.
         pairs: optional (P, 2) column indices (list of tuples or array) of the pairs wanted.
             ``ksg`` estimates only these; the fast methods compute all and keep these. Without

@@ -9,9 +9,17 @@ W_t P⊥ = (1 − ηλ)^t W_0 P⊥. Adaptive optimizers (Adam) rescale coordinat
 they create orthogonal weight norm (Liu et al. 2021, "Implicit biases of SGD on
 BN-DNNs" / "Weight rescaling"; CLAIMS.md: SPAN-ORTH).
 
-`InputSpan` accumulates the Gram matrix G = Σ_n x_n x_nᵀ of a layer's inputs in float64
-(memory O(fan_in²), never O(samples)); S is the range of G. `orthogonal_weight_norm` measures
-‖W P⊥‖ per output row and in total.
+`InputSpan` tracks S incrementally: per group it keeps an orthogonal matrix Q = [B | C]
+(fan_in × fan_in, float64), B a basis of the span seen so far and C of its complement, and the
+Gram of the inputs in these coordinates, Qᵀ G Q. A batch X is projected onto Q (for a
+conv, by a float64 convolution with the columns of Q as filters: no im2col matrix); only when
+its energy outside the span, ‖X C‖²_F, exceeds rtol · ‖X‖²_F are the eigenvectors of the k × k
+complement Gram (X C)ᵀ(X C) whose eigenvalues exceed rtol · ‖X‖²_F moved from C to B. Since
+range(G + XᵀX) = S ⊕ C · rowspace(X C), this is the range of the full Gram without forming it.
+Once a group's span is the whole fan-in (proven full: r = fan_in) its inputs are no longer
+looked at. Memory per layer and group: Q and Qᵀ G Q, 2 · fan_in² float64, plus one
+chunk of projected inputs (M × fan_in, ≤ 128 MiB) during an update. `orthogonal_weight_norm`
+measures ‖W P⊥‖ = ‖W C‖ per output row and in total.
 
 Weight-standardized layers (`WSLinear`, `WSConv*d`) are accepted, since their inputs are
 unfolded exactly like the plain layer's; but their raw weight does not enter linearly, so
@@ -29,14 +37,14 @@ _CHUNK = 1 << 24  # float64 patch entries per chunk of `InputSpan.update` (128 M
 
 
 class InputSpan:
-    """Streaming accumulator of the span of the inputs a weight layer has seen.
+    """Streaming tracker of the span of the inputs a weight layer has seen.
 
     Linear: the inputs are the vectors x (in_features,), any leading dims flattened. Conv1d /
     Conv2d: the inputs are the patches the kernel is applied to, unfolded exactly as the conv
     does (stride, zero padding — padded zeros are part of the patches —, dilation); with
-    ``groups = g`` each group has its own fan-in C_in/g · prod(kernel) and its own span, so one
-    Gram per group is kept. Patch entries are ordered as ``weight.reshape(out, -1)`` orders
-    the fan-in: channel-major, then kernel positions.
+    ``groups = g`` each group has its own fan-in C_in/g · prod(kernel) and its own span.
+    Patch entries are ordered as ``weight.reshape(out, -1)`` orders the fan-in:
+    channel-major, then kernel positions.
 
     Example::
 
@@ -45,26 +53,38 @@ class InputSpan:
             span.update(x)                       # the conv's inputs (N, C, H, W)
         orthogonal_weight_norm(model.conv1.weight, span).relative
 
+    Numerical tolerance: a batch X (M inputs, as rows) adds the directions of its energy
+    outside the span whose energy exceeds ``rtol · ‖X‖²_F`` — relative to the batch's own
+    energy (the trace of its Gram, between its largest eigenvalue and fan_in times it). The
+    default 1e-10 cuts directions whose singular value is below 1e-5 of the batch's norm.
+    float32 inputs that lie exactly in a subspace (repeated channels, constant pixels, a
+    rank-r embedding rounded to float32) leave ≲ 1e-15 of their energy outside it, while a
+    rare input direction (a pixel lit in a handful of images) can hold 1e-7 of it and still be
+    moved by SGD: a larger rtol would call it orthogonal.
+
     Args:
         layer: an `nn.Linear`, `nn.Conv1d` or `nn.Conv2d` (subclasses such as the WS layers
             included); only its geometry is kept, not the module.
-        rtol: an eigenvalue λ of G counts towards the span when λ > rtol · λ_max. G squares
-            the singular values of the input matrix, so the default 1e-10 cuts singular values
-            below 1e-5 of the largest. The Gram is float64: float32 inputs that lie exactly in
-            a subspace (repeated channels, constant pixels, a rank-r embedding rounded to
-            float32) leave eigenvalues ≲ 1e-15 λ_max outside it, while a rare input direction
-            (a pixel lit in a handful of images) can sit at 1e-7 λ_max and still be moved by
-            SGD: a larger rtol would call it orthogonal.
+        rtol: the relative energy tolerance above.
+        skip_full: once a group's span is the whole fan-in, stop looking at its inputs (they
+            cannot add anything); `gram` is then unavailable. False keeps the Gram exact.
 
     Raises:
         NotImplementedError: a conv with ``padding_mode`` other than ``"zeros"``.
         TypeError: another kind of layer.
     """
 
-    def __init__(self, layer: nn.Linear | nn.Conv1d | nn.Conv2d, *, rtol: float = 1e-10) -> None:
+    def __init__(
+        self,
+        layer: nn.Linear | nn.Conv1d | nn.Conv2d,
+        *,
+        rtol: float = 1e-10,
+        skip_full: bool = True,
+    ) -> None:
         if not (isinstance(rtol, int | float) and 0 <= rtol < 1):
             raise ValueError(f"rtol must be a float in [0, 1), got {rtol!r}")
         self.rtol = float(rtol)
+        self.skip_full = bool(skip_full)
         if isinstance(layer, nn.Linear):
             self.kind, self.groups = "linear", 1
             self.in_channels, self.out_channels = layer.in_features, layer.out_features
@@ -87,28 +107,99 @@ class InputSpan:
                 f"InputSpan needs an nn.Linear, nn.Conv1d or nn.Conv2d, got {type(layer).__name__}"
             )
         self.fan_in = self.in_channels // self.groups * math.prod(self.kernel_size)
-        self._gram: Tensor | None = None  # (g, fan_in, fan_in), float64
-        self._cache: dict[str, object] = {}  # eigh, bases, projector of the current Gram
-        self.n_seen = 0  # input vectors (rows / patches) added to the Gram
+        self._q: Tensor | None = None  # (g, F, F) float64, columns [B | C] per group
+        self._rank = [0] * self.groups  # r per group: Q[j][:, :r] spans the inputs seen
+        self._gram_q: Tensor | None = None  # (g, F, F) float64: Qᵀ G Q per group
+        self._cache: dict[str, object] = {}  # filters / projector of the current Q
+        self.n_seen = 0  # input vectors (rows / patches) per group
         self.n_examples = 0  # examples seen (for Linear: input vectors, leading dims flattened)
+        self.n_skipped = 0  # input vectors not looked at: the span was already full
 
     # -- accumulation -------------------------------------------------------------------------
+
+    @property
+    def full(self) -> bool:
+        """Every group's span is the whole fan-in (proven by the inputs seen)."""
+        return all(r == self.fan_in for r in self._rank)
 
     def update(self, x: Tensor) -> "InputSpan":
         """Adds the inputs `x` of the layer: (..., in_features) for Linear, (N, C, L) or
         (C, L) for Conv1d, (N, C, H, W) or (C, H, W) for Conv2d. Returns self.
 
-        Works in chunks of examples, so the float64 patch matrix stays under ~128 MiB."""
+        Works in chunks of examples, so the float64 projected inputs stay under ~128 MiB.
+        Cost O(M · fan_in²) flops for M input vectors (a float64 conv for a conv layer), none
+        once the span is full and `skip_full`."""
         x = self._batched(x.detach())  # (N, in_features) or (N, C, *spatial)
-        per_example = x[0].numel() * math.prod(self.kernel_size)  # about, for a conv
-        for chunk in x.split(max(1, _CHUNK // max(per_example, 1))):
-            patches = self._patches(chunk)  # (g, M, fan_in), float64
-            gram = patches.transpose(1, 2) @ patches  # (g, fan_in, fan_in)
-            self._gram = gram if self._gram is None else self._gram + gram.to(self._gram.device)
-            self.n_seen += patches.shape[1]
+        if self._q is None:
+            eye = torch.eye(self.fan_in, dtype=torch.float64, device=x.device)
+            self._q = eye.repeat(self.groups, 1, 1)
+            self._rank = [0] * self.groups
+            self._gram_q = torch.zeros_like(self._q)
+            self._cache = {}
+        seen = x.shape[0] * self._positions(x)
+        self.n_seen += seen
         self.n_examples += x.shape[0]
-        self._cache = {}
+        if self.skip_full and self.full:
+            self.n_skipped += seen
+            return self
+        per_example = self.groups * self.fan_in * self._positions(x)
+        for chunk in x.split(max(1, _CHUNK // max(per_example, 1))):
+            coords = self._coords(chunk)  # (g, M, F): the inputs in the coordinates Q
+            for j in range(self.groups):
+                self._absorb(j, coords[j])
         return self
+
+    def _absorb(self, j: int, y: Tensor) -> None:
+        """Adds a chunk of group j's inputs, y = X Q_j (M, F), to the span and Qᵀ G Q."""
+        r = self._rank[j]
+        gram = y.T @ y  # (F, F): the chunk's Gram in the coordinates Q
+        self._gram_q[j] += gram
+        if r == self.fan_in:
+            return
+        threshold = self.rtol * float(gram.trace())  # rtol · ‖X‖²_F (Q is orthogonal)
+        outside = gram[r:, r:]  # (k, k): (X C)ᵀ (X C)
+        if float(outside.trace()) <= threshold:  # no direction can hold more than all
+            return
+        mu, v = torch.linalg.eigh(outside)  # (k,), (k, k) ascending
+        mu, v = mu.flip(0), v.flip(1)
+        new = int((mu > threshold).sum())
+        if new == 0:
+            return
+        # Rotate C by v (its first `new` columns join B) and Qᵀ G Q with it.
+        self._q[j, :, r:] = self._q[j, :, r:] @ v
+        self._gram_q[j, :, r:] = self._gram_q[j, :, r:] @ v
+        self._gram_q[j, r:, :] = v.T @ self._gram_q[j, r:, :]
+        self._rank[j] = r + new
+        self._cache = {}
+
+    def _positions(self, x: Tensor) -> int:
+        """Output positions of the layer for a batched input `x` (1 for Linear)."""
+        if self.kind == "linear":
+            return 1
+        sizes = x.shape[2:]
+        out = [
+            (n + left + right - d * (k - 1) - 1) // s + 1
+            for n, (left, right), k, d, s in zip(
+                sizes, self.pads, self.kernel_size, self.dilation, self.stride
+            )
+        ]
+        return math.prod(out)
+
+    def _coords(self, x: Tensor) -> Tensor:
+        """The input vectors of a batch `x` in the coordinates Q: (g, M, F) float64, X Q."""
+        if not any(self._rank):  # Q is still I: the coordinates are the patches (im2col)
+            return self._patches(x)
+        x = x.to(torch.float64)
+        if self.kind == "linear":
+            return (x @ self._q[0])[None]  # (1, N, F)
+        if "filters" not in self._cache:  # column i of Q_j as a filter (C/g, *kernel)
+            shape = (self.groups * self.fan_in, self.in_channels // self.groups, *self.kernel_size)
+            self._cache["filters"] = self._q.transpose(1, 2).reshape(shape)
+        x = F.pad(x, [p for pair in reversed(self.pads) for p in pair])
+        conv = F.conv1d if self.kind == "conv1d" else F.conv2d
+        y = conv(x, self._cache["filters"], None, self.stride, 0, self.dilation, self.groups)
+        y = y.reshape(x.shape[0], self.groups, self.fan_in, -1)  # (N, g, F, L_out)
+        return y.permute(1, 0, 3, 2).reshape(self.groups, -1, self.fan_in)  # (g, M, F)
 
     def patches(self, x: Tensor) -> Tensor:
         """The input vectors the layer's weight rows are applied to, for a batch `x` of the
@@ -133,7 +224,7 @@ class InputSpan:
         return x
 
     def _patches(self, x: Tensor) -> Tensor:
-        """The input vectors of a batch `x`, grouped: (g, M, fan_in) in float64."""
+        """The input vectors of a batch `x`, grouped: (g, M, fan_in) in float64 (im2col)."""
         x = x.to(torch.float64)
         if self.kind == "linear":
             return x[None]  # (1, N, in_features)
@@ -150,62 +241,66 @@ class InputSpan:
 
     # -- getters ------------------------------------------------------------------------------
 
-    def _gram3(self) -> Tensor:
-        if self._gram is None:  # nothing seen: the span is {0}
-            return torch.zeros(self.groups, self.fan_in, self.fan_in, dtype=torch.float64)
-        return self._gram
-
     def _squeeze(self, t: Tensor) -> Tensor:
         return t[0] if self.groups == 1 else t
 
-    def gram(self) -> Tensor:
-        """G = Σ x xᵀ in float64: (fan_in, fan_in), or (g, fan_in, fan_in) with groups."""
-        return self._squeeze(self._gram3().clone())
+    def _q3(self) -> Tensor:
+        if self._q is None:  # nothing seen: the span is {0}, the complement everything
+            return torch.eye(self.fan_in, dtype=torch.float64).repeat(self.groups, 1, 1)
+        return self._q
 
-    def _eigh(self) -> tuple[Tensor, Tensor]:
-        if "eig" not in self._cache:
-            self._cache["eig"] = torch.linalg.eigh(self._gram3())  # (g, F), (g, F, F) ascending
-        return self._cache["eig"]
+    def gram(self) -> Tensor:
+        """G = Σ x xᵀ in float64: (fan_in, fan_in), or (g, fan_in, fan_in) with groups.
+
+        Kept as Qᵀ G Q and rotated back, Q (Qᵀ G Q) Qᵀ.
+
+        Raises:
+            RuntimeError: inputs were skipped because the span was full (`skip_full`)."""
+        if self.n_skipped:
+            raise RuntimeError(
+                f"the span became full (all {self.fan_in} dims) and {self.n_skipped} later "
+                "input vectors were not looked at, so their Gram is unknown; build the "
+                "InputSpan with skip_full=False to keep it"
+            )
+        if self._q is None:
+            return self._squeeze(torch.zeros_like(self._q3()))
+        return self._squeeze(self._q @ self._gram_q @ self._q.transpose(1, 2))
 
     def _bases(self) -> list[Tensor]:
-        if "bases" not in self._cache:
-            values, vectors = self._eigh()
-            out = []
-            for lam, vec in zip(values, vectors):
-                top = lam.max()
-                keep = lam > self.rtol * top if top > 0 else torch.zeros_like(lam, dtype=torch.bool)
-                out.append(vec[:, keep])  # (fan_in, r)
-            self._cache["bases"] = out
-        return self._cache["bases"]
+        q = self._q3()
+        return [q[j, :, :r] for j, r in enumerate(self._rank)]
+
+    def _complements(self) -> list[Tensor]:
+        """An orthonormal basis C of the complement of every group's span, (F, k) each."""
+        q = self._q3()
+        return [q[j, :, r:] for j, r in enumerate(self._rank)]
 
     def basis(self) -> Tensor | list[Tensor]:
-        """Orthonormal basis of the span as columns, (fan_in, r): eigenvectors of G with
-        eigenvalue > rtol · λ_max. With groups, a list with one (fan_in, r_j) per group."""
-        bases = self._bases()
+        """Orthonormal basis of the span as columns, (fan_in, r). With groups, a list with
+        one (fan_in, r_j) per group."""
+        bases = [b.clone() for b in self._bases()]
         return bases[0] if self.groups == 1 else bases
 
     @property
     def dim(self) -> int | list[int]:
-        """Dimension r of the span (the numerical rank of G); a list per group with groups."""
-        dims = [b.shape[1] for b in self._bases()]
-        return dims[0] if self.groups == 1 else dims
+        """Dimension r of the span; a list per group with groups."""
+        return self._rank[0] if self.groups == 1 else list(self._rank)
 
     def complement_projector(self) -> Tensor:
-        """P⊥ = I − B Bᵀ, the projector onto the orthogonal complement of the span:
+        """P⊥ = C Cᵀ = I − B Bᵀ, the projector onto the orthogonal complement of the span:
         (fan_in, fan_in), or stacked (g, fan_in, fan_in) with groups; float64."""
         return self._squeeze(self._projector().clone())
 
     def _projector(self) -> Tensor:
         """The cached P⊥ of every group, (g, F, F); callers must not modify it."""
         if "proj" not in self._cache:
-            eye = torch.eye(self.fan_in, dtype=torch.float64, device=self._gram3().device)
-            self._cache["proj"] = torch.stack([eye - b @ b.T for b in self._bases()])
+            self._cache["proj"] = torch.stack([c @ c.T for c in self._complements()])
         return self._cache["proj"]
 
     def __repr__(self) -> str:
         return (
             f"InputSpan({self.kind}, fan_in={self.fan_in}, groups={self.groups}, "
-            f"n_seen={self.n_seen}, rtol={self.rtol})"
+            f"dim={self.dim}, n_seen={self.n_seen}, rtol={self.rtol})"
         )
 
 
@@ -242,8 +337,9 @@ def orthogonal_weight_norm(weight: Tensor, span: InputSpan) -> OrthogonalNorm:
     """‖W P⊥‖ per output row and in total, P⊥ from `span` (SPAN-ORTH, see the module doc).
 
     The weight is reshaped to (out, fan_in) as the layer applies it; with groups g, the
-    out/g rows of group j are projected with group j's P⊥. Computed in float64 on the span's
-    device; `weight` is only read.
+    out/g rows of group j are projected with group j's P⊥: ‖W_o P⊥‖ = ‖W_o C‖, C the span's
+    orthonormal complement basis. Computed in float64 on the span's device; `weight` is only
+    read.
 
     Args:
         weight: the layer's weight, (out, in_features) or (out, C_in / g, *kernel).
@@ -258,10 +354,11 @@ def orthogonal_weight_norm(weight: Tensor, span: InputSpan) -> OrthogonalNorm:
             f"weight of shape {tuple(weight.shape)} does not match the span's layer, "
             f"which expects {expected}"
         )
-    proj = span._projector()  # (g, F, F)
-    w = weight.detach().to(device=proj.device, dtype=torch.float64)
+    complements = span._complements()  # (F, k_j) per group
+    device = complements[0].device
+    w = weight.detach().to(device=device, dtype=torch.float64)
     w = w.reshape(span.groups, span.out_channels // span.groups, span.fan_in)  # (g, O/g, F)
-    per_channel = (w @ proj).norm(dim=2).reshape(-1)  # (O,)  (P⊥ is symmetric)
+    per_channel = torch.cat([(w[j] @ c).norm(dim=1) for j, c in enumerate(complements)])  # (O,)
     total = float(per_channel.norm())
     w_norm = float(w.norm())
     dims = [span.fan_in - d for d in ([span.dim] if span.groups == 1 else span.dim)]

@@ -114,7 +114,7 @@ def test_pairs_pick_entries_and_neurons_map_back(method):
 
 
 def test_ksg_asks_for_pairs_when_d_is_large():
-    x = np.random.default_rng(0).standard_normal((50, 17))
+    x = np.random.default_rng(0).standard_normal((50, 33))
     with pytest.raises(ValueError, match="pairs"):
         pairwise_mutual_information(x, method="ksg")
 

@@ -10,6 +10,7 @@ from neuron_data import gaussian_pair, mi01, mixed_neurons
 from scipy.special import digamma
 from sklearn.feature_selection import mutual_info_regression
 
+from normtheory.measure import _ksg
 from normtheory.measure._ksg import kth_maxnorm
 from normtheory.measure.information import pairwise_mutual_information
 
@@ -52,3 +53,58 @@ def test_windowed_knn_is_exact_whatever_the_window(half):
     d.diagonal(dim1=1, dim2=2).fill_(math.inf)
     for k in (1, 3, 6):
         assert torch.equal(kth_maxnorm(xs, ys, k, half), d.kthvalue(k, dim=2).values)
+
+
+def _brute_kth(xs: torch.Tensor, ys: torch.Tensor, k: int) -> torch.Tensor:
+    d = torch.maximum((xs[:, :, None] - xs[:, None]).abs(), (ys[:, :, None] - ys[:, None]).abs())
+    d.diagonal(dim1=1, dim2=2).fill_(math.inf)
+    return d.kthvalue(k, dim=2).values
+
+
+def _atoms_data(n: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows: a Gaussian pair, an atom in x, an atom in y, a joint atom (both ReLU'd); ties
+    jittered at 1e-10 as `ksg_mi` does, x sorted."""
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(2, 4, n, generator=gen, dtype=torch.float64)
+    y = 0.6 * x + y
+    x[[1, 3]], y[[2, 3]] = x[[1, 3]].clamp(min=0), y[[2, 3]].clamp(min=0)
+    x = x + 1e-10 * torch.randn(4, n, generator=gen, dtype=torch.float64)
+    y = y + 1e-10 * torch.randn(4, n, generator=gen, dtype=torch.float64)
+    xs, order = x.sort(dim=1)
+    return xs, y.gather(1, order)
+
+
+@pytest.mark.parametrize(("b", "c", "reach"), [(64, 5, 2), (16, 1, 1), (7, 2, 3), (1000, 3, 1)])
+def test_block_pass_is_exact_where_it_says(b, c, reach):
+    """The first pass of `kth_maxnorm` flags a distance exact only when it is the brute-force
+    one (never a wrong distance passed on), with blocks that do not divide N, and it settles
+    most samples of a Gaussian pair."""
+    xs, ys = _atoms_data()
+    for k in (1, 3):
+        truth = _brute_kth(xs, ys, k)
+        d_k, ok = _ksg._block_kth(xs, ys, k, b, c, reach)
+        assert torch.equal(d_k[ok], truth[ok])
+        assert (d_k >= truth).all()  # the k-th of a subset is never below the true one
+        if (b, c, reach) == (64, 5, 2):
+            assert ok[0].float().mean() > 0.7
+
+
+def test_knn_with_atoms_equals_brute_force():
+    """The default search (block pass, then windows from 2k + 2 wide) on atoms in x, in y and
+    in both, where the block pass fails for most samples."""
+    xs, ys = _atoms_data()
+    for k in (1, 3, 6):
+        assert torch.equal(kth_maxnorm(xs, ys, k), _brute_kth(xs, ys, k))
+
+
+@pytest.mark.parametrize("length", [1, 5, 64, 100])
+def test_count_below_equals_searchsorted(length):
+    """The block pass's binary search by gathers against torch.searchsorted (side left), with
+    ties, queries beyond both ends and +inf padding after the sorted entries."""
+    gen = torch.Generator().manual_seed(length)
+    rows = torch.randint(-5, 5, (3, 7, length), generator=gen).double().sort(dim=-1).values
+    inf = torch.full((3, 7, 4), math.inf, dtype=torch.float64)
+    padded = torch.cat([-inf[..., :2], rows, inf], dim=-1)  # sorted part starts at 2
+    q = torch.randint(-7, 7, (3, 7, 9), generator=gen).double()
+    expected = torch.searchsorted(rows, q)
+    assert torch.equal(_ksg._count_below(padded, q, 2, length), expected)

@@ -148,8 +148,8 @@ def test_conv_span_matches_naive_im2col(case):
 def test_streaming_equals_one_batch():
     conv = nn.Conv2d(2, 3, 3, stride=2, padding=1, bias=False)
     x = _randn(_gen(2), 7, 2, 5, 5)
-    whole = InputSpan(conv).update(x)
-    parts = InputSpan(conv)
+    whole = InputSpan(conv, skip_full=False).update(x)
+    parts = InputSpan(conv, skip_full=False)  # the span is full after the first chunk
     for chunk in (x[:2], x[2:3], x[3:]):
         parts.update(chunk)
     torch.testing.assert_close(parts.gram(), whole.gram(), atol=1e-12, rtol=1e-12)
@@ -160,9 +160,9 @@ def test_chunked_update_equals_one_gram(monkeypatch):
     """Big batches are unfolded a few examples at a time; the Gram must not notice."""
     conv = nn.Conv2d(2, 4, 3, padding=1, groups=2, bias=False)
     x = _randn(_gen(5), 5, 2, 4, 4)
-    whole = InputSpan(conv).update(x)
+    whole = InputSpan(conv, skip_full=False).update(x)
     monkeypatch.setattr("normtheory.measure.span._CHUNK", 40)  # one example per chunk
-    chunked = InputSpan(conv).update(x)
+    chunked = InputSpan(conv, skip_full=False).update(x)
     torch.testing.assert_close(chunked.gram(), whole.gram(), atol=1e-12, rtol=1e-12)
     assert chunked.n_seen == whole.n_seen == 5 * 16
 

@@ -1,20 +1,25 @@
-"""Hessian trace estimates (Hutchinson, Hutch++) against the dense float64 Hessian of
+"""Hessian trace estimates (XTrace, Hutchinson, Hutch++) against the dense float64 Hessian of
 `hessian_oracle`: within three standard errors, Hutch++ ahead on a decaying spectrum, early
-stopping and costs."""
+stopping and costs; XTrace's shortcut against its definition, one leave-one-out sketch at a
+time."""
 
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from hessian_oracle import build, call, dense_hessian
 
+from normtheory.measure._functional import generator
 from normtheory.measure.curvature import hessian_eigenvalues
-from normtheory.measure.trace import hessian_trace
+from normtheory.measure.trace import _xtrace, hessian_trace
 from normtheory.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("method", ["hutchinson", "hutch++"])
+@pytest.mark.parametrize("method", ["hutchinson", "hutch++", "xtrace"])
 def test_trace_within_three_stderr(case, method):
     res = call(hessian_trace, case, method=method, n_hvp=60)
     exact = torch.trace(case.hess).item()
@@ -64,3 +69,57 @@ def test_bad_method_raises():
     model, data, _ = build("bn_train")
     with pytest.raises(ValueError, match="'hutch'"):
         hessian_trace(model, F.cross_entropy, data, method="hutch")
+
+
+def _dense_operator(hess):
+    """A stand-in for `FixedLoss` whose products are those of a dense matrix."""
+    return SimpleNamespace(
+        dim=hess.shape[0], dtype=hess.dtype, device=hess.device, hvp=lambda v: hess @ v
+    )
+
+
+def _xtrace_by_definition(hess, s, seed):
+    """XTrace from its definition (Epperly et al. 2024): for each i a fresh QR of the sketch
+    without column i, the projected residual of ω_i rescaled to norm √(n − s + 1), and the
+    Hutch++ estimate T_i; the mean and std/√s of the T_i. Same test vectors as `_xtrace`."""
+    n = hess.shape[0]
+    gen = generator(hess.device, seed)
+    omega = torch.randn((n, s), generator=gen, dtype=hess.dtype)
+    omega = omega * (np.sqrt(n) / torch.linalg.vector_norm(omega, dim=0))
+    y = hess @ omega
+    estimates = []
+    for i in range(s):
+        q = torch.linalg.qr(torch.cat([y[:, :i], y[:, i + 1 :]], dim=1)).Q  # (n, s - 1)
+        r = omega[:, i] - q @ (q.T @ omega[:, i])
+        r = r * np.sqrt(n - s + 1) / torch.linalg.vector_norm(r)
+        estimates.append((torch.trace(q.T @ hess @ q) + r @ hess @ r).item())
+    estimates = np.array(estimates)
+    return estimates.mean(), estimates.std(ddof=1) / np.sqrt(s)
+
+
+@pytest.mark.parametrize("s", [2, 7, 20])
+def test_xtrace_matches_its_definition(s):
+    gen = torch.Generator().manual_seed(s)
+    a = torch.randn(40, 40, generator=gen, dtype=torch.float64)
+    hess = a @ torch.diag(torch.logspace(0, -3, 40, dtype=torch.float64)) @ a.T - 0.1 * torch.eye(
+        40, dtype=torch.float64
+    )  # symmetric, indefinite, decaying spectrum
+    value, stderr = _xtrace(_dense_operator(hess), s, generator(hess.device, 5))
+    ref_value, ref_stderr = _xtrace_by_definition(hess, s, seed=5)
+    assert value == pytest.approx(ref_value, rel=1e-10)
+    assert stderr == pytest.approx(ref_stderr, rel=1e-8)
+
+
+def test_xtrace_exact_when_the_sketch_spans_everything():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(12, 12, generator=gen, dtype=torch.float64)
+    hess = (a + a.T) / 2
+    value, stderr = _xtrace(_dense_operator(hess), 12, generator(hess.device, 0))
+    assert value == pytest.approx(torch.trace(hess).item(), abs=1e-9)
+    assert stderr == pytest.approx(0.0, abs=1e-8)
+
+
+def test_xtrace_refuses_rtol():
+    model, data, _ = build("bn_train")
+    with pytest.raises(ValueError, match="rtol"):
+        hessian_trace(model, F.cross_entropy, data, method="xtrace", rtol=0.1)
