@@ -31,6 +31,7 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
 _PER_STEP = ("after_backward", "after_step")
 _CUDA_SYNC_EVERY = 50  # steps between loss reads on a GPU (a diverging run replays up to this)
+_FLUSH_EVERY = 100  # steps between conversions of the lazy hooks' device records
 _AUGMENT_SEED = 7919  # offset of the augmentation stream's seed from the run's seed
 
 
@@ -258,7 +259,7 @@ def train(
     optimizer = build_optimizer(model, config, rescaler)
     norm_decay = NormDecay(model, gamma=config.gamma_decay, beta=config.beta_decay)
     scaler = build_scaler(amp, device)
-    monitor = Monitor(model, hooks)
+    monitor = Monitor(model, hooks, flush_every=_FLUSH_EVERY)
     ctx = Context(
         model=model, optimizer=optimizer, loss_fn=loss_fn, lr=config.lr, total_steps=config.steps
     )

@@ -4,6 +4,13 @@ The training loop (`normtheory.train.train`) and a user's own loop use the same 
 the loop fills a `Context` and calls ``monitor.fire(event, ctx)``; each scheduled hook returns
 records ``(metric, key, value)`` and the monitor stamps them with the step. Hooks never store
 records and never own the loop.
+
+A hook whose class sets ``lazy = True`` may return its values as 0-dim tensors that nothing
+modifies afterwards (fresh results, e.g. of ``torch._foreach_norm``): a `Monitor` with
+``flush_every=n`` keeps those on the device and converts the pending ones to floats with one
+``torch.stack(...).tolist()`` every `n` steps (and at ``eval``, ``end``, `flush`, `frame`), so
+measuring every step needs no host synchronization per hook per step. The floats and the order
+of the rows the sinks receive are the same as with ``flush_every=None``.
 """
 
 import dataclasses
@@ -78,6 +85,7 @@ class Hook:
     """
 
     events: tuple[str, ...] = ("after_step",)
+    lazy = False  # True: `on` may return fresh 0-dim tensors, converted when the monitor flushes
     default_name = "hook"
     PREFIX = "hook."
     METRICS: tuple[str, ...] = ()
@@ -108,8 +116,23 @@ class Hook:
         raise NotImplementedError
 
     def __call__(self, event: str, ctx: Context) -> list[Record]:
+        return [(metric, key, float(value)) for metric, key, value in self.records(event, ctx)]
+
+    def records(self, event: str, ctx: Context) -> list[tuple[str, str, float | torch.Tensor]]:
+        """The records of `on` with full metric names; a `lazy` hook's tensor values stay
+        (detached) tensors, every other value becomes a float."""
+        name = self.name
+        if not self.lazy:
+            return [
+                (f"{name}.{metric}", key, float(value))
+                for metric, key, value in self.on(event, ctx)
+            ]
         return [
-            (f"{self.name}.{metric}", key, float(value))
+            (
+                f"{name}.{metric}",
+                key,
+                value.detach() if isinstance(value, torch.Tensor) else float(value),
+            )
             for metric, key, value in self.on(event, ctx)
         ]
 
@@ -130,6 +153,12 @@ class Monitor:
         optimizer: the loop's optimizer, given to every event (an event's own ``optimizer=``
             wins); the context's learning rate ``lr`` is its first param group's unless an
             event passes ``lr=``.
+        flush_every: None (default): every record reaches the sinks as a float when its event
+            fires. An int n: the tensor values of `lazy` hooks (`LossAccuracy`, `GradNorm`,
+            `WeightNorm`) stay on the device and the pending rows go to the sinks every n
+            steps, at ``eval`` and ``end``, and on `flush`/`frame`: one host synchronization
+            per n steps instead of one per value. The sinks receive the same rows, in the same
+            order, either way; the rows an event returns may then hold 0-dim tensors.
 
     The events and what to pass to them (keyword arguments fill the `Context`)::
 
@@ -168,10 +197,18 @@ class Monitor:
         *,
         total_steps: int | None = None,
         optimizer: torch.optim.Optimizer | None = None,
+        flush_every: int | None = None,
     ):
+        if flush_every is not None and (
+            isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1
+        ):
+            raise ValueError(f"flush_every must be None or an int >= 1, got {flush_every!r}")
         self.model = model
         self.total_steps = total_steps
         self.optimizer = optimizer
+        self.flush_every = flush_every
+        self._pending: list[tuple[int, str, str, float | torch.Tensor]] = []
+        self._pending_since: int | None = None  # step of the oldest pending row
         self.sinks = [MemorySink()] if sinks is None else check_sinks(sinks)
         self.hooks = list(hooks)
         names = [h.name for h in self.hooks]
@@ -185,17 +222,34 @@ class Monitor:
         """Calls every hook scheduled for (`event`, ``ctx.step``); returns and keeps the rows."""
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r}; known events: {', '.join(EVENTS)}")
+        step = ctx.step
         rows = [
-            (ctx.step, *rec)
+            (step, *rec)
             for hook in self.hooks
-            if hook.scheduled(event, ctx.step, ctx.total_steps)
-            for rec in hook(event, ctx)
+            if hook.scheduled(event, step, ctx.total_steps)
+            for rec in hook.records(event, ctx)
         ]
-        for sink in self.sinks:
-            sink.write(rows)
+        if self.flush_every is None:
+            rows = _materialize(rows)
+            for sink in self.sinks:
+                sink.write(rows)
+        elif rows:
+            if self._pending_since is None:
+                self._pending_since = step
+            self._pending.extend(rows)
+            if event in ("eval", "end") or step - self._pending_since + 1 >= self.flush_every:
+                self._drain()
         if event == "end":
             self.flush()
         return rows
+
+    def _drain(self) -> None:
+        """Sends the pending rows, their tensor values converted at once, to the sinks."""
+        rows, self._pending, self._pending_since = self._pending, [], None
+        if rows:
+            rows = _materialize(rows)
+            for sink in self.sinks:
+                sink.write(rows)
 
     def _fire(self, event: str, step: int, kw: dict[str, Any]) -> list[tuple[int, str, str, float]]:
         known = {f.name for f in dataclasses.fields(Context)} - {"model", "step"}
@@ -228,11 +282,14 @@ class Monitor:
         return self._fire("end", step, kw)
 
     def flush(self) -> None:
+        """Sends the pending rows to the sinks and flushes them."""
+        self._drain()
         for sink in self.sinks:
             sink.flush()
 
     def close(self) -> None:
         """Flushes and closes every sink (e.g. a TensorBoard writer)."""
+        self._drain()
         for sink in self.sinks:
             sink.close()
 
@@ -244,7 +301,25 @@ class Monitor:
             raise ValueError(
                 "frame() reads a MemorySink, and this Monitor has none; add MemorySink() to sinks"
             )
+        self._drain()
         return memory.frame()
+
+
+def _materialize(rows: list) -> list[tuple[int, str, str, float]]:
+    """`rows` with their tensor values as floats: one ``stack(...).tolist()`` per device (a
+    single host synchronization), in float64 so every value is the float ``float(t)`` gives."""
+    where: dict[torch.device, list[int]] = {}
+    for i, row in enumerate(rows):
+        if isinstance(row[3], torch.Tensor):
+            where.setdefault(row[3].device, []).append(i)
+    if not where:
+        return rows
+    rows = list(rows)
+    for idx in where.values():
+        values = torch.stack([rows[i][3].reshape(()).double() for i in idx]).tolist()
+        for i, v in zip(idx, values, strict=True):
+            rows[i] = (*rows[i][:3], v)
+    return rows
 
 
 def rename(metric: str, name: str) -> str:

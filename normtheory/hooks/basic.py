@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from normtheory.hooks.base import Context, Every, Hook, Record
-from normtheory.measure.outcomes import accuracy, check_eval_data, evaluate
+from normtheory.measure.outcomes import check_eval_data, evaluate
 
 
 class LossAccuracy(Hook):
@@ -26,6 +26,7 @@ class LossAccuracy(Hook):
     """
 
     events = ("after_step", "eval")
+    lazy = True
     default_name = "outcome"
     PREFIX = "outcome."
     TRAIN_LOSS = "outcome.train_loss"
@@ -55,9 +56,11 @@ class LossAccuracy(Hook):
             return [(metric, "", value) for metric, value in ctx.metrics.items()]
         records = []
         if ctx.loss is not None:
-            records.append(("train_loss", "", float(ctx.loss)))
+            loss = ctx.loss
+            records.append(("train_loss", "", loss.detach() if torch.is_tensor(loss) else loss))
         if ctx.outputs is not None and ctx.targets is not None and ctx.outputs.ndim == 2:
-            records.append(("train_acc", "", accuracy(ctx.outputs.detach(), ctx.targets)))
+            outputs = ctx.outputs.detach()
+            records.append(("train_acc", "", (outputs.argmax(dim=1) == ctx.targets).float().mean()))
         if self.data is not None:
             result = evaluate(ctx.model, self.data, loss_fn=self.loss_fn)
             records += [("data_loss", "", result["loss"]), ("data_acc", "", result["acc"])]
@@ -74,6 +77,38 @@ def _named_weights(model: torch.nn.Module, params: Iterable[str] | None):
     return [(n, named[n]) for n in params]
 
 
+def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The L2 norm of each tensor as a fresh 0-dim tensor: one ``torch._foreach_norm`` per
+    (device, dtype) group instead of one kernel launch and one host sync per tensor."""
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault((t.device, t.dtype, t.is_sparse), []).append(i)
+    out: list[torch.Tensor | None] = [None] * len(tensors)
+    for (_, _, sparse), idx in groups.items():
+        if sparse:
+            norms = [tensors[i].coalesce().values().norm() for i in idx]
+        else:
+            norms = torch._foreach_norm([tensors[i] for i in idx])
+        for i, v in zip(idx, norms, strict=True):
+            out[i] = v
+    return out
+
+
+def _cached_weights(hook: Hook, model: torch.nn.Module, params):
+    """`_named_weights` of `model`, computed once per model the hook sees."""
+    if getattr(hook, "_cache_model", None) is not model:
+        hook._cache_model, hook._cache = model, _named_weights(model, params)
+    return hook._cache
+
+
+def _cached_params(hook: Hook, model: torch.nn.Module, params):
+    """Every named parameter (`params` None) or the named ones, computed once per model."""
+    if getattr(hook, "_cache_model", None) is not model:
+        named = list(model.named_parameters()) if params is None else _named_weights(model, params)
+        hook._cache_model, hook._cache = model, named
+    return hook._cache
+
+
 class WeightNorm(Hook):
     """L2 norm ‖w‖ of each weight tensor (default: every parameter with ndim ≥ 2), key = name.
 
@@ -84,6 +119,7 @@ class WeightNorm(Hook):
     """
 
     events = ("start", "after_step")
+    lazy = True
     default_name = "weight_norm"
     PREFIX = "weight_norm."
     L2 = "weight_norm.l2"
@@ -96,8 +132,10 @@ class WeightNorm(Hook):
         self.params = None if params is None else list(params)
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:
+        named = _cached_weights(self, ctx.model, self.params)
         with torch.no_grad():
-            return [("l2", n, p.norm().item()) for n, p in _named_weights(ctx.model, self.params)]
+            norms = _norms([p for _, p in named])
+        return [("l2", n, v) for (n, _), v in zip(named, norms, strict=True)]
 
 
 class GradNorm(Hook):
@@ -110,6 +148,7 @@ class GradNorm(Hook):
     """
 
     events = ("after_backward",)
+    lazy = True
     default_name = "grad_norm"
     PREFIX = "grad_norm."
     L2 = "grad_norm.l2"
@@ -122,11 +161,14 @@ class GradNorm(Hook):
         self.params = None if params is None else list(params)
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:
-        named = (
-            [(n, p) for n, p in ctx.model.named_parameters()]
-            if self.params is None
-            else _named_weights(ctx.model, self.params)
-        )
-        norms = [(n, p.grad.norm().item()) for n, p in named if p.grad is not None]
-        total = sum(v * v for _, v in norms) ** 0.5
-        return [("l2", n, v) for n, v in norms] + [("l2", "total", total)]
+        named = [
+            (n, p) for n, p in _cached_params(self, ctx.model, self.params) if p.grad is not None
+        ]
+        if not named:
+            return [("l2", "total", 0.0)]
+        with torch.no_grad():
+            norms = _norms([p.grad for _, p in named])
+            total = torch.linalg.vector_norm(torch.stack(norms).double())
+        return [("l2", n, v) for (n, _), v in zip(named, norms, strict=True)] + [
+            ("l2", "total", total)
+        ]

@@ -23,12 +23,13 @@ def _setup(norm="batch"):
     return model, train_set, test_set
 
 
-def test_weight_and_grad_norms_match_direct_computation():
+@pytest.mark.parametrize("flush_every", [None, 2])
+def test_weight_and_grad_norms_match_direct_computation(flush_every):
     model, train_set, _ = _setup(norm="none")
     x, y = train_set.inputs[:16], train_set.targets[:16]
     loss = F.cross_entropy(model(x), y)
     loss.backward()
-    monitor = Monitor(model, [WeightNorm(), GradNorm(name="g")])
+    monitor = Monitor(model, [WeightNorm(), GradNorm(name="g")], flush_every=flush_every)
     monitor.after_backward(0, loss=loss.detach())
     monitor.after_step(0, loss=loss.detach(), outputs=model(x), targets=y)
     frame = monitor.frame()
