@@ -85,7 +85,7 @@ class Hook:
     """
 
     events: tuple[str, ...] = ("after_step",)
-    lazy = False  # True: `on` may return fresh 0-dim tensors, converted when the monitor flushes
+    lazy = False  # True: `on` may return fresh detached 0-dim float tensors, converted at a flush
     default_name = "hook"
     PREFIX = "hook."
     METRICS: tuple[str, ...] = ()
@@ -128,11 +128,7 @@ class Hook:
                 for metric, key, value in self.on(event, ctx)
             ]
         return [
-            (
-                f"{name}.{metric}",
-                key,
-                value.detach() if isinstance(value, torch.Tensor) else float(value),
-            )
+            (f"{name}.{metric}", key, value if isinstance(value, torch.Tensor) else float(value))
             for metric, key, value in self.on(event, ctx)
         ]
 
@@ -306,19 +302,24 @@ class Monitor:
 
 
 def _materialize(rows: list) -> list[tuple[int, str, str, float]]:
-    """`rows` with their tensor values as floats: one ``stack(...).tolist()`` per device (a
-    single host synchronization), in float64 so every value is the float ``float(t)`` gives."""
-    where: dict[torch.device, list[int]] = {}
-    for i, row in enumerate(rows):
-        if isinstance(row[3], torch.Tensor):
-            where.setdefault(row[3].device, []).append(i)
-    if not where:
+    """`rows` with their tensor values as floats, each the float ``float(t)`` gives: one
+    ``stack(...).tolist()``, a single host synchronization (stack promotes floating dtypes
+    exactly: a lazy hook's values are floating-point); per value where they do not stack."""
+    idx = [i for i, row in enumerate(rows) if isinstance(row[3], torch.Tensor)]
+    if not idx:
         return rows
     rows = list(rows)
-    for idx in where.values():
-        values = torch.stack([rows[i][3].reshape(()).double() for i in idx]).tolist()
-        for i, v in zip(idx, values, strict=True):
-            rows[i] = (*rows[i][:3], v)
+    tensors = [rows[i][3] for i in idx]
+    values = None
+    if all(t.is_floating_point() for t in tensors):
+        try:
+            values = torch.stack(tensors).tolist()
+        except RuntimeError:  # several devices or shapes
+            values = None
+    if values is None or (values and isinstance(values[0], list)):
+        values = [t.item() for t in tensors]
+    for i, v in zip(idx, values, strict=True):
+        rows[i] = (*rows[i][:3], float(v))
     return rows
 
 

@@ -77,36 +77,49 @@ def _named_weights(model: torch.nn.Module, params: Iterable[str] | None):
     return [(n, named[n]) for n in params]
 
 
-def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The L2 norm of each tensor as a fresh 0-dim tensor: one ``torch._foreach_norm`` per
-    (device, dtype) group instead of one kernel launch and one host sync per tensor."""
+def _groups(params: list[torch.Tensor]) -> list[list[int]]:
+    """Indices of `params` grouped by (device, dtype): one ``torch._foreach_norm`` each (a
+    gradient has its parameter's device and dtype)."""
     groups: dict[tuple, list[int]] = {}
-    for i, t in enumerate(tensors):
-        groups.setdefault((t.device, t.dtype, t.is_sparse), []).append(i)
+    for i, p in enumerate(params):
+        groups.setdefault((p.device, p.dtype), []).append(i)
+    return list(groups.values())
+
+
+def _norms(tensors: list[torch.Tensor], groups: list[list[int]]) -> list[torch.Tensor]:
+    """The L2 norm of each tensor as a fresh 0-dim tensor: one ``torch._foreach_norm`` per
+    group of `_groups` instead of one kernel launch and one host sync per tensor."""
+    if len(groups) == 1:
+        return _foreach_norm(tensors)
     out: list[torch.Tensor | None] = [None] * len(tensors)
-    for (_, _, sparse), idx in groups.items():
-        if sparse:
-            norms = [tensors[i].coalesce().values().norm() for i in idx]
-        else:
-            norms = torch._foreach_norm([tensors[i] for i in idx])
-        for i, v in zip(idx, norms, strict=True):
+    for idx in groups:
+        for i, v in zip(idx, _foreach_norm([tensors[i] for i in idx]), strict=True):
             out[i] = v
     return out
 
 
-def _cached_weights(hook: Hook, model: torch.nn.Module, params):
-    """`_named_weights` of `model`, computed once per model the hook sees."""
-    if getattr(hook, "_cache_model", None) is not model:
-        hook._cache_model, hook._cache = model, _named_weights(model, params)
-    return hook._cache
+def _foreach_norm(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    try:
+        return list(torch._foreach_norm(tensors))
+    except (RuntimeError, NotImplementedError):  # e.g. sparse gradients
+        return [t.coalesce().values().norm() if t.is_sparse else t.norm() for t in tensors]
 
 
-def _cached_params(hook: Hook, model: torch.nn.Module, params):
-    """Every named parameter (`params` None) or the named ones, computed once per model."""
-    if getattr(hook, "_cache_model", None) is not model:
-        named = list(model.named_parameters()) if params is None else _named_weights(model, params)
-        hook._cache_model, hook._cache = model, named
-    return hook._cache
+class _Cache:
+    """A hook's named tensors of the last model it saw, with their `_groups`."""
+
+    def __init__(self, model: torch.nn.Module, named: list):
+        self.model, self.named = model, named
+        self.tensors = [p for _, p in named]
+        self.groups = _groups(self.tensors)
+
+
+def _cached(hook: Hook, model: torch.nn.Module, named) -> _Cache:
+    """The hook's `_Cache` for `model`, built (by calling `named()`) once per model."""
+    cache = getattr(hook, "_cache", None)
+    if cache is None or cache.model is not model:
+        cache = hook._cache = _Cache(model, named())
+    return cache
 
 
 class WeightNorm(Hook):
@@ -132,10 +145,10 @@ class WeightNorm(Hook):
         self.params = None if params is None else list(params)
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:
-        named = _cached_weights(self, ctx.model, self.params)
+        cache = _cached(self, ctx.model, lambda: _named_weights(ctx.model, self.params))
         with torch.no_grad():
-            norms = _norms([p for _, p in named])
-        return [("l2", n, v) for (n, _), v in zip(named, norms, strict=True)]
+            norms = _norms(cache.tensors, cache.groups)
+        return [("l2", n, v) for (n, _), v in zip(cache.named, norms, strict=True)]
 
 
 class GradNorm(Hook):
@@ -161,14 +174,26 @@ class GradNorm(Hook):
         self.params = None if params is None else list(params)
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:
-        named = [
-            (n, p) for n, p in _cached_params(self, ctx.model, self.params) if p.grad is not None
-        ]
+        cache = _cached(
+            self,
+            ctx.model,
+            lambda: (
+                list(ctx.model.named_parameters())
+                if self.params is None
+                else _named_weights(ctx.model, self.params)
+            ),
+        )
+        grads = [p.grad for p in cache.tensors]
+        named, groups = cache.named, cache.groups
+        if any(g is None for g in grads):  # some parameters took no part: the slow path
+            named = [(n, p) for n, p in named if p.grad is not None]
+            grads = [p.grad for _, p in named]
+            groups = _groups(grads)
         if not named:
             return [("l2", "total", 0.0)]
         with torch.no_grad():
-            norms = _norms([p.grad for _, p in named])
-            total = torch.linalg.vector_norm(torch.stack(norms).double())
+            norms = _norms(grads, groups)
+            total = torch.linalg.vector_norm(torch.stack(norms), dtype=torch.float64)
         return [("l2", n, v) for (n, _), v in zip(named, norms, strict=True)] + [
             ("l2", "total", total)
         ]

@@ -102,3 +102,24 @@ def test_lazy_monitor_keeps_records_until_a_flush():
 def test_flush_every_must_be_a_positive_int(bad):
     with pytest.raises(ValueError, match="flush_every"):
         Monitor(torch.nn.Linear(2, 2), [], flush_every=bad)
+
+
+def test_grad_norm_skips_parameters_without_gradient_and_mixed_dtypes_convert_exactly():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    model[1].double()
+    x = torch.randn(5, 3)
+    model[0](x).sum().backward()  # model[1] takes no part: no .grad
+    monitor = Monitor(model, [GradNorm()], flush_every=10)
+    monitor.after_backward(0)
+    frame = monitor.frame().set_index("key")["value"]
+    assert set(frame.index) == {"0.weight", "0.bias", "total"}
+    w, b = model[0].weight.grad, model[0].bias.grad
+    assert frame["0.weight"] == float(w.norm()) and frame["0.bias"] == float(b.norm())
+    assert frame["total"] == pytest.approx(
+        (float(w.double().norm()) ** 2 + float(b.double().norm()) ** 2) ** 0.5, rel=1e-6
+    )
+    model[1](torch.randn(5, 4, dtype=torch.float64)).sum().backward()  # float32 and float64
+    monitor.after_backward(1)
+    rows = monitor.frame().query("step == 1").set_index("key")["value"]
+    assert rows["1.weight"] == float(model[1].weight.grad.norm())
+    assert rows["0.weight"] == float(w.norm())
