@@ -5,10 +5,10 @@ the loop fills a `Context` and calls ``monitor.fire(event, ctx)``; each schedule
 records ``(metric, key, value)`` and the monitor stamps them with the step. Hooks never store
 records and never own the loop.
 
-A hook whose class sets ``lazy = True`` may return its values as 0-dim tensors that nothing
-modifies afterwards (fresh results, e.g. of ``torch._foreach_norm``): a `Monitor` with
+A hook whose class sets ``lazy = True`` may return its values as floating 0-dim tensors or as
+`Deferred` elements of a 1-d tensor, fresh and never modified afterwards: a `Monitor` with
 ``flush_every=n`` keeps those on the device and converts the pending ones to floats with one
-``torch.stack(...).tolist()`` every `n` steps (and at ``eval``, ``end``, `flush`, `frame`), so
+``torch.cat(...).tolist()`` every `n` steps (and at ``eval``, ``end``, `flush`, `frame`), so
 measuring every step needs no host synchronization per hook per step. The floats and the order
 of the rows the sinks receive are the same as with ``flush_every=None``.
 """
@@ -62,6 +62,21 @@ class Context:
     metrics: dict[str, float] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     total_steps: int | None = None
+
+
+class Deferred:
+    """A lazy hook's record value: element `index` of the 1-d floating tensor `values` (fresh,
+    detached, never modified afterwards), converted to a float when the monitor flushes; many
+    records of one call share one tensor, so a flush concatenates a few tensors, not one per
+    value."""
+
+    __slots__ = ("values", "index")
+
+    def __init__(self, values: torch.Tensor, index: int):
+        self.values, self.index = values, index
+
+    def __float__(self) -> float:
+        return float(self.values[self.index])
 
 
 class Hook:
@@ -128,7 +143,7 @@ class Hook:
                 for metric, key, value in self.on(event, ctx)
             ]
         return [
-            (f"{name}.{metric}", key, value if isinstance(value, torch.Tensor) else float(value))
+            (f"{name}.{metric}", key, value if isinstance(value, _LAZY) else float(value))
             for metric, key, value in self.on(event, ctx)
         ]
 
@@ -301,25 +316,43 @@ class Monitor:
         return memory.frame()
 
 
+_LAZY = (torch.Tensor, Deferred)
+
+
 def _materialize(rows: list) -> list[tuple[int, str, str, float]]:
-    """`rows` with their tensor values as floats, each the float ``float(t)`` gives: one
-    ``stack(...).tolist()``, a single host synchronization (stack promotes floating dtypes
-    exactly: a lazy hook's values are floating-point); per value where they do not stack."""
-    idx = [i for i, row in enumerate(rows) if isinstance(row[3], torch.Tensor)]
+    """`rows` with their lazy values (0-dim tensors, `Deferred`) as floats, each the float
+    ``float(value)`` gives: one ``cat(...).tolist()``, a single host synchronization (cat
+    promotes floating dtypes exactly; lazy values are floating-point); value by value where
+    the tensors do not concatenate (several devices)."""
+    idx = [i for i, row in enumerate(rows) if isinstance(row[3], _LAZY)]
     if not idx:
         return rows
     rows = list(rows)
-    tensors = [rows[i][3] for i in idx]
-    values = None
-    if all(t.is_floating_point() for t in tensors):
-        try:
-            values = torch.stack(tensors).tolist()
-        except RuntimeError:  # several devices or shapes
-            values = None
-    if values is None or (values and isinstance(values[0], list)):
-        values = [t.item() for t in tensors]
+    offsets: dict[int, int] = {}
+    parts: list[torch.Tensor] = []
+    where: list[int] = []
+    size = 0
+    for i in idx:
+        value = rows[i][3]
+        if isinstance(value, Deferred):
+            base = offsets.get(id(value.values))
+            if base is None:
+                base = offsets[id(value.values)] = size
+                parts.append(value.values)
+                size += value.values.numel()
+            where.append(base + value.index)
+        else:
+            parts.append(value.reshape(1))
+            where.append(size)
+            size += 1
+    try:
+        flat = torch.cat(parts).tolist()
+        values = [flat[k] for k in where]
+    except RuntimeError:  # several devices
+        values = [float(rows[i][3]) for i in idx]
     for i, v in zip(idx, values, strict=True):
-        rows[i] = (*rows[i][:3], float(v))
+        row = rows[i]
+        rows[i] = (row[0], row[1], row[2], float(v))
     return rows
 
 

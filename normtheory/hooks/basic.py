@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from normtheory.hooks.base import Context, Every, Hook, Record
+from normtheory.hooks.base import Context, Deferred, Every, Hook, Record
 from normtheory.measure.outcomes import check_eval_data, evaluate
 
 
@@ -147,8 +147,8 @@ class WeightNorm(Hook):
     def on(self, event: str, ctx: Context) -> Iterable[Record]:
         cache = _cached(self, ctx.model, lambda: _named_weights(ctx.model, self.params))
         with torch.no_grad():
-            norms = _norms(cache.tensors, cache.groups)
-        return [("l2", n, v) for (n, _), v in zip(cache.named, norms, strict=True)]
+            norms = torch.stack(_norms(cache.tensors, cache.groups))
+        return [("l2", n, Deferred(norms, i)) for i, (n, _) in enumerate(cache.named)]
 
 
 class GradNorm(Hook):
@@ -192,8 +192,8 @@ class GradNorm(Hook):
         if not named:
             return [("l2", "total", 0.0)]
         with torch.no_grad():
-            norms = _norms(grads, groups)
-            total = torch.linalg.vector_norm(torch.stack(norms), dtype=torch.float64)
-        return [("l2", n, v) for (n, _), v in zip(named, norms, strict=True)] + [
+            norms = torch.stack(_norms(grads, groups))
+            total = torch.linalg.vector_norm(norms, dtype=torch.float64)
+        return [("l2", n, Deferred(norms, i)) for i, (n, _) in enumerate(named)] + [
             ("l2", "total", total)
         ]

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from normtheory.data import load_dataset
 from normtheory.hooks import CSVSink, GradNorm, Hook, LossAccuracy, MemorySink, Monitor, WeightNorm
+from normtheory.hooks.base import Deferred
 from normtheory.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -89,7 +90,7 @@ def test_lazy_monitor_keeps_records_until_a_flush():
     monitor.start()
     for step in range(3):
         rows = monitor.after_step(step)
-        assert isinstance(rows[0][3], torch.Tensor)  # still a device tensor
+        assert isinstance(rows[0][3], Deferred)  # still on the device
     assert sink.rows == []  # start + steps 0..2: nothing sent yet
     monitor.after_step(3)  # the fourth step since the oldest pending row: drained
     assert len(sink.rows) == 5
