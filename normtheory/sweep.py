@@ -221,8 +221,8 @@ class OverrideIgnored(UserWarning):
 def _check_overrides_matter(name: str, cells: list, overrides: dict[str, str]) -> None:
     """Refuses an override that changes no cell (e.g. ``steps=`` where the study fixes the
     examples seen), naming why; warns when it changes only some cells."""
+    why = [getattr(c, "unused_fields", dict)() for c in cells] if overrides else []
     for key, text in overrides.items():
-        why = [getattr(c, "unused_fields", dict)() for c in cells]
         unused = [w[key] for w in why if key in w]
         if cells and not unused:  # the study may set the field itself (e.g. a tuned-LR table)
             kind = typing.get_type_hints(type(cells[0])).get(key, str)

@@ -79,6 +79,10 @@ class Deferred:
         return float(self.values[self.index])
 
 
+# what an event's keyword arguments may set (the monitor fills model and step itself)
+_EVENT_ARGS = frozenset(f.name for f in dataclasses.fields(Context)) - {"model", "step"}
+
+
 class Hook:
     """Base class: a named measurement called on a schedule.
 
@@ -263,12 +267,11 @@ class Monitor:
                 sink.write(rows)
 
     def _fire(self, event: str, step: int, kw: dict[str, Any]) -> list[tuple[int, str, str, float]]:
-        known = {f.name for f in dataclasses.fields(Context)} - {"model", "step"}
-        unknown = sorted(set(kw) - known)
+        unknown = sorted(set(kw) - _EVENT_ARGS)
         if unknown:
             raise TypeError(
                 f"monitor.{event}() got unknown argument(s) {', '.join(unknown)}; "
-                f"valid: {', '.join(sorted(known))}"
+                f"valid: {', '.join(sorted(_EVENT_ARGS))}"
             )
         kw = {"total_steps": self.total_steps, "optimizer": self.optimizer, **kw}
         if kw.get("lr") is None and kw["optimizer"] is not None:
