@@ -23,6 +23,12 @@ LR_SCALINGS = ("none", "linear", "sqrt")
 _LOW_RANK_DATASETS = ("gaussian_mixture", "teacher")
 _IMAGES = ("cifar10", "digits", "fashion_mnist", "mnist")  # (C, H, W) inputs: augment applies
 # Cell fields passed to the norm factories that accept them (0 means "the norm's default").
+# The data of the ``standard`` tier (`normtheory.study.TIERS`): Fashion-MNIST from Debian's
+# `dataset-fashion-mnist`, a fixed 20 000-example training subset (the full 10 000-example test
+# split). A BN convnet of width 16 and depth 4 reaches 88–89 % test accuracy on it in 10 epochs.
+STANDARD_DATA = {"dataset": "fashion_mnist", "max_train": 20000}
+# The data of the ``paper`` tier: CIFAR-10 from the data root, with the papers' augmentation.
+PAPER_DATA = {"dataset": "cifar10", "augment": "crop_flip"}
 _NORM_FIELDS = ("groups", "ghost_size", "examples_per_group", "example_weight")
 
 

@@ -264,10 +264,25 @@ def cell_label(cell, axes) -> str:
     return ",".join(f"{k}={getattr(cell, k)}" for k in axes) or "base"
 
 
+def _config_key(cell) -> dict:
+    """The cell's fields that differ from their defaults (all fields of a cell type without
+    defaults)."""
+    out = {}
+    for f in dataclasses.fields(cell):
+        value = getattr(cell, f.name)
+        default = f.default
+        if default is not dataclasses.MISSING and type(value) is type(default) and value == default:
+            continue
+        out[f.name] = value if not dataclasses.is_dataclass(value) else dataclasses.asdict(value)
+    return out
+
+
 def cell_id(cell, axes, seed: int) -> str:
-    """File-safe, config-unique id: readable axis values + a hash of every field + the seed."""
-    digest = hashlib.sha1(
-        json.dumps(dataclasses.asdict(cell), sort_keys=True).encode()
-    ).hexdigest()[:8]
+    """File-safe, config-unique id: readable axis values + a hash of the config + the seed.
+
+    The hash covers every field whose value differs from the field's default (`_config_key`), so
+    a field added later with a default that keeps the old behaviour leaves every stored cell's
+    id, and a long sweep's resume, as they were."""
+    digest = hashlib.sha1(json.dumps(_config_key(cell), sort_keys=True).encode()).hexdigest()[:8]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(f"{getattr(cell, k)}" for k in axes))[:80]
     return f"{slug or 'base'}-{digest}-s{seed}"

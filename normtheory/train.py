@@ -28,7 +28,8 @@ from normtheory.optim import NormDecay, WeightRescaling, build_param_groups
 from normtheory.snapshot import Snapshot
 
 OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("constant", "cosine", "step")
+SCHEDULES = ("constant", "cosine", "step", "warmup_cosine")
+WARMUP = 0.05  # share of the steps `warmup_cosine` warms up over
 _PER_STEP = ("after_backward", "after_step")
 _CUDA_SYNC_EVERY = 50  # steps between loss reads on a GPU (a diverging run replays up to this)
 _FLUSH_EVERY = 100  # steps between conversions of the lazy hooks' device records
@@ -64,7 +65,9 @@ class TrainConfig:
             0 = none, the default, as in most codebases).
         batch_size: examples per step.
         steps: optimizer steps.
-        schedule: ``constant``, ``cosine`` (to 0 at the last step) or ``step`` (×0.1 at 50 % and 75 %).
+        schedule: ``constant``, ``cosine`` (to 0 at the last step), ``step`` (×0.1 at 50 % and
+            75 %) or ``warmup_cosine`` (linear warm-up from lr/w to lr over the first w = 5 % of
+            the steps, then cosine to 0; the GN paper's warm-up for linearly scaled rates).
         eval_every: evaluate on the test set every this many steps (0: only at the end).
         seed: seeds the global torch RNG (dropout) and the data order.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -175,6 +178,11 @@ def lr_at(config: TrainConfig, step: int) -> float:
     """Learning rate for optimizer step `step` (0-based) under the configured schedule."""
     if config.schedule == "cosine":
         return config.lr * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+    if config.schedule == "warmup_cosine":  # Goyal et al. 2017 / Wu & He 2018: linear warm-up
+        warm = max(1, round(WARMUP * config.steps))
+        if step < warm:
+            return config.lr * (step + 1) / warm
+        return config.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / (config.steps - warm)))
     if config.schedule == "step":
         return config.lr * 0.1 ** ((step >= config.steps // 2) + (step >= 3 * config.steps // 4))
     return config.lr

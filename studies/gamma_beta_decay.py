@@ -17,11 +17,13 @@ not reproduce ImageNet numbers: the verdict is about the direction and size of t
 this scale.
 """
 
+from dataclasses import replace
+
 import seaborn as sns
 
 from normtheory.analysis import changes, final_outcomes, means_text
 from normtheory.evidence import CheckValue, per_condition
-from normtheory.experiment import TrainCell
+from normtheory.experiment import STANDARD_DATA, TrainCell
 from normtheory.hooks import LossAccuracy, every
 from normtheory.plots import by_condition, paired_change
 from normtheory.results import Results
@@ -50,6 +52,8 @@ CASES = (
     {"tag": "γ → 1 and β → 0", "gamma_decay": LAMBDA, "beta_decay": LAMBDA},
 )
 ORDER = [c["tag"] for c in CASES]
+# Fashion-MNIST, a depth-4 net, 10 epochs at every batch size.
+STANDARD = replace(BASE, **STANDARD_DATA, depth=4, examples=0, epochs=10)
 NONE, BOTH = ORDER[0], ORDER[3]
 COLORS = dict(zip(ORDER, sns.color_palette("Set1", len(ORDER))))
 
@@ -131,6 +135,13 @@ STUDY = Study(
             Grid(BASE, {"batch_size": (8, 32, 128), "examples": (40000,)}, CASES),
             seeds=8,
             description="4 decay arms × batch 8, 32, 128; 40000 examples; 8 seeds",
+        ),
+        "standard": Profile(
+            Grid(STANDARD, {"batch_size": (32, 128)}, CASES),
+            seeds=5,
+            description="Fashion-MNIST (20 000), depth 4, 4 decay arms × batch 32, 128; 10 "
+            "epochs; 5 seeds",
+            cost="≈18 min on 2 CPU cores",
         ),
     },
     hooks=hooks,

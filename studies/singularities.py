@@ -45,7 +45,7 @@ from scipy.stats import spearmanr
 
 from normtheory.analysis import final_outcomes, metric, seed_gap, wide
 from normtheory.evidence import CheckValue, sample
-from normtheory.experiment import TrainCell, probe_batch
+from normtheory.experiment import STANDARD_DATA, TrainCell, probe_batch
 from normtheory.hooks import LossAccuracy, Singularities, every
 from normtheory.plots import (
     finish,
@@ -64,6 +64,9 @@ PAIRS = {"gn": ("group", "group+ws"), "ln": ("layer", "layer+ws")}  # statistic 
 PROBES = 16  # probes after step 0
 BASE = TrainCell(dataset="digits", arch="convnet", width=16, depth=6, groups=4, optimizer="sgd",
                  lr=0.5, momentum=0.9, batch_size=32, steps=800, eval_every=50)  # fmt: skip
+
+# Fashion-MNIST, 5 epochs of 20 000 examples at batch 32.
+STANDARD = replace(BASE, **STANDARD_DATA, steps=3125, eval_every=250)
 
 
 def hooks(cell: TrainCell):
@@ -208,6 +211,12 @@ STUDY = Study(
             Grid(replace(BASE, steps=3000), {"norm": NORMS}),
             8,
             "5 norms, depth 6, 3000 steps, 8 seeds",
+        ),
+        "standard": Profile(
+            Grid(STANDARD, {"norm": NORMS}),
+            5,
+            "Fashion-MNIST (20 000), 5 norms, depth 6, 5 epochs (3125 steps), 5 seeds",
+            cost="≈15 min on 2 CPU cores",
         ),
     },
     hooks=hooks,
