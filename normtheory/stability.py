@@ -51,9 +51,11 @@ class StabilityRule:
             raise ValueError(f"tail must be in (0, 1], got {self.tail}")
 
     @classmethod
-    def for_classes(cls, num_classes: int, **kw) -> "StabilityRule":
-        """The default rule: threshold a tenth of the chance-level loss ln K."""
-        return cls(threshold=math.log(num_classes) / 10, **kw)
+    def for_classes(cls, num_classes: int, share: float = 10, **kw) -> "StabilityRule":
+        """The default rule: threshold the chance-level loss ln K divided by `share` (a tenth)."""
+        if not share > 1:
+            raise ValueError(f"share must be > 1, got {share}")
+        return cls(threshold=math.log(num_classes) / share, **kw)
 
     def final_loss(self, losses: Sequence[float]) -> float:
         """Mean of the last ``ceil(tail · n)`` of the `n` training losses (NaN when none)."""

@@ -17,7 +17,7 @@ collapsed has a flat Hessian for the wrong reason; `normtheory.analysis.FINAL_ME
 check ``deep_trained`` is the fraction of seeds kept for the deep statistics (≥ 80 % needed).
 The learning rate (0.01) is one at which the depth-20 nets without BN still train.
 ``standard``: the same nets on Fashion-MNIST (20 000 training examples), 940 steps (3 epochs),
-3 seeds.
+5 seeds.
 """
 
 from dataclasses import replace
@@ -231,10 +231,10 @@ STUDY = Study(
         ),
         "standard": Profile(
             Grid(STANDARD, GRID),
-            seeds=3,
+            seeds=5,
             description="Fashion-MNIST (20 000), depth 8 vs 20, ± residual, ± BN, 940 steps "
-            "(3 epochs), 3 seeds",
-            cost="≈30 min on 2 CPU cores",
+            "(3 epochs), 5 seeds",
+            cost="≈40 min on 2 CPU cores",
         ),
     },
     hooks=hooks,

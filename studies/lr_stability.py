@@ -21,6 +21,11 @@ momentum), batch 64, 500 steps per probe. Explored on the no-BN net only: at dep
 up to LR ≈ 1 (the old protocol); at depth 8 it reaches a loss ≤ 0.002 at LR 0.2 (4 of 4 seeds)
 and fails (loss back near or above chance, or NaN) in some seeds from LR 0.3 and most from 0.45;
 depth ≥ 10 barely trains in the step budget, and an unnormalized residual net costs ~4× more.
+``standard``: Fashion-MNIST (20 000 training examples), 940 steps per probe (3 epochs), 5 seeds;
+stable there means a final training loss below ln(10)/4 = 0.576 (it guarantees only a training
+accuracy above 17 %, but a net that learned ends far below it):
+at LR 0.2 the nets end at 0.42 (no BN, 83 % test accuracy) and 0.35 (BN, 85 %) on seed 0, the
+one exploration made before registering it, so the digits' 0.230 would call every run unstable.
 """
 
 import dataclasses
@@ -33,6 +38,7 @@ from normtheory import plots
 from normtheory.analysis import metric
 from normtheory.evidence import CheckValue, sample
 from normtheory.experiment import (
+    STANDARD_DATA,
     TrainCell,
     build_cell_model,
     cell_data,
@@ -49,6 +55,12 @@ BASE = TrainCell(dataset="digits", arch="convnet", width=16, depth=8, groups=4, 
 SEARCH = dict(lo=0.2, hi=20.0, resolution=0.05, widen=0.5, max_widen=4)
 ONE_STEP_LRS = tuple(float(f"{x:.3g}") for x in np.geomspace(1e-3, 30.0, 10))
 PAIR = ("batch", "none")  # the claim's two nets
+# The stability threshold is ln K / SHARE[dataset] (10 unless named): a net that trains well ends
+# far lower on the digits (≈ 0.002) than on Fashion-MNIST (0.35–0.42 after 940 steps at LR 0.2,
+# BN and no BN, explored on seed 0 before the standard profile was registered).
+SHARE = {"digits": 10.0, "fashion_mnist": 4.0}
+# Fashion-MNIST (20 000 training examples), 940 steps per probe (3 epochs at batch 64).
+STANDARD = dataclasses.replace(BASE, **STANDARD_DATA, steps=940)
 
 
 def hooks(cell: TrainCell):
@@ -58,7 +70,7 @@ def hooks(cell: TrainCell):
 def run_cell(cell: TrainCell, seed: int, *, hooks=(), **kw):
     """One (norm, seed): the bisection for its max stable LR (every probe a full run with
     `hooks`), plus Bjorck's one-step test at initialization over `ONE_STEP_LRS`."""
-    rule = StabilityRule.for_classes(cell_data(cell)[0].num_classes)
+    rule = StabilityRule.for_classes(cell_data(cell)[0].num_classes, SHARE.get(cell.dataset, 10.0))
     train_at = lambda lr: run_train_cell(dataclasses.replace(cell, lr=lr), seed, hooks=hooks, **kw)  # noqa: E731
     result = lr_search(train_at, rule, train_loss=LossAccuracy.TRAIN_LOSS, **SEARCH)
     result.records = pd.concat([result.records, _one_step(cell, seed)], ignore_index=True)
@@ -160,6 +172,13 @@ STUDY = Study(
             Grid(BASE, {"norm": ("batch", "group", "group+ws", "layer", "none")}),
             seeds=5,
             description="5 norms, bisection, 5 seeds",
+        ),
+        "standard": Profile(
+            Grid(STANDARD, {"norm": PAIR}),
+            seeds=5,
+            description="Fashion-MNIST (20 000), BN and no norm, bisection, 940 steps per probe, "
+            "5 seeds",
+            cost="≈35 min on 2 CPU cores",
         ),
     },
     hooks=hooks,
