@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     ver.add_argument("--skip-studies", action="store_true", help="exact checks and the report only")
     ver.add_argument(
+        "--reference",
+        action="store_true",
+        help="run each study's reference profiles (quick, plus standard where the claims need real "
+        "data: hours on a CPU, resumable) — what the committed reference/ report is made from",
+    )
+    ver.add_argument(
         "--studies", default=None, help="comma-separated studies to run (default: all)"
     )
     ver.add_argument(
@@ -317,6 +323,7 @@ def _cmd_verify(args, command: str) -> int:
     done = verify(
         studies=None if args.studies is None else [s.strip() for s in args.studies.split(",") if s],
         skip_studies=args.skip_studies,
+        reference=args.reference,
         runs=args.runs,
         out=args.out,
         device=args.device,

@@ -15,6 +15,8 @@ _PACKAGES = (
     "pandas",
     "scikit-learn",
     "seaborn",
+    "matplotlib",
+    "statsmodels",
     "pyhessian",
 )
 

@@ -193,6 +193,11 @@ class Study:
         figures: name -> ``Results -> matplotlib Figure``.
         description: what the study measures (defaults to the module docstring).
         source: the .py file a user study was loaded from ("" for the ``studies`` package).
+        reference: the profiles the reference report runs (``normtheory verify --reference``;
+            empty: the default profile): ``quick`` where the claims are identities or
+            mechanisms, also ``standard`` where they are about training outcomes, curvature
+            during training or batch statistics (the report takes each claim's verdict from the
+            highest tier present).
     """
 
     name: str
@@ -205,10 +210,22 @@ class Study:
     figures: dict[str, Callable[[Results], Any]] = field(default_factory=dict)
     description: str = ""
     source: str = ""
+    reference: tuple[str, ...] = ()
 
     def __post_init__(self):
         for claim in self.claims:
             get_claim(claim)  # an unknown id raises, naming the known ones
+        for name in self.reference:
+            if name not in self.profiles:
+                raise ValueError(
+                    f"reference profile {name!r} of study {self.name} is not one of its "
+                    f"profiles: {', '.join(self.profiles)}"
+                )
+
+    @property
+    def reference_profiles(self) -> tuple[str, ...]:
+        """`reference`, else the default profile alone."""
+        return self.reference or (self.default_profile,)
 
     @property
     def default_profile(self) -> str:

@@ -1,4 +1,6 @@
-"""``normtheory verify``: the exact checks, every study's quick profile and the report, in one go.
+"""``normtheory verify``: the exact checks, every study's quick profile and the report, in one go;
+with ``reference``, every study's reference profiles (`Study.reference`: quick, and standard where
+the claims need real data) — the committed reference report.
 
 The exact checks are the ordinary ``exact_checks`` study (seconds); the other studies follow
 (their complete cells are reused, so a second ``verify`` is fast); the report covers exactly the
@@ -41,6 +43,7 @@ def verify(
     *,
     studies: list[str] | None = None,
     skip_studies: bool = False,
+    reference: bool = False,
     runs: str | Path = "runs",
     out: str | Path = "reports",
     device: str = "auto",
@@ -52,7 +55,8 @@ def verify(
     **executor,
 ) -> Verified:
     """Runs the exact checks and (unless `skip_studies`) the quick profile of `studies` (default:
-    all) into ``runs/<study>-quick``, then the report of those runs into `out`.
+    all) into ``runs/<study>-quick`` — with `reference`, each study's `Study.reference_profiles`
+    into ``runs/<study>-<profile>`` — then the report of those runs into `out`.
 
     `executor`: `run_sweep`'s executor arguments; `data_root`: the folder of the local
     datasets (`run_sweep`'s); `amp`: mixed precision of the studies' training (not of the exact
@@ -65,15 +69,19 @@ def verify(
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown study {unknown[0]!r}; known studies: {', '.join(known)}")
-    plan = [EXACT_STUDY] + ([] if skip_studies else names)
+    plan = [
+        (name, profile)
+        for name in [EXACT_STUDY] + ([] if skip_studies else names)
+        for profile in (load_study(name).reference_profiles if reference else ("quick",))
+    ]
     made, failed = [], []
-    for name in plan:
-        out_dir = Path(runs) / f"{name}-quick"
+    for name, profile in plan:
+        out_dir = Path(runs) / f"{name}-{profile}"
         try:
             with progress() if progress else nullcontext() as bar:
                 summary = run_sweep(
                     load_study(name),
-                    profile="quick",
+                    profile=profile,
                     device="cpu" if name == EXACT_STUDY else device,
                     out=out_dir,
                     data_root=data_root,
@@ -83,12 +91,12 @@ def verify(
                     **executor,
                 )
         except (ValueError, FileNotFoundError) as err:  # another config, missing data: go on
-            echo(f"{name}: not run: {err}")
+            echo(f"{name} [{profile}]: not run: {err}")
             failed.append(name)
             continue
         made.append(out_dir)
         echo(
-            f"{name}: {summary.completed} completed, {summary.skipped} reused, "
+            f"{name} [{profile}]: {summary.completed} completed, {summary.skipped} reused, "
             f"{summary.diverged} diverged, {summary.failed} failed"
         )
         if summary.failed:

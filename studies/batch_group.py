@@ -169,6 +169,7 @@ STUDY = Study(
     name="batch_group",
     title="Batch-Group Norm vs BN and GN at batch sizes 1–8",
     claims=("BGN-TINY",),
+    reference=("quick", "standard"),
     profiles={
         "quick": Profile(
             QUICK,

@@ -209,6 +209,7 @@ STUDY = Study(
     name="batch_size",
     title="Test error vs batch size for every normalization scheme",
     claims=("GN-BATCH", "WS-MICRO", "FRN-BATCH"),
+    reference=("quick", "standard"),
     profiles={
         "quick": Profile(
             QUICK,

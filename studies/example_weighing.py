@@ -135,6 +135,7 @@ STUDY = Study(
     name="example_weighing",
     title="Inference example weighing in Batch Normalization",
     claims=("EX-WEIGH",),
+    reference=("quick", "standard"),
     profiles={
         "quick": Profile(
             Grid(BASE, {"batch_size": (8, 32)}),

@@ -125,6 +125,7 @@ STUDY = Study(
     name="gamma_beta_decay",
     title="Weight decay on BN's γ (toward 1) and β (toward 0)",
     claims=("GAMMA-WD",),
+    reference=("quick", "standard"),
     profiles={
         "quick": Profile(
             Grid(BASE, {"batch_size": (8, 32, 128)}, CASES),

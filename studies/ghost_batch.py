@@ -122,6 +122,7 @@ STUDY = Study(
     name="ghost_batch",
     title="Ghost Batch Normalization as a regularizer",
     claims=("GHOST-REG",),
+    reference=("quick", "standard"),
     profiles={
         "quick": Profile(
             Grid(BASE, {"batch_size": (32, 128)}, CASES),

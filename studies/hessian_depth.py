@@ -220,6 +220,7 @@ STUDY = Study(
     name="hessian_depth",
     title="Hessian spectrum of shallow vs deep ResNets, with and without BN",
     claims=("BN-DEPTH-HESS",),
+    reference=("quick", "standard"),
     profiles={
         "quick": Profile(
             Grid(BASE, GRID), seeds=5, description="depth 8 vs 20, ± residual, ± BN, 5 seeds"

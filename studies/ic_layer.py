@@ -246,6 +246,7 @@ STUDY = Study(
     name="ic_layer",
     title="BN before or after ReLU, and the IC layer: convergence, stability, gradient signs",
     claims=("IC-ORDER", "IC-SIGN"),
+    reference=("quick", "standard"),
     profiles={
         "quick": Profile(Grid(BASE, {}, CASES), 5, "4 cases, 300 steps, 5 seeds"),
         "full": Profile(

@@ -164,6 +164,7 @@ STUDY = Study(
     name="lr_stability",
     title="Largest stable learning rate with and without normalization",
     claims=("BN-LR",),
+    reference=("quick", "standard"),
     profiles={
         "quick": Profile(
             Grid(BASE, {"norm": PAIR}), seeds=5, description="BN and no norm, bisection, 5 seeds"

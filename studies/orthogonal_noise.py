@@ -289,6 +289,7 @@ STUDY = Study(
     name="orthogonal_noise",
     title="The weight component orthogonal to the input span under SGD, WD, WRS and Adam",
     claims=("SPAN-ORTH", "WRS"),
+    reference=("quick", "standard"),
     profiles={
         "quick": Profile(
             Grid(BASE, {}, cross(SETUPS, OPTIMIZERS)),

@@ -205,6 +205,7 @@ STUDY = Study(
     name="singularities",
     title="Elimination singularities: GN and LN with and without WS, and BN",
     claims=("WS-SINGULAR",),
+    reference=("quick", "standard"),
     profiles={
         "quick": Profile(Grid(BASE, {"norm": NORMS}), 5, "5 norms, depth 6, 800 steps, 5 seeds"),
         "full": Profile(

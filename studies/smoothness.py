@@ -175,6 +175,7 @@ STUDY = Study(
     name="smoothness",
     title="Loss-landscape smoothness along the gradient, with and without BN and WS",
     claims=("BN-SMOOTH", "WS-SMOOTH"),
+    reference=("quick", "standard"),
     profiles={
         "quick": Profile(Grid(BASE, {"norm": NORMS}), seeds=5, description="300 steps, 5 seeds"),
         "full": Profile(

@@ -160,3 +160,13 @@ def test_the_run_manifest_records_tier_cost_and_steps_per_second(tmp_path):
     sec = Section(tmp_path / "run", "s", "t", "", manifest, cells=cells)
     assert " over 2 runs (each " in meta(sec)["steps/s"]
     assert meta(sec)["profile"] == "big (tier standard)"
+
+
+def test_reference_profiles_are_the_declared_ones_else_the_default_and_must_exist():
+    grid = Grid(TrainCell(), {})
+    profiles = {"quick": Profile(grid), "standard": Profile(grid)}
+    assert Study("s", "t", (), profiles).reference_profiles == ("quick",)
+    both = Study("s", "t", (), profiles, reference=("quick", "standard"))
+    assert both.reference_profiles == ("quick", "standard")
+    with pytest.raises(ValueError, match="reference profile 'paper' of study s is not one of"):
+        Study("s", "t", (), profiles, reference=("paper",))

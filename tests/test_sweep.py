@@ -203,3 +203,25 @@ def test_an_override_the_study_replaces_or_derives_is_refused_naming_why():
     by_epochs = [TrainCell(dataset="digits", epochs=2, batch_size=32)]
     with pytest.raises(ValueError, match="steps = epochs × .*set epochs= instead"):
         _check_overrides_matter("s", by_epochs, {"steps": "10"})
+
+
+def test_a_cells_id_hashes_only_the_fields_that_differ_from_their_defaults():
+    """A field added to the cell type later, with a default that keeps the old behaviour,
+    leaves every stored id as it was; any non-default value, of any field, changes it."""
+    import dataclasses
+
+    from normtheory.experiment import TrainCell
+    from normtheory.sweep import cell_id
+
+    @dataclasses.dataclass(frozen=True)
+    class Later(TrainCell):  # TrainCell with one more field, at its default
+        new_option: float = 0.0
+
+    cell = TrainCell(norm="group", batch_size=8)
+    assert cell_id(cell, ["norm"], 0) == cell_id(Later(norm="group", batch_size=8), ["norm"], 0)
+    assert cell_id(cell, ["norm"], 0) != cell_id(Later("digits", 0, new_option=1.0, norm="group", batch_size=8), ["norm"], 0)  # fmt: skip
+    assert cell_id(cell, ["norm"], 0) != cell_id(
+        TrainCell(norm="group", batch_size=16), ["norm"], 0
+    )
+    assert cell_id(cell, ["norm"], 0) != cell_id(TrainCell(norm="group", batch_size=8, lr=0.5), ["norm"], 0)  # fmt: skip
+    assert cell_id(cell, ["norm"], 0).endswith("-s0") and cell_id(cell, ["norm"], 3).endswith("-s3")

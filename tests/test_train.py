@@ -48,6 +48,16 @@ def test_lr_schedules():
     assert [lr_at(s, t) for t in (0, 49, 50, 75)] == pytest.approx([1.0, 1.0, 0.1, 0.01])
 
 
+def test_warmup_cosine_rises_linearly_over_five_percent_then_follows_the_cosine_to_zero():
+    c = TrainConfig(lr=1.0, steps=200, schedule="warmup_cosine")  # warm-up: 10 steps
+    assert [lr_at(c, t) for t in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert lr_at(c, 10) == pytest.approx(1.0)
+    assert lr_at(c, 105) == pytest.approx(0.5)  # half way through the 190 cosine steps
+    assert lr_at(c, 199) == pytest.approx(0.5 * (1 + math.cos(math.pi * 189 / 190)))
+    one = TrainConfig(lr=1.0, steps=3, schedule="warmup_cosine")  # at least one warm-up step
+    assert [lr_at(one, t) for t in (0, 1, 2)] == pytest.approx([1.0, 1.0, 0.5])
+
+
 @pytest.mark.parametrize(
     "kw,match",
     [

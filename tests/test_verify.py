@@ -2,6 +2,8 @@
 named studies' quick profiles; the report covers the runs verify made; the exit code says
 whether an exact claim failed."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -23,7 +25,7 @@ def test_cli_verify_skip_studies_runs_the_exact_checks_study(tmp_path, monkeypat
     held = claims[claims["claim"].isin(exact.EXACT_CLAIMS)]
     assert set(held["verdict"]) == {"exact-holds"} and set(held["run"]) == {"exact_checks-quick"}
     out = capsys.readouterr().out
-    assert "exact_checks: 40 completed" in out and "normtheory: claims" in out
+    assert "exact_checks [quick]: 40 completed" in out and "normtheory: claims" in out
     assert "BN-GRAD" in out and "exact-holds" in out and "reports/index.html" in out
     assert (tmp_path / "reports" / "figures" / "exact_checks-quick-error_vs_tolerance.png").exists()
 
@@ -59,7 +61,7 @@ def test_cli_verify_runs_the_named_studies_and_reuses_complete_cells(tmp_path, m
     assert (tmp_path / "runs" / "scale_invariance-quick" / "manifest.json").exists()
     capsys.readouterr()
     assert main(argv) == 0
-    assert "scale_invariance: 0 completed" in capsys.readouterr().out
+    assert "scale_invariance [quick]: 0 completed" in capsys.readouterr().out
     rows = pd.read_csv(tmp_path / "rep" / "results" / "rows.csv", keep_default_na=False)
     assert set(rows[rows["run"] == "scale_invariance-quick"]["claim"]) == {"SI-ORTH", "SI-GROWTH"}
     claims = pd.read_csv(tmp_path / "rep" / "results" / "claims.csv", keep_default_na=False)
@@ -96,7 +98,34 @@ def test_cli_verify_a_study_whose_data_is_missing_is_not_run_and_the_rest_go_on(
             "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]  # fmt: skip
     assert main(argv) == 0
     captured = capsys.readouterr()
-    assert "scale_invariance: not run: cifar10: no data folder given; " in captured.out
+    assert "scale_invariance [quick]: not run: cifar10: no data folder given; " in captured.out
     assert "studies with failed cells or not run: scale_invariance" in captured.err
     assert not (tmp_path / "runs" / "scale_invariance-quick").exists()
     assert (tmp_path / "rep" / "index.html").exists()
+
+
+def test_cli_verify_reference_runs_each_studys_reference_profiles(tmp_path, monkeypatch, capsys):
+    """``--reference`` runs every profile of `Study.reference` into <runs>/<study>-<profile>:
+    quick and standard for a study whose claims need real data, quick only for a mechanism
+    (the sweeps themselves are replaced here by a recorder)."""
+    import normtheory.verify as verify_mod
+
+    real, calls = verify_mod.run_sweep, []
+
+    def record(study, *, profile, out, **kw):
+        calls.append((study.name, profile, Path(out).name))
+        if study.name == "exact_checks":
+            return real(study, profile=profile, out=out, **kw)
+        raise ValueError("recorded, not run")
+
+    monkeypatch.setattr(verify_mod, "run_sweep", record)
+    argv = ["verify", "--reference", "--studies", "example_weighing,scale_invariance",
+            "--device", "cpu", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]  # fmt: skip
+    main(argv)
+    assert calls == [
+        ("exact_checks", "quick", "exact_checks-quick"),
+        ("example_weighing", "quick", "example_weighing-quick"),
+        ("example_weighing", "standard", "example_weighing-standard"),
+        ("scale_invariance", "quick", "scale_invariance-quick"),
+    ]
+    assert "example_weighing [standard]: not run: recorded" in capsys.readouterr().out

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from normtheory.plots import missing_figure
-from normtheory.provenance import git_commit, now
+from normtheory.provenance import git_commit, now, versions
 from normtheory.registry import list_studies, load_study
 from normtheory.report.data import figure_data
 from normtheory.report.markup import html_page, markdown_page
@@ -47,6 +47,16 @@ def testers() -> dict[str, list[str]]:
         for claim in study.claims:
             out.setdefault(claim, []).append(f"normtheory run {name}")
     return out
+
+
+RENDERING = ("matplotlib", "seaborn", "pandas", "numpy", "scipy", "statsmodels")
+
+
+def rendered_with() -> str:
+    """The versions the figures and tables were drawn with: with the same versions, the same
+    stored runs regenerate them byte-identically."""
+    have = versions()
+    return "Rendered with " + ", ".join(f"{p} {have.get(p, '?')}" for p in RENDERING) + "."
 
 
 def _save_figure(fig, stem: str, out: Path, sec: Section, partial_note: str) -> None:
@@ -203,7 +213,7 @@ def build_report(
     sections = [_study_section(*run, out, figures_only) for run in loaded]
     sections.sort(key=lambda s: s.study_name != "exact_checks")  # the identities first
     written = {f for sec in sections for f in sec.written} | {"figures/PROVENANCE.txt"}
-    (out / "figures" / "PROVENANCE.txt").write_text(provenance + "\n")
+    (out / "figures" / "PROVENANCE.txt").write_text(f"{provenance}\n{rendered_with()}\n")
     if figures_only:
         _prune(out, written, keep_others=True)
         return out / "index.html"

@@ -212,6 +212,21 @@ def _secondary(claim: Claim, sections: list[Section]) -> str:
     return "secondary, not in the rule: " + "; ".join(parts) if parts else ""
 
 
+def _other_tiers(claim: Claim, sections: list[Section], decider: Section | None) -> str:
+    """The verdicts of the claim's other runs of another tier than the deciding one (e.g. the
+    quick run under a standard verdict), so a verdict that changes with scale shows it."""
+    if decider is None:
+        return ""
+    parts = []
+    for s in sections:
+        cv = s.claim_verdicts.get(claim.id)
+        if s is decider or cv is None or cv.verdict == NOT_RUN or s.tier_name == decider.tier_name:
+            continue
+        head = f" {estimate_text(cv.headline)}" if cv.headline is not None else ""
+        parts.append(f"{s.tier_name} ({s.run.name}): {cv.verdict}{head}")
+    return "other tiers: " + "; ".join(parts) if parts else ""
+
+
 def claim_rows(sections: list[Section], testers: dict[str, list[str]]) -> list[dict]:
     """One row per claim of the registry, in its order: the claim-level verdict, the headline
     statistic with its CI, the paper's effect next to ours, this run's scale and the test's
@@ -227,8 +242,11 @@ def claim_rows(sections: list[Section], testers: dict[str, list[str]]) -> list[d
             cv = ClaimVerdict(cid, NOT_RUN, reason=f"not run: {how}")
         elif cv.verdict == NOT_RUN:
             cv.reason = f"{cv.reason}; run {how}" if cv.reason else f"not run: {how}"
-        if claim.kind == "exact" and (extra := _secondary(claim, sections)):
-            cv.reason = f"{cv.reason}. {extra}" if cv.reason else extra
+        reason = cv.reason  # the runs' own verdict objects are left as they are
+        extra = _secondary(claim, sections) if claim.kind == "exact" else ""
+        extra = extra or (_other_tiers(claim, sections, sec) if claim.kind != "exact" else "")
+        if extra:
+            reason = f"{reason}. {extra}" if reason else extra
         head = cv.headline
         out.append(
             {
@@ -240,7 +258,7 @@ def claim_rows(sections: list[Section], testers: dict[str, list[str]]) -> list[d
                 "verdict": cv.verdict,
                 "note": cv.note,
                 "label": cv.label,
-                "reason": cv.reason,
+                "reason": reason,
                 "statistic": head.statistic if head is not None else "",
                 "estimate": estimate_text(head),
                 "value": head.estimate if head is not None else math.nan,

@@ -173,6 +173,18 @@ def test_the_claims_row_states_the_tier_its_verdict_comes_from():
     assert _stands([])["tier"] == "–"
 
 
+def test_the_claims_row_shows_the_verdicts_of_the_other_tiers_beside_the_deciding_one():
+    quick = _section("q", "refuted", profile="quick", tier="quick",
+                     rows=[_verdict(verdict="refuted", est=-0.2, lo=-0.3, hi=-0.1)])  # fmt: skip
+    standard = _section("s", profile="standard", tier="standard", finished="2020-01-01")
+    row = _stands([quick, standard])
+    assert row["run"] == "s" and row["verdict"] == "supported"
+    assert row["reason"].endswith("other tiers: quick (q): refuted -0.2 [-0.3, -0.1]")
+    assert "other tiers" not in _stands([standard])["reason"]  # alone: nothing to show
+    same = _section("s2", profile="standard", tier="standard", finished="2019-01-01")
+    assert "other tiers" not in _stands([standard, same])["reason"]  # same tier: not "other"
+
+
 def test_meta_shows_the_tier_the_amp_setting_and_the_steps_per_second():
     sec = _section("a", profile="full")
     sec.manifest["amp"] = "bf16"
