@@ -73,9 +73,16 @@ def summary_line(rows: list[dict]) -> str:
 
 def _commits(sections: list[Section]) -> str:
     """Which commits the runs were made at; warns when they differ or one is dirty."""
-    commits = sorted({str(s.manifest.get("git_commit", "?")) for s in sections})
+    by_commit: dict[str, list[str]] = {}
+    for s in sections:
+        by_commit.setdefault(str(s.manifest.get("git_commit", "?")), []).append(s.run.name)
+    commits = sorted(by_commit)
     dirty = [c for c in commits if c.endswith("+dirty")]
-    text = f"Runs made at commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}."
+    if len(commits) > 1:  # which run came from which commit
+        listed = ", ".join(f"{c} ({', '.join(sorted(by_commit[c]))})" for c in commits)
+    else:
+        listed = ", ".join(commits)
+    text = f"Runs made at commit{'s' if len(commits) > 1 else ''} {listed}."
     if len(commits) > 1 or dirty:
         text += " Not a clean reference: the runs come from more than one commit or a dirty tree."
     return text

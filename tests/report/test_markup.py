@@ -139,6 +139,8 @@ def test_the_commits_line_warns_of_mixed_or_dirty_runs(commits, warned):
     for page in (html_page(sections, _rows(), PROV), markdown_page(sections, _rows(), PROV)):
         assert ("Not a clean reference" in page) == warned
         assert f"Runs made at commit{'s' if len(set(commits)) > 1 else ''} " in page
+    if len(set(commits)) > 1:  # each run named beside its commit
+        assert "Runs made at commits abc (r0), def (r1)." in markdown_page(sections, _rows(), PROV)
 
 
 def test_the_provenance_line_opens_both_pages():
