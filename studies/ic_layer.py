@@ -49,9 +49,9 @@ from normtheory.study import Grid, Profile, Study
 BASE = TrainCell(dataset="digits", arch="convnet", norm="batch", width=16, depth=3,
                  optimizer="sgd", lr=0.05, momentum=0.9, batch_size=32, steps=300,
                  eval_every=20)  # fmt: skip
-# Fashion-MNIST, a depth-4 net, 1000 steps (1.6 epochs): the claim is about fitting speed and
-# stability along training; the test set is evaluated every 100 steps.
-STANDARD = replace(BASE, **STANDARD_DATA, depth=4, steps=1000, eval_every=100)
+# Fashion-MNIST, a depth-4 net, 3125 steps (5 epochs at batch 32): trained far enough for the
+# baselines' 85 % checks (the paper compares converged nets); the test set every 250 steps.
+STANDARD = replace(BASE, **STANDARD_DATA, depth=4, steps=3125, eval_every=250)
 KEEP = 0.9  # the keep probability q of both dropout nets
 CASES = (
     {"tag": "W→BN→ReLU", "placement": "norm_act", "dropout_keep": 1.0},
@@ -257,8 +257,8 @@ STUDY = Study(
         "standard": Profile(
             Grid(STANDARD, {}, CASES),
             5,
-            "Fashion-MNIST (20 000), 4 cases, depth 4, 1000 steps (1.6 epochs), 5 seeds",
-            cost="≈10 min on 2 CPU cores",
+            "Fashion-MNIST (20 000), 4 cases, depth 4, 3125 steps (5 epochs), 5 seeds",
+            cost="≈20 min on 2 CPU cores",
         ),
     },
     hooks=hooks,
