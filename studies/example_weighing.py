@@ -12,7 +12,8 @@ accuracy at w = 0 (the final test accuracy, `normtheory.analysis.FINAL_METRIC_PO
 Protocol: a BN convnet (width 16, depth 3) trained on the digits at batch sizes 8 and 32 (9600
 examples each, LR scaled with √B); the end-of-training hook `ExampleWeighing` then evaluates the
 same model at w ∈ {0, ¼, ½, 1, 2, 4} / B on the test set, and on 16 training batches of size B
-in train mode (own statistics) and eval mode.
+in train mode (own statistics) and eval mode. ``standard``: Fashion-MNIST (20 000 training
+examples), a depth-4 net, 10 epochs at each batch size (equal epochs; the LR rule as above).
 """
 
 from dataclasses import replace

@@ -14,7 +14,8 @@ Protocol: a BN convnet (width 16, depth 3) on the digits, SGD with momentum 0.9,
 (`normtheory.optim.NormDecay`). Test accuracy follows `normtheory.analysis.FINAL_METRIC_POLICY`
 (a diverged run counts as accuracy 0, a failed one is missing). Small nets on offline data will
 not reproduce ImageNet numbers: the verdict is about the direction and size of the effect at
-this scale.
+this scale. ``standard``: Fashion-MNIST (20 000 training examples), a depth-4 net, 10 epochs at
+batch sizes 32 and 128 (batch 8 would cost 2.5× the rest together), 5 seeds.
 """
 
 from dataclasses import replace

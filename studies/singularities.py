@@ -35,7 +35,8 @@ nor at width 4–64, weight decay ≤ 5e-3, batch 8 or Adam ≤ 1e-2; at η = 0.
 about 13 and 15 of 96 channels within 400 steps and still reach 0.94–0.97 test accuracy
 (deeper nets lose channels at η = 0.05 but train worse). Small nets on offline data cannot
 reproduce the paper's ImageNet numbers: the verdict is about the direction and size of the
-effect at this scale.
+effect at this scale. ``standard``: Fashion-MNIST (20 000 training examples), 3125 steps (5
+epochs), the test set every 250 steps, 5 seeds, the same η = 0.5.
 """
 
 from dataclasses import replace
