@@ -52,8 +52,10 @@ class NormtheoryCallback(TrainerCallback):
         sinks: where the records go (default one `MemorySink`: read them with `frame`).
         batch_map: how a batch becomes the hooks' (inputs, targets) and how they call the model
             (default `KeywordBatch()`; see `normtheory.integrations.batches`).
-        flush_every: keep the lazy hooks' values on the device and convert them every n steps
-            (`Monitor`); None: at once.
+        flush_every: keep the lazy hooks' values (`LossAccuracy`, `GradNorm`, `WeightNorm`) on
+            the device and send them to the sinks every n steps, at evaluations and at the end
+            (`Monitor`; default 100, as `normtheory.train`: one host synchronization per 100
+            steps instead of one per value); None: every value at once.
     """
 
     def __init__(
@@ -62,7 +64,7 @@ class NormtheoryCallback(TrainerCallback):
         sinks: Iterable[Sink] | None = None,
         *,
         batch_map: Any = None,
-        flush_every: int | None = None,
+        flush_every: int | None = 100,
     ):
         self.session = Session(
             hooks,
