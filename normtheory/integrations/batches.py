@@ -80,8 +80,9 @@ class KeywordBatch:
     input only. So every other key of a training batch must be one the model's default equals:
     an ``attention_mask`` of ones (no padding), ``token_type_ids`` of zeros; a batch with
     padding, or with any other key, raises naming it, since the hooks' measurements would not be
-    of the loss the model trains on. Keys in `ignore` are passed over unchecked, and so is the
-    `Trainer`'s ``num_items_in_batch`` (it scales the model's own loss, not the logits).
+    of the loss the model trains on (the check reads one boolean per such key and step from the
+    device). Keys in `ignore` are passed over unchecked, and so is the `Trainer`'s
+    ``num_items_in_batch`` (it scales the model's own loss, not the logits).
 
     Args:
         input_key: the model's main input (``input_ids``; ``pixel_values`` for vision models).
