@@ -14,7 +14,8 @@ of the rows the sinks receive are the same as with ``flush_every=None``.
 """
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from normtheory.hooks.schedule import Schedule, as_schedule
-from normtheory.hooks.sinks import MemorySink, Sink, check_sinks
+from normtheory.hooks.sinks import MemorySink, Sink, check_sinks, pivot_records
 
 EVENTS = ("start", "after_backward", "after_step", "eval", "end")
 _SCHEDULED = ("after_backward", "after_step")
@@ -202,6 +203,19 @@ class Monitor:
         >>> loss.backward(); monitor.after_backward(step, loss=loss)
         >>> opt.step(); monitor.after_step(step, loss=loss)
         >>> monitor.frame()  # DataFrame with columns step, metric, key, value
+
+    As a context manager (`start` on entry; `end` and `close` on exit), with `step` around the
+    optimizer step (``after_backward`` on entry, ``after_step`` on exit)::
+
+        with Monitor(model, hooks, optimizer=opt) as monitor:
+            for step, (x, y) in enumerate(loader):
+                out = model(x)
+                loss = F.cross_entropy(out, y)
+                opt.zero_grad()
+                loss.backward()
+                with monitor.step(step, batch=(x, y), loss=loss, outputs=out):
+                    opt.step()
+        monitor.frame(pivot=True)  # one row per step, one column per metric/key
     """
 
     def __init__(
@@ -224,6 +238,7 @@ class Monitor:
         self.flush_every = flush_every
         self._pending: list[tuple[int, str, str, float | torch.Tensor]] = []
         self._pending_since: int | None = None  # step of the oldest pending row
+        self._steps_done = 0  # 1 + the last step an after_step event was fired for
         self.sinks = [MemorySink()] if sinks is None else check_sinks(sinks)
         self.hooks = list(hooks)
         names = [h.name for h in self.hooks]
@@ -276,6 +291,8 @@ class Monitor:
         kw = {"total_steps": self.total_steps, "optimizer": self.optimizer, **kw}
         if kw.get("lr") is None and kw["optimizer"] is not None:
             kw["lr"] = float(kw["optimizer"].param_groups[0]["lr"])
+        if event == "after_step":
+            self._steps_done = max(self._steps_done, step + 1)
         return self.fire(event, Context(model=self.model, step=step, **kw))
 
     def start(self, **kw: Any) -> list[tuple[int, str, str, float]]:
@@ -307,16 +324,70 @@ class Monitor:
         for sink in self.sinks:
             sink.close()
 
-    def frame(self) -> pd.DataFrame:
-        """All records so far as a tidy DataFrame (step, metric, key, value), from the first
-        `MemorySink` among the sinks."""
+    def frame(self, pivot: bool = False) -> pd.DataFrame:
+        """All records so far, from the first `MemorySink` among the sinks.
+
+        Args:
+            pivot: False: the tidy table (columns step, metric, key, value), one row per
+                record. True: the wide view (`normtheory.hooks.sinks.pivot_records`), indexed
+                by step, one column per metric and key (``metric``, or ``metric/key`` when the
+                key is not empty), NaN where nothing was recorded.
+        """
         memory = next((s for s in self.sinks if isinstance(s, MemorySink)), None)
         if memory is None:
             raise ValueError(
                 "frame() reads a MemorySink, and this Monitor has none; add MemorySink() to sinks"
             )
         self._drain()
-        return memory.frame()
+        frame = memory.frame()
+        return pivot_records(frame) if pivot else frame
+
+    # -- context-manager use in a plain loop ----------------------------------------------------
+
+    def __enter__(self) -> "Monitor":
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """On a normal exit fires ``end`` at the number of steps taken (1 + the last step given
+        to `after_step`); always closes the sinks, so the rows recorded so far are kept even
+        when the loop raised (which then propagates)."""
+        try:
+            if exc_type is None:
+                self.end(self._steps_done)
+        finally:
+            self.close()
+
+    @contextmanager
+    def step(self, step: int, *, batch: Any = None, **kw: Any) -> Iterator["Monitor"]:
+        """Wraps one optimizer step: ``after_backward`` on entry, ``after_step`` on exit.
+
+        Enter it after ``loss.backward()`` and step the optimizer inside::
+
+            with monitor.step(step, batch=(x, y), loss=loss, outputs=out):
+                opt.step()
+
+        Both events get the same arguments, and the learning rate read on entry (the one the
+        step uses, before any scheduler moves it). If the body raises, ``after_step`` is not
+        fired (no step was taken) and the exception propagates.
+
+        Args:
+            step: the optimizer step (0-based).
+            batch: the training batch, for the context's ``inputs``/``targets``: a tensor (the
+                inputs) or a tuple/list ``(inputs, targets, ...)``; the inputs must be the very
+                tensor the model was called on (`OrthogonalWeightNorm` matches it by identity).
+            **kw: any other event argument (``loss``, stored detached; ``outputs``, ``lr``,
+                ``optimizer``, ``extras``, ...).
+        """
+        kw = {**_batch_args(batch), **kw}
+        if kw.get("loss") is not None and isinstance(kw["loss"], torch.Tensor):
+            kw["loss"] = kw["loss"].detach()
+        optimizer = kw.get("optimizer", self.optimizer)
+        if kw.get("lr") is None and optimizer is not None:
+            kw["lr"] = float(optimizer.param_groups[0]["lr"])
+        self.after_backward(step, **kw)
+        yield self
+        self.after_step(step, **kw)
 
 
 _LAZY = (torch.Tensor, Deferred)
@@ -357,6 +428,20 @@ def _materialize(rows: list) -> list[tuple[int, str, str, float]]:
         row = rows[i]
         rows[i] = (row[0], row[1], row[2], float(v))
     return rows
+
+
+def _batch_args(batch: Any) -> dict[str, Any]:
+    """``inputs``/``targets`` event arguments from a batch given to `Monitor.step`."""
+    if batch is None:
+        return {}
+    if isinstance(batch, torch.Tensor):
+        return {"inputs": batch}
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        return {"inputs": batch[0], **({"targets": batch[1]} if len(batch) > 1 else {})}
+    raise TypeError(
+        f"batch must be a tensor or a tuple/list (inputs, targets, ...), got "
+        f"{type(batch).__name__}; pass inputs= and targets= to monitor.step instead"
+    )
 
 
 def rename(metric: str, name: str) -> str:

@@ -18,6 +18,7 @@ from normtheory.plots.layout import (
     require_columns,
 )
 from normtheory.plots.points import outcome_points
+from normtheory.plots.records import plot_records
 from normtheory.plots.style import (
     NORM_ORDER,
     hue_order,
@@ -52,6 +53,7 @@ __all__ = [
     "panel_curves",
     "panels",
     "per_seed",
+    "plot_records",
     "require_columns",
     "seed_curve",
     "seed_curves",

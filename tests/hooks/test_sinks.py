@@ -86,3 +86,110 @@ def test_monitor_without_memory_sink_explains_frame(tmp_path):
     monitor = _run([CSVSink(tmp_path / "r.csv")], steps=2)
     with pytest.raises(ValueError, match="add MemorySink"):
         monitor.frame()
+
+
+def test_pivot_records_known_answer():
+    from normtheory.hooks import pivot_records
+
+    tidy = pd.DataFrame(
+        [
+            (2, "b.x", "", 5.0),
+            (0, "a.y", "conv1", 1.0),
+            (0, "b.x", "", 2.0),
+            (2, "a.y", "conv1", 3.0),
+            (2, "a.y", "conv1", 4.0),  # recorded twice at step 2: the last value counts
+            (1, "a.y", "head", 7.0),
+        ],
+        columns=["step", "metric", "key", "value"],
+    )
+    wide = pivot_records(tidy)
+    nan = float("nan")
+    expected = pd.DataFrame(
+        {"b.x": [2.0, nan, 5.0], "a.y/conv1": [1.0, nan, 4.0], "a.y/head": [nan, 7.0, nan]},
+        index=pd.Index([0, 1, 2], name="step"),
+    )
+    pd.testing.assert_frame_equal(wide, expected)
+    assert tidy.value.tolist() == [5.0, 1.0, 2.0, 3.0, 4.0, 7.0]  # the input is left alone
+    with pytest.raises(ValueError, match="extra columns"):
+        pivot_records(tidy.assign(run="r"))
+
+
+class _FakeRun:
+    """A W&B run's interface as WandbSink uses it; `fail` makes log/define_metric raise."""
+
+    def __init__(self, fail=False):
+        self.logged, self.defined, self.fail, self.finished = [], {}, fail, False
+
+    def define_metric(self, name, step_metric=None):
+        if self.fail:
+            raise ConnectionError("no network")
+        self.defined[name] = step_metric
+
+    def log(self, data):
+        if self.fail:
+            raise ConnectionError("no network")
+        self.logged.append(dict(data))
+
+    def finish(self):
+        self.finished = True
+
+
+def test_wandb_sink_logs_every_row_against_the_training_step():
+    pytest.importorskip("wandb", reason="WandbSink needs wandb")
+    from normtheory.hooks import WandbSink
+
+    memory, run = MemorySink(), _FakeRun()
+    monitor = _run([memory, WandbSink(run)])
+    monitor.close()
+    assert not run.finished  # a run given to the sink is the caller's to finish
+    frame = memory.frame()
+    got = [
+        (entry["normtheory/step"], tag, value)
+        for entry in run.logged
+        for tag, value in entry.items()
+        if tag != "normtheory/step"
+    ]
+    expected = [
+        (step, f"{metric}/{key}" if key else metric, value)
+        for step, metric, key, value in frame.itertuples(index=False)
+    ]
+    assert sorted(got) == sorted(expected)
+    steps = [e["normtheory/step"] for e in run.logged]  # one log per step and write
+    assert steps == sorted(steps) and set(steps) == set(frame.step)
+    assert run.defined == {"normtheory/step": None, **{t: "normtheory/step" for _, t, _ in got}}
+
+
+def test_wandb_sink_errors_never_stop_training():
+    pytest.importorskip("wandb", reason="WandbSink needs wandb")
+    from normtheory.hooks import WandbSink
+
+    memory = MemorySink()
+    with pytest.warns(RuntimeWarning, match="ConnectionError: no network") as caught:
+        sink = WandbSink(_FakeRun(fail=True))
+        monitor = _run([sink, memory], steps=6)  # training runs to its end
+    monitor.close()
+    assert len([w for w in caught if "WandbSink" in str(w.message)]) == 1  # reported once
+    assert sink.errors > 5 and len(memory.frame()) == len(_run(None).frame())
+
+
+def test_wandb_sink_offline_run(tmp_path, monkeypatch):
+    """A real W&B run in offline mode (no network): the sink's calls are accepted, the run's
+    summary holds each tag's last value, and the sink finishes the run it started."""
+    pytest.importorskip("wandb", reason="WandbSink needs wandb")
+    from normtheory.hooks import WandbSink
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    memory = MemorySink()
+    sink = WandbSink(project="normtheory-test", dir=str(tmp_path))
+    run = sink.run
+    monitor = _run([memory, sink])
+    summary = dict(run.summary)
+    monitor.close()
+    assert sink.errors == 0
+    last = memory.frame().groupby(["metric", "key"]).value.last()
+    for (metric, key), value in last.items():
+        assert summary[f"{metric}/{key}" if key else metric] == pytest.approx(value, rel=1e-12)
+    assert summary["normtheory/step"] == memory.frame().step.max()
+    assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))  # the offline log exists
