@@ -91,21 +91,21 @@ def statistics(results: Results):
     parts = [f"{t} {', '.join(f'{v:.3g}' for v in lr_max[t])}" for t in ORDER if t in lr_max]
     detail = f"max stable LR per seed: {'; '.join(parts)} (widest final bracket ×{10**width:.3g})"
     acc = at_largest_stable(results.records).pivot(index="seed", columns="tag", values="test_acc")
+    acc = acc.reindex(index=lr_max.index, columns=ORDER)  # NaN: no stable probe
     acc_detail = "test accuracy at the largest stable LR, mean over seeds: " + ", ".join(
-        f"{t} {acc[t].mean():.3f}" for t in ORDER if t in acc
+        f"{t} {acc[t].mean():.3f}" for t in ORDER if acc[t].notna().any()
     )
     out = [
         sample("BN-LAST", "log10_lr_ratio", np.log10(lr_max[LAST] / lr_max[NONE]),
                resolution=resolution, detail=detail),
-        sample("BN-LAST", "acc_gain", acc.get(LAST) - acc.get(NONE), detail=acc_detail)
-        if {LAST, NONE} <= set(acc.columns) else None,
+        sample("BN-LAST", "acc_gain", acc[LAST] - acc[NONE], detail=acc_detail),
         CheckValue("BN-LAST", "bracketed", float(bracketed.mean()),
                    f"{int(bracketed.sum())} of {len(pair)} BN-last and no-BN searches bracketed"),
     ]  # fmt: skip
     if FULL in lr_max:
         out.append(sample("BN-LAST", "log10_lr_ratio_full", np.log10(lr_max[FULL] / lr_max[LAST]),
                           resolution=resolution, detail=detail))  # fmt: skip
-    return [o for o in out if o is not None]
+    return out
 
 
 def stability(results: Results):
