@@ -30,6 +30,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import NullFormatter
 
 from normtheory import plots
 from normtheory.evidence import CheckValue, sample
@@ -133,7 +134,8 @@ def stability(results: Results):
     axes[0].axhline(threshold, color="gray", ls="--", lw=1, label=f"stable: loss < {threshold:.3g}")
     axes[0].axhline(top, color="gray", ls=":", lw=1, label=f"NaN or loss > {top:.0f}")
     axes[0].set(xscale="log", yscale="log", ylabel="final training loss (log)")
-    axes[1].set(xscale="log", ylabel="test accuracy")
+    axes[1].set(xscale="log", ylabel="test accuracy", xlim=axes[0].get_xlim())
+    axes[1].xaxis.set_minor_formatter(NullFormatter())  # unlabelled minor ticks: no overlap
     n, steps = cells["seed"].nunique(), cells["steps"].max()
     plots.finish(fig, axes, title=f"One BN after the last residual block vs none: LR bisection, "
                  f"{steps} SGD steps per probe, {n} seeds",
