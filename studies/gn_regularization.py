@@ -145,7 +145,7 @@ STUDY = Study(
             seeds=5,
             description="Fashion-MNIST (20 000), convnet depth 4, BN and GN at "
             "batch 32, random crops, 10 epochs, 5 seeds",
-            cost="≈25 min on 2 CPU cores",
+            cost="≈20 min on 2 CPU cores (0.032 CPU-s per step timed, 62 500 steps)",
         ),
         "paper": Profile(
             Grid(PAPER, {"norm": NORMS}),
