@@ -183,7 +183,7 @@ STUDY = Study(
             5,
             "CIFAR-10, ResNet-110, batch 128, BN last, no BN, "
             "full BN, bisection, 1950 steps per probe, 5 seeds",
-            cost="≈3 h on one GPU (≈120 probes of 1950 steps)",
+            cost="≈3 h on one GPU (≈120 probes of 1950 steps; an estimate, not timed)",
         ),
     },  # fmt: skip
     hooks=hooks,

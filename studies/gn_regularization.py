@@ -152,7 +152,7 @@ STUDY = Study(
             seeds=5,
             description="CIFAR-10, ResNet-20, BN and GN at batch 32, LR 0.0125, "
             "100 epochs, step schedule, 5 seeds",
-            cost="≈2 h on one GPU (10 runs of 156 000 steps)",
+            cost="≈2 h on one GPU (10 runs of 156 200 steps; an estimate, not timed)",
         ),
     },  # fmt: skip
     hooks=hooks,

@@ -281,7 +281,7 @@ STUDY = Study(
             description="CIFAR-10, ResNet-20: BN, NF+AGC and binary "
             "versions at batch 256 (90 epochs), LR searches at batch 1024 (NF, "
             "NF+AGC, BN, no norm; 500 steps per probe); 5 seeds",
-            cost="≈4 h on one GPU",
+            cost="≈4 h on one GPU (an estimate, not timed)",
         ),
     },  # fmt: skip
     hooks=hooks,
