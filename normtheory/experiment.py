@@ -41,8 +41,8 @@ class TrainCell:
         data_rank: for the synthetic datasets, the rank of the subspace the inputs span (0: full).
         data_channels: for the single-channel datasets (digits, fashion_mnist, mnist, mnist1d),
             repeat the input on this many channels (a grey image fed to an RGB net).
-        arch, norm, width, depth, placement, dropout_keep, residual: see `build_model`;
-            `norm` is a spec such as ``"group+ws"``.
+        arch, norm, width, depth, placement, dropout_keep, residual, binary: see
+            `build_model`; `norm` is a spec such as ``"group+ws"``.
         groups, ghost_size, examples_per_group, example_weight: norm options, passed to the
             norms that take them (``examples_per_group=0`` means the whole batch).
         optimizer, lr, momentum, weight_decay, batch_size, schedule, eval_every: see `TrainConfig`.
@@ -56,6 +56,7 @@ class TrainCell:
             cell's "test" metrics are measured on the held-out part: for tuning, so that the
             test split is never looked at.
         rescale: weight rescaling (WRS) after every step; see `TrainConfig`.
+        agc: adaptive gradient clipping threshold λ (0: off); see `TrainConfig`.
         gamma_decay, beta_decay: decay of the norms' γ toward 1 and β toward 0 (`TrainConfig`).
         augment: ``none``, ``crop`` or ``crop_flip`` (random crop of the image padded by 1/8 of
             its size, + random horizontal flip for ``crop_flip``, on the device, seeded; image datasets only; `normtheory.augment`).
@@ -96,6 +97,8 @@ class TrainCell:
     beta_decay: float = 0.0
     augment: str = "none"
     tag: str = ""
+    agc: float = 0.0
+    binary: bool = False
 
     def __post_init__(self):
         _check_types(self)
@@ -110,6 +113,8 @@ class TrainCell:
                 f"not {self.dataset!r}; use augment=none"
             )
         parse_norm_spec(self.norm)
+        if self.binary and self.arch == "mlp":
+            raise ValueError("binary nets are convnet or resnet (binary convs), not mlp")
         if self.data_channels != 1 and self.dataset not in _GREY:
             raise ValueError(
                 f"data_channels applies to the single-channel datasets ({', '.join(_GREY)}), "
@@ -190,6 +195,7 @@ class TrainCell:
             gamma_decay=self.gamma_decay,
             beta_decay=self.beta_decay,
             augment=self.augment,
+            agc=self.agc,
         )
 
     def unused_fields(self) -> dict[str, str]:
@@ -298,6 +304,7 @@ def build_cell_model(cell: TrainCell, in_shape, num_classes: int, seed: int) -> 
         dropout_keep=cell.dropout_keep,
         residual=cell.residual,
         norm_kw=cell.norm_kw(),
+        binary=cell.binary,
     )
 
 

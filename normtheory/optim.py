@@ -194,3 +194,84 @@ class NormDecay:
 
     def __repr__(self) -> str:
         return f"NormDecay(gamma={self.gamma}, beta={self.beta}, params={len(self.names)})"
+
+
+# -- adaptive gradient clipping -------------------------------------------------------------------
+
+
+def unitwise_norm(x: torch.Tensor) -> torch.Tensor:
+    """‖x_i‖ per output unit i (row of dim 0, over all other dims) for ndim ≥ 2, broadcastable
+    to `x`; the whole tensor's norm for a scalar or a vector (a bias, a gain), as in the NFNets
+    authors' code."""
+    if x.ndim <= 1:
+        return torch.linalg.vector_norm(x)
+    return torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True)  # (out, 1, …)
+
+
+class AdaptiveGradClipping:
+    """Adaptive Gradient Clipping (AGC; Brock, De, Smith & Simonyan 2021, "High-Performance
+    Large-Scale Image Recognition Without Normalization", Sec. 4, Eq. 3).
+
+    For every unit i of every clipped parameter (a row of a weight: one output channel over its
+    fan-in; a bias or gain as a whole), with G_i its gradient and W_i its value:
+
+        G_i ← λ ‖W_i‖* / ‖G_i‖ · G_i   if ‖G_i‖ / ‖W_i‖* > λ,   else G_i unchanged,
+
+    where ‖W_i‖* = max(‖W_i‖, ε) (ε = 10⁻³ keeps zero-initialized parameters from being frozen)
+    and λ is the clipping threshold. So one SGD step changes no unit by more than a fraction
+    η λ of its norm. The classifier is not clipped by default (the paper: "it is beneficial
+    not to clip the final linear layer").
+
+    Use in any loop: ``loss.backward(); agc.apply(); optimizer.step()``. In `TrainConfig` it
+    is ``agc=λ`` (0: off), applied after the hooks saw the loss gradient and before the
+    optimizer step.
+
+    Args:
+        model: the model.
+        clipping: λ > 0.
+        eps: ε ≥ 0.
+        exclude: module names whose parameters are not clipped (default: the head).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        clipping: float = 0.01,
+        *,
+        eps: float = 1e-3,
+        exclude: Iterable[str] = ("head",),
+    ) -> None:
+        if not (isinstance(clipping, int | float) and clipping > 0):
+            raise ValueError(f"clipping must be a float > 0, got {clipping!r}")
+        if not (isinstance(eps, int | float) and eps >= 0):
+            raise ValueError(f"eps must be a float >= 0, got {eps!r}")
+        modules = dict(model.named_modules())
+        unknown = [n for n in exclude if n not in modules]
+        if unknown:
+            raise ValueError(f"exclude names no module of the model: {unknown}")
+        prefixes = tuple(f"{n}." for n in exclude)
+        self.clipping, self.eps = float(clipping), float(eps)
+        self._params = {
+            n: p
+            for n, p in model.named_parameters()
+            if p.requires_grad and not n.startswith(prefixes)
+        }
+        self.names = list(self._params)
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Clips every chosen parameter's ``.grad`` in place (parameters without one are skipped)."""
+        for p in self._params.values():
+            if p.grad is None:
+                continue
+            max_norm = unitwise_norm(p).clamp(min=self.eps) * self.clipping
+            grad_norm = unitwise_norm(p.grad)
+            factor = torch.where(
+                grad_norm > max_norm,
+                max_norm / grad_norm.clamp(min=1e-30),
+                torch.ones_like(grad_norm),
+            )
+            p.grad.mul_(factor)
+
+    def __repr__(self) -> str:
+        return f"AdaptiveGradClipping(clipping={self.clipping}, eps={self.eps}, params={len(self.names)})"

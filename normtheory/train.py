@@ -24,7 +24,7 @@ from normtheory.amp import AMP_MODES, amp_mode, autocast, build_scaler, check_am
 from normtheory.augment import AUGMENTS, check_augment, crop_flip, draw_crop_flip, pad_for
 from normtheory.hooks.base import Context, Hook, Monitor
 from normtheory.measure.outcomes import evaluate
-from normtheory.optim import NormDecay, WeightRescaling, build_param_groups
+from normtheory.optim import AdaptiveGradClipping, NormDecay, WeightRescaling, build_param_groups
 from normtheory.snapshot import Snapshot
 
 OPTIMIZERS = ("sgd", "adam")
@@ -83,6 +83,9 @@ class TrainConfig:
             ``--amp``), else off.
         sync_every: read the training loss (divergence check) every this many steps at least;
             0: every step on CPU, every 50 on CUDA (see `train`).
+        agc: adaptive gradient clipping threshold λ (`normtheory.optim.AdaptiveGradClipping`,
+            Brock et al. 2021; the head unclipped, ε = 10⁻³), applied after the hooks saw the
+            loss gradient and before the optimizer step; 0: off.
     """
 
     optimizer: str = "sgd"
@@ -101,6 +104,7 @@ class TrainConfig:
     augment: str = "none"
     amp: str | None = None
     sync_every: int = 0
+    agc: float = 0.0
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -121,6 +125,7 @@ class TrainConfig:
             "gamma_decay",
             "beta_decay",
             "sync_every",
+            "agc",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -266,6 +271,7 @@ def train(
     rescaler = build_rescaler(model, config)
     optimizer = build_optimizer(model, config, rescaler)
     norm_decay = NormDecay(model, gamma=config.gamma_decay, beta=config.beta_decay)
+    clipper = AdaptiveGradClipping(model, config.agc) if config.agc else None
     scaler = build_scaler(amp, device)
     monitor = Monitor(model, hooks, flush_every=_FLUSH_EVERY)
     ctx = Context(
@@ -320,6 +326,8 @@ def train(
         ctx.outputs = outputs if amp == "off" else outputs.float()
         ctx.loss = loss.detach()
         monitor.fire("after_backward", ctx)
+        if clipper is not None:
+            clipper.apply()
         norm_decay.apply()  # hooks saw the loss gradient alone
         if scaler is None:
             optimizer.step()

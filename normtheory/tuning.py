@@ -46,6 +46,8 @@ class LrTable:
     Attributes:
         lrs: (norm, batch_size) -> the learning rate to train with (no further scaling).
         command: the command whose run chose them (`best_lrs`), for the record.
+        keys: the cell fields the table is keyed by (default ``("norm", "batch_size")``; a
+            study whose cases share a norm keys by ``("tag", "batch_size")``).
 
     A cell whose (norm, batch size) is not in the table is left as it is (its own ``lr`` and
     ``lr_scaling``): small test grids need no tuning.
@@ -53,9 +55,10 @@ class LrTable:
 
     lrs: Mapping = field(default_factory=dict)
     command: str = ""
+    keys: tuple[str, ...] = KEYS
 
     def __call__(self, cell):
-        lr = self.lrs.get((cell.norm, cell.batch_size))
+        lr = self.lrs.get(tuple(getattr(cell, k) for k in self.keys))
         return cell if lr is None else replace(cell, lr=float(lr), lr_scaling="none")
 
 
@@ -81,50 +84,54 @@ def _validation_errors(cells: pd.DataFrame) -> pd.DataFrame:
     return out.assign(trained_lr=lr, val_error=out["test_error"])
 
 
-def best_lrs(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per (norm, batch size) of a tuning run: the learning rate (as trained, after scaling)
-    with the lowest mean validation error over seeds (a diverged run counts as error 1; ties
-    go to the smaller rate), that error, the number of seeds, and whether the choice lies at
-    the edge of the candidates (then the range should be widened)."""
+def best_lrs(cells: pd.DataFrame, keys=KEYS) -> pd.DataFrame:
+    """Per (norm, batch size) — or per `keys` — of a tuning run: the learning rate (as trained,
+    after scaling) with the lowest mean validation error over seeds (a diverged run counts as
+    error 1; ties go to the smaller rate), that error, the number of seeds, and whether the
+    choice lies at the edge of the candidates (then the range should be widened)."""
+    keys = tuple(keys)
     errs = _validation_errors(cells)
-    mean = errs.groupby([*KEYS, "trained_lr"])["val_error"].agg(["mean", "count"]).reset_index()
+    mean = errs.groupby([*keys, "trained_lr"])["val_error"].agg(["mean", "count"]).reset_index()
     rows = []
-    for key, sub in mean.groupby(list(KEYS), sort=True):
+    for key, sub in mean.groupby(list(keys), sort=True):
         sub = sub.sort_values("trained_lr")
         best = sub.iloc[int(np.argmin(sub["mean"].to_numpy()))]
         edge = best["trained_lr"] in (sub["trained_lr"].min(), sub["trained_lr"].max())
         rows.append((*key, best["trained_lr"], best["mean"], int(best["count"]), edge))
-    return pd.DataFrame(rows, columns=[*KEYS, "lr", "val_error", "n_seeds", "at_edge"])
+    return pd.DataFrame(rows, columns=[*keys, "lr", "val_error", "n_seeds", "at_edge"])
 
 
-def lr_table_source(cells: pd.DataFrame) -> str:
+def lr_table_source(cells: pd.DataFrame, keys=KEYS) -> str:
     """`best_lrs` of a tuning run as the Python literal a study commits in its `LrTable`:
-    ``{(norm, batch_size): lr, ...}``, rates to 4 significant digits, one entry a line."""
-    best = best_lrs(cells)
+    ``{(norm, batch_size): lr, ...}`` (or keyed by `keys`), rates to 4 significant digits, one
+    entry a line."""
+    keys = tuple(keys)
+    best = best_lrs(cells, keys)
     lines = [
         f"        ({n!r}, {int(b)}): {float(f'{lr:.4g}')!r},"
-        for n, b, lr in best[[*KEYS, "lr"]].values
+        for n, b, lr in best[[*keys, "lr"]].values
     ]
     return "{\n" + "\n".join(lines) + "\n    }"
 
 
-def tuning_figure(results) -> "Figure":  # noqa: F821
-    """Validation error vs candidate learning rate, one panel per norm, one line per batch
-    size: mean and t-CI over the tuning seeds. The x axis is the candidate before its
-    √(B/ref_batch) scaling (the same ticks for every batch size); the title lists the rates
-    chosen, as trained."""
+def tuning_figure(results, keys=KEYS) -> "Figure":  # noqa: F821
+    """Validation error vs candidate learning rate, one panel per norm (per ``keys[0]``), one
+    line per batch size: mean and t-CI over the tuning seeds. The x axis is the candidate
+    before its √(B/ref_batch) scaling (the same ticks for every batch size); the title lists
+    the rates chosen, as trained."""
     title = "Validation error vs learning rate (tuning run)"
     if not is_tuning(results.cells):
         return missing_figure(title, ["a tuning run (normtheory run <study> --profile tune)"])
-    best = best_lrs(results.cells)
-    chosen = [f"{n}@{b}: {lr:.3g}" for n, b, lr in best[[*KEYS, "lr"]].values]
+    keys = tuple(keys)
+    best = best_lrs(results.cells, keys)
+    chosen = [f"{n}@{b}: {lr:.3g}" for n, b, lr in best[[*keys, "lr"]].values]
     lines = ["; ".join(chosen[i : i + 6]) for i in range(0, len(chosen), 6)]
     return by_condition(
         _validation_errors(results.cells),
         "val_error",
         "lr",
         hue="batch_size",
-        panel="norm",
+        panel=keys[0],
         categorical=False,
         logx=2,
         clip=(0, 1),

@@ -150,7 +150,7 @@ def test_the_cell_model_is_seeded_and_built_as_declared():
     assert a.config == dict(
         arch="mlp", norm="group", in_shape=(5,), num_classes=3, width=4, depth=1,
         placement="ic", weight_std=False, dropout_keep=0.5, residual=True,
-        norm_kw={"groups": 2},
+        norm_kw={"groups": 2}, binary=False,
     )  # fmt: skip
     pa, pb, pc = ([p.detach() for p in m.parameters()] for m in (a, b, c))
     assert all(torch.equal(x, y) for x, y in zip(pa, pb))

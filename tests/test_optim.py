@@ -1,6 +1,7 @@
 """Weight rescaling (WRS) and weight-decay parameter groups."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 
 from normtheory.measure.span import InputSpan, orthogonal_weight_norm
 from normtheory.models import build_model
-from normtheory.optim import WeightRescaling, build_param_groups
+from normtheory.optim import AdaptiveGradClipping, WeightRescaling, build_param_groups
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -193,3 +194,78 @@ def test_norm_decay_validation_and_names():
     assert NormDecay(model).names == ["1.weight", "1.bias"]
     with pytest.raises(ValueError, match="gamma decay must be a float >= 0, got -1"):
         NormDecay(model, gamma=-1)
+
+
+# -- adaptive gradient clipping -------------------------------------------------------------------
+
+
+def _agc_oracle(value: torch.Tensor, grad: torch.Tensor, lam: float, eps: float) -> torch.Tensor:
+    """AGC unit by unit on Python floats: rows of dim 0 for ndim ≥ 2, the whole tensor else."""
+    units = 1 if value.ndim <= 1 else value.shape[0]
+    w_rows = value.detach().reshape(units, -1).tolist()
+    g_rows = grad.detach().reshape(units, -1).tolist()
+    out = []
+    for w, g in zip(w_rows, g_rows):
+        w_norm = max(math.sqrt(math.fsum(v * v for v in w)), eps)
+        g_norm = math.sqrt(math.fsum(v * v for v in g))
+        scale = lam * w_norm / g_norm if g_norm / w_norm > lam else 1.0
+        out.append([v * scale for v in g])
+    return torch.tensor(out, dtype=torch.float64).reshape(grad.shape)
+
+
+def test_agc_clips_each_unit_as_the_loop_oracle_and_leaves_the_head():
+    model = _model("nf").double()  # scaled-WS convs with biases (0 at init) and gains
+    x = torch.randn(5, 2, 6, 6, dtype=torch.float64)
+    F.cross_entropy(model(x), torch.tensor([0, 1, 2, 0, 1])).backward()
+    for p in model.parameters():  # gradients large enough that some units clip, some not
+        p.grad.mul_(torch.logspace(-5, 1, p.grad.numel(), dtype=p.dtype).reshape(p.shape))
+    before = {n: (p.detach().clone(), p.grad.clone()) for n, p in model.named_parameters()}
+    agc = AdaptiveGradClipping(model, 0.05, eps=1e-3)
+    assert "head.weight" not in agc.names and "conv1.gain" in agc.names
+    agc.apply()
+    clipped = kept = 0
+    for name, p in model.named_parameters():
+        value, grad = before[name]
+        if name.startswith("head."):
+            assert torch.equal(p.grad, grad), name
+            continue
+        expected = _agc_oracle(value, grad, 0.05, 1e-3)
+        torch.testing.assert_close(p.grad, expected, rtol=1e-12, atol=1e-15)
+        same = torch.isclose(expected, grad, rtol=0, atol=0).reshape(expected.shape[0], -1).all(1)
+        kept, clipped = kept + int(same.sum()), clipped + int((~same).sum())
+    assert clipped and kept  # both branches exercised
+    assert before["conv1.bias"][1].norm() > 0.05 * 1e-3  # a zero parameter: norm floored at ε
+    assert model.conv1.bias.grad.norm().item() == pytest.approx(0.05 * 1e-3, rel=1e-10)
+
+
+def test_agc_in_the_training_loop_equals_clipping_by_hand():
+    """`TrainConfig(agc=λ)` = backward, `AdaptiveGradClipping.apply`, SGD step, step by step."""
+    from normtheory.train import TrainConfig, train
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 2, 6, 6, generator=gen), torch.randint(0, 3, (64,), generator=gen)
+    data = torch.utils.data.TensorDataset(x, y)
+    config = TrainConfig(lr=2.0, momentum=0.9, batch_size=16, steps=6, seed=3, agc=0.02)
+    model = _model("nf")
+    by_hand = copy.deepcopy(model)
+    train(model, data, None, config)
+    opt = torch.optim.SGD(by_hand.parameters(), lr=2.0, momentum=0.9)
+    agc = AdaptiveGradClipping(by_hand, 0.02)
+    order = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
+    idx = torch.cat([torch.randperm(64, generator=order) for _ in range(2)])
+    for step in range(6):
+        batch = idx[16 * step : 16 * step + 16]
+        opt.zero_grad()
+        F.cross_entropy(by_hand(x[batch]), y[batch]).backward()
+        agc.apply()
+        opt.step()
+    for (name, a), b in zip(model.named_parameters(), by_hand.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_agc_refuses_bad_settings():
+    with pytest.raises(ValueError, match="clipping"):
+        AdaptiveGradClipping(_model(), 0.0)
+    with pytest.raises(ValueError, match="exclude"):
+        AdaptiveGradClipping(_model(), 0.01, exclude=("fc9",))

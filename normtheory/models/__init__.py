@@ -9,6 +9,7 @@ build arguments as ``model.config``, so ``build_model(**model.config)`` rebuilds
 """
 
 import numbers
+from collections import OrderedDict
 
 from torch import nn
 
@@ -17,7 +18,7 @@ from normtheory.models.convnet import build_convnet
 from normtheory.models.layers import PLACEMENTS, build_weight, norm_unit
 from normtheory.models.mlp import build_mlp
 from normtheory.models.resnet import BasicBlock, build_resnet
-from normtheory.norms import parse_norm_spec
+from normtheory.norms import NORM_FREE, build_norm, parse_norm_spec
 
 __all__ = [
     "BasicBlock",
@@ -50,7 +51,8 @@ def first_layer(arch: str) -> str:
 
 
 def list_placements() -> list[str]:
-    """Norm placements, sorted: ``act_norm`` (W-ReLU-N), ``ic`` (W-ReLU-N-Dropout), ``norm_act``."""
+    """Norm placements, sorted: ``act_norm`` (W-ReLU-N), ``ic`` (W-ReLU-N-Dropout), ``last``
+    (one N after the last hidden layer or residual block), ``norm_act``."""
     return sorted(PLACEMENTS)
 
 
@@ -67,6 +69,7 @@ def build_model(
     dropout_keep: float = 1.0,
     residual: bool = True,
     norm_kw: dict | None = None,
+    binary: bool = False,
 ) -> nn.Sequential:
     """Builds `arch` with the norm spec `norm` in every hidden layer.
 
@@ -76,7 +79,12 @@ def build_model(
     of Batch Normalization and Dropout", arXiv:1905.05928) when N is ``batch``. With q < 1 the
     other placements also get a Dropout(1 - q) after their norm unit. With ``frn`` the TLU of
     the norm is the activation and no ReLU is added. Weight layers feeding a norm have no bias
-    (the norm's β replaces it); with ``none`` they do.
+    (the norm's β replaces it); with ``none`` they do. ``last`` (Bjorck et al. 2018) builds the
+    net without norms (W -> ReLU, biases on) and puts one norm ``norm_last`` after the last
+    hidden layer (mlp) or the last conv unit / residual block (convnet, resnet), before the
+    pooling. Norm ``nf`` is normalizer-free (Brock et al. 2021): no norm layer, scaled weight
+    standardization, and in a ResNet the NF residual blocks (`normtheory.models.nf`); the
+    placement does not change it.
 
     Args:
         arch: one of `list_archs()`.
@@ -93,6 +101,9 @@ def build_model(
         dropout_keep: keep probability q in (0, 1] of the dropout layers.
         residual: resnet only; False removes the shortcuts and additions. Ignored otherwise.
         norm_kw: options passed to every `build_norm` call (e.g. ``{"groups": 8}``).
+        binary: convnet and resnet only: binary hidden convs (sign activations, binary weights
+            with a per-channel scale, straight-through gradients; `normtheory.models.binary`)
+            and no ReLU; the first conv, the shortcut convs and the head stay real.
 
     Returns:
         An `nn.Sequential` mapping (N, *in_shape) to (N, num_classes) logits, with the build
@@ -113,6 +124,7 @@ def build_model(
         dropout_keep=dropout_keep,
         residual=residual,
         norm_kw=dict(norm_kw or {}),
+        binary=binary,
     )
     _check(config)
     norm_name, ws_from_spec = parse_norm_spec(norm)
@@ -129,9 +141,25 @@ def build_model(
     )
     if arch == "resnet":
         kw["residual"] = bool(residual)
-    model = _ARCHS[arch](**kw)
+    if binary:
+        kw["binary"] = True
+    if placement == "last" and norm_name not in NORM_FREE:
+        model = _ARCHS[arch](**{**kw, "norm": "none", "placement": "norm_act"})
+        model = _with_last_norm(
+            model, build_norm(norm_name, model.head.in_features, **kw["norm_kw"])
+        )
+    else:
+        model = _ARCHS[arch](**kw)
     model.config = config
     return model
+
+
+def _with_last_norm(model: nn.Sequential, norm: nn.Module) -> nn.Sequential:
+    """`model` with `norm` (named ``norm_last``) inserted before its pooling (convnet, resnet)
+    or its head (mlp)."""
+    children = list(model.named_children())
+    at = next(i for i, (name, _) in enumerate(children) if name in ("pool", "head"))
+    return nn.Sequential(OrderedDict([*children[:at], ("norm_last", norm), *children[at:]]))
 
 
 def _check(config: dict) -> None:
@@ -143,7 +171,13 @@ def _check(config: dict) -> None:
         raise ValueError(
             f"unknown placement {placement!r}; known placements: {', '.join(list_placements())}"
         )
-    parse_norm_spec(config["norm"])  # unknown norm -> ValueError listing the known norms
+    name, ws = parse_norm_spec(config["norm"])  # unknown norm -> ValueError listing the norms
+    if name == "nf" and (ws or config["weight_std"]):
+        raise ValueError("norm nf already scales and standardizes its weights; drop +ws")
+    if not isinstance(config["binary"], bool):
+        raise ValueError(f"binary must be True or False, got {config['binary']!r}")
+    if config["binary"] and arch == "mlp":
+        raise ValueError("binary nets are convnet or resnet (binary convs), not mlp")
     for key in ("num_classes", "width", "depth"):
         check_int(key, config[key])
     keep = config["dropout_keep"]

@@ -4,7 +4,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from normtheory.models.layers import build_weight, conv_kind, needs_bias, norm_unit
+from normtheory.models.layers import build_weight, conv_kind, needs_bias, nf_gamma, norm_unit
 
 
 def build_convnet(
@@ -18,6 +18,7 @@ def build_convnet(
     weight_std: bool,
     dropout_keep: float,
     norm_kw: dict,
+    binary: bool = False,
 ) -> nn.Sequential:
     """ConvNet: `depth` convs (kernel 3, padding 1, `width` channels) + norm unit, GAP, head.
 
@@ -42,6 +43,11 @@ def build_convnet(
         weight_std: weight-standardized convs; the head stays a plain Linear.
         dropout_keep: keep probability q of the dropout layers.
         norm_kw: options for every `build_norm` call.
+        binary: convs 2…depth binary (`normtheory.models.binary`: sign(x), α ⊙ sign(W)) and no
+            ReLU in any unit (the sign is the activation); conv1, fed by the data, stays real.
+
+    With norm ``nf`` every conv is scaled weight-standardized (`nf_gamma`: γ = 1 for conv1,
+    the ReLU's gain after a ReLU, 1 after a sign).
     """
     kind = conv_kind(in_shape)
     channels, size = in_shape[0], min(in_shape[1:])
@@ -54,6 +60,8 @@ def build_convnet(
             width,
             weight_std=weight_std,
             bias=needs_bias(norm),
+            gamma=nf_gamma(norm, fed_by_data=i == 1, binary=binary),
+            binary=binary and i > 1,
             kernel_size=3,
             stride=stride,
             padding=1,
@@ -66,6 +74,7 @@ def build_convnet(
             placement=placement,
             dropout_keep=dropout_keep,
             norm_kw=norm_kw,
+            activation=not binary,
         )
         channels, size = width, (size - 1) // stride + 1
     pool = nn.AdaptiveAvgPool1d(1) if kind == "conv1d" else nn.AdaptiveAvgPool2d(1)

@@ -5,7 +5,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from normtheory.models.layers import build_weight, needs_bias, norm_unit
+from normtheory.models.layers import build_weight, needs_bias, nf_gamma, norm_unit
 
 
 def build_mlp(
@@ -39,12 +39,15 @@ def build_mlp(
         weight_std: weight-standardized hidden layers; the head stays a plain Linear.
         dropout_keep: keep probability q of the dropout layers.
         norm_kw: options for every `build_norm` call.
+
+    With norm ``nf`` the hidden layers are scaled weight-standardized (`nf_gamma`).
     """
     layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
     in_features = math.prod(in_shape)
     for i in range(1, depth + 1):
+        gamma = nf_gamma(norm, fed_by_data=i == 1)
         fc = build_weight(
-            "linear", in_features, width, weight_std=weight_std, bias=needs_bias(norm)
+            "linear", in_features, width, weight_std=weight_std, bias=needs_bias(norm), gamma=gamma
         )
         layers.append((f"fc{i}", fc))  # (N, width)
         layers += norm_unit(

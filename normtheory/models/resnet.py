@@ -5,6 +5,7 @@ from collections import OrderedDict
 from torch import Tensor, nn
 
 from normtheory.models.layers import build_weight, conv_kind, needs_bias, norm_unit, run
+from normtheory.models.nf import build_nf_resnet
 from normtheory.norms import build_norm
 
 
@@ -32,6 +33,9 @@ class BasicBlock(nn.Module):
 
     Module names: ``conv1, norm1, act1, drop1, conv2, norm2, act2, drop2, shortcut`` (those
     that the norm and placement leave out are absent, see `normtheory.models.layers`).
+
+    With ``binary=True`` conv1 and conv2 are binary convs (sign(x), α ⊙ sign(W)) and there is no
+    ReLU (the sign is the activation); the shortcut conv stays real (Bi-Real Net, ReActNet).
     """
 
     def __init__(
@@ -47,17 +51,20 @@ class BasicBlock(nn.Module):
         dropout_keep: float,
         norm_kw: dict,
         residual: bool,
+        binary: bool = False,
     ) -> None:
         super().__init__()
         self.residual = residual
-        unit = dict(norm=norm, placement=placement, dropout_keep=dropout_keep, norm_kw=norm_kw)
+        unit = dict(norm=norm, placement=placement, dropout_keep=dropout_keep, norm_kw=norm_kw,
+                    activation=not binary)  # fmt: skip
         weight = dict(weight_std=weight_std, bias=needs_bias(norm))
         self._main: list[str] = []
         self._post: list[str] = []
         for i, (c_in, s) in enumerate([(in_channels, stride), (out_channels, 1)], start=1):
             conv = build_weight(
-                kind, c_in, out_channels, kernel_size=3, stride=s, padding=1, **weight
-            )
+                kind, c_in, out_channels, kernel_size=3, stride=s, padding=1, binary=binary,
+                **weight,
+            )  # fmt: skip
             layers = [(f"conv{i}", conv)] + norm_unit(i, out_channels, **unit)
             for name, module in layers:
                 self.add_module(name, module)
@@ -123,6 +130,7 @@ def build_resnet(
     dropout_keep: float,
     norm_kw: dict,
     residual: bool,
+    binary: bool = False,
 ) -> nn.Sequential:
     """ResNet-`depth` (depth = 6n + 2): stem, 3 stages of n `BasicBlock`s, GAP, linear head.
 
@@ -150,9 +158,24 @@ def build_resnet(
         dropout_keep: keep probability q of the dropout layers.
         norm_kw: options for every `build_norm` call.
         residual: False drops the shortcuts and additions (a plain net, same main path).
+        binary: binary convs in the blocks and no ReLU (`BasicBlock`); the stem conv, the
+            shortcut convs and the head stay real.
+
+    Norm ``nf`` builds the normalizer-free ResNet of `normtheory.models.nf` instead (its own
+    pre-activation blocks: the placement does not apply; no dropout, no ``weight_std``, and it
+    needs its residual path).
     """
     n = blocks_per_stage(depth)
     kind = conv_kind(in_shape)
+    if norm == "nf":
+        if dropout_keep < 1.0 or weight_std or not residual:
+            raise ValueError(
+                "the nf resnet has no dropout, scaled WS of its own and needs its residual "
+                f"path: got dropout_keep={dropout_keep}, weight_std={weight_std}, "
+                f"residual={residual}"
+            )
+        return build_nf_resnet(in_shape=in_shape, num_classes=num_classes, width=width,
+                               blocks=n, kind=kind, binary=binary)  # fmt: skip
     unit = dict(norm=norm, placement=placement, dropout_keep=dropout_keep, norm_kw=norm_kw)
     stem_conv = build_weight(
         kind,
@@ -163,8 +186,9 @@ def build_resnet(
         weight_std=weight_std,
         bias=needs_bias(norm),
     )
+    stem_unit = norm_unit("", width, **unit, activation=not binary)
     layers: list[tuple[str, nn.Module]] = [
-        ("stem", nn.Sequential(OrderedDict([("conv", stem_conv)] + norm_unit("", width, **unit))))
+        ("stem", nn.Sequential(OrderedDict([("conv", stem_conv)] + stem_unit)))
     ]  # (N, width, *spatial)
     channels = width
     for s, out_channels in enumerate([width, 2 * width, 4 * width], start=1):
@@ -178,6 +202,7 @@ def build_resnet(
                 kind=kind,
                 weight_std=weight_std,
                 residual=residual,
+                binary=binary,
                 **unit,
             )
             blocks.append((f"block{b}", block))

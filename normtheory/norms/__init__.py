@@ -6,6 +6,11 @@ touching call sites. Every module accepts (N, C), (N, C, L) and (N, C, H, W) inp
 Weight Standardization is not a norm layer but a property of the weight layer (see
 `normtheory.norms.standardization`); a norm *spec* such as ``"group+ws"`` names a norm plus
 weight standardization, see `parse_norm_spec`.
+
+``nf`` (normalizer-free, Brock et al. 2021) has no norm layer either: `build_norm` gives an
+identity, like ``none``; the model builders give an ``nf`` net scaled weight standardization
+(`normtheory.norms.scaled_ws`) and, in a ResNet, the NF residual scaling
+(`normtheory.models.nf`).
 """
 
 from collections.abc import Callable
@@ -16,6 +21,13 @@ from normtheory.checks import check_int
 from normtheory.norms.batch import BatchNorm, GhostBatchNorm
 from normtheory.norms.frn import FilterResponseNorm
 from normtheory.norms.group import BatchGroupNorm, GroupNorm, InstanceNorm, LayerNorm
+from normtheory.norms.scaled_ws import (
+    RELU_GAMMA,
+    ScaledWSConv1d,
+    ScaledWSConv2d,
+    ScaledWSLinear,
+    scaled_standardize_weight,
+)
 from normtheory.norms.standardization import WSConv1d, WSConv2d, WSLinear, standardize_weight
 
 __all__ = [
@@ -26,6 +38,11 @@ __all__ = [
     "GroupNorm",
     "InstanceNorm",
     "LayerNorm",
+    "NORM_FREE",
+    "RELU_GAMMA",
+    "ScaledWSConv1d",
+    "ScaledWSConv2d",
+    "ScaledWSLinear",
     "WSConv1d",
     "WSConv2d",
     "WSLinear",
@@ -34,6 +51,7 @@ __all__ = [
     "norm_includes_activation",
     "parse_norm_spec",
     "register_norm",
+    "scaled_standardize_weight",
     "standardize_weight",
 ]
 
@@ -104,3 +122,6 @@ register_norm("layer", LayerNorm)
 register_norm("instance", InstanceNorm)
 register_norm("batch_group", BatchGroupNorm)
 register_norm("frn", FilterResponseNorm)
+# Normalizer-free: no norm layer; the builders switch to scaled WS and NF residual blocks.
+register_norm("nf", lambda num_features: nn.Identity())
+NORM_FREE = ("none", "nf")  # the registered names without a norm layer

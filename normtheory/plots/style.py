@@ -27,6 +27,7 @@ NORM_LABELS = {
     "instance": "IN",
     "frn": "FRN + TLU",
     "none": "no norm",
+    "nf": "NF (scaled WS)",
 }
 # tab10 in NORM_ORDER, except "none" (the baseline in most figures): near-black, since tab10's
 # 10th colour (cyan) is hard to tell from BN's blue; "batch+ws" takes the cyan instead.

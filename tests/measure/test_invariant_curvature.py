@@ -55,7 +55,7 @@ def _expected_metric(model, norm):
     """D by a loop over rows, from the norms' definitions: a WS row alone with its centred norm;
     BN/FRN/IN/Ghost BN rows alone; GN / Batch-Group Norm / LN rows by groups of C/G consecutive
     channels, RMS row norm of the group; nothing for the head or without a norm."""
-    base, ws = norm.partition("+")[0], norm.endswith("+ws")
+    base, ws = norm.partition("+")[0], norm.endswith("+ws") or norm == "nf"  # nf: scaled WS
     out = {}
     for name in ("conv1", "conv2"):
         if base == "none" and not ws:

@@ -31,7 +31,7 @@ CASES = [  # (arch, in_shape, depth)
 
 def test_lists():
     assert list_archs() == ["convnet", "mlp", "resnet"]
-    assert list_placements() == ["act_norm", "ic", "norm_act"]
+    assert list_placements() == ["act_norm", "ic", "last", "norm_act"]
 
 
 @pytest.mark.parametrize("placement", list_placements())
@@ -73,7 +73,7 @@ def test_ws_layers_iff_weight_std(arch, in_shape, depth, norm, weight_std, expec
     assert type(model.head) is nn.Linear
 
 
-@pytest.mark.parametrize("placement", list_placements())
+@pytest.mark.parametrize("placement", [p for p in list_placements() if p != "last"])
 @pytest.mark.parametrize(("arch", "in_shape", "depth"), CASES)
 def test_frn_has_no_relu(arch, in_shape, depth, placement):
     model = build(arch, in_shape, "frn", depth=depth, placement=placement)
@@ -222,3 +222,28 @@ def test_first_layer_is_the_first_weight_layer_the_forward_pass_calls(arch, in_s
 def test_first_layer_names_the_known_archs_for_an_unknown_one():
     with pytest.raises(ValueError, match="known: \\['convnet', 'mlp', 'resnet'\\]"):
         first_layer("vgg")
+
+
+@pytest.mark.parametrize(("arch", "in_shape", "depth"), CASES)
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_last_placement_is_the_plain_net_with_one_norm_before_pooling(arch, in_shape, depth, norm):
+    """``last`` (Bjorck et al. 2018): the net without norms (biases on, ReLUs kept) plus one norm
+    ``norm_last`` over the features the head pools: after the last residual block (resnet),
+    the last conv unit (convnet) or hidden layer (mlp). Oracle: the ``none`` net built from the
+    same seed, with that norm applied to its features."""
+    last = build(arch, in_shape, norm, depth=depth, placement="last")
+    plain = build(arch, in_shape, "none", depth=depth)
+    norms = [n for n, _ in last.named_modules() if "norm" in n]
+    assert norms == ["norm_last"]
+    assert all(m.bias is not None for m in hidden_weights(last).values())
+    x = torch.randn(BATCH, *in_shape)
+    order = call_order(last, x)
+    after = "pool" if arch != "mlp" else "head"
+    assert order[order.index("norm_last") + 1] == after
+    missing, unexpected = plain.load_state_dict(last.state_dict(), strict=False)
+    assert not missing and all(k.startswith("norm_last.") for k in unexpected)
+    children = dict(plain.named_children())
+    cut = list(children).index(after)
+    features = nn.Sequential(*list(children.values())[:cut])
+    rest = nn.Sequential(*list(children.values())[cut:])
+    torch.testing.assert_close(last(x), rest(last.norm_last(features(x))))

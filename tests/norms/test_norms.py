@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from normtheory.norms import build_norm, list_norms, norm_includes_activation
+from normtheory.norms import NORM_FREE, build_norm, list_norms, norm_includes_activation
 
 C = 6
 N = 10  # blocks of 4 leave a remainder block of 2
@@ -39,6 +39,7 @@ class Spec:
 
 _SPECS: dict[str, list[Spec]] = {
     "none": [Spec(kind="identity")],
+    "nf": [Spec(kind="identity")],  # normalizer-free: no norm layer (its weights are scaled WS)
     "batch": [
         Spec(running=True),
         Spec(
@@ -197,7 +198,7 @@ def test_gradients_match_finite_differences(name):
         assert p.grad is not None and torch.isfinite(p.grad).all()
 
 
-@pytest.mark.parametrize("name", [n for n in list_norms() if n != "none"])
+@pytest.mark.parametrize("name", [n for n in list_norms() if n not in NORM_FREE])
 @pytest.mark.parametrize("shape", [(C,), (), (N, C + 1), (N, C - 1, 3)])
 def test_bad_input_shape_raises_naming_shape(name, shape):
     module = build_norm(name, C)
