@@ -40,10 +40,14 @@ class Context:
         model: the model being trained.
         step: the optimizer step about to be taken (after_backward) or just taken (after_step).
         inputs, targets, outputs, loss: the current training batch and its forward results
-            (`loss` is the mean loss tensor, detached).
+            (`loss` is the mean loss tensor, detached). `inputs` is what the model was called
+            on, of any structure (a tensor; a dict for ``model(**inputs)``).
+        batch: the training batch as the loop holds it, of any structure (a dict, a Hugging
+            Face ``BatchEncoding``, ...; `normtheory.batches`), for hooks that take a loss
+            ``loss_fn(model, batch)``; when None, hooks use ``(inputs, targets)``.
         optimizer: the optimizer, when the loop has one.
         lr: the learning rate of the current step.
-        loss_fn: ``loss_fn(outputs, targets) -> mean loss``.
+        loss_fn: the loop's loss, ``loss_fn(outputs, targets)`` or ``loss_fn(model, batch)``.
         metrics: evaluation metrics, filled at the ``eval`` event (e.g. ``test_loss``).
         extras: anything else a study passes along (probe batches, run status, ...).
         total_steps: the run's total number of optimizer steps, when the loop knows it (what
@@ -52,10 +56,11 @@ class Context:
 
     model: nn.Module
     step: int = 0
-    inputs: torch.Tensor | None = None
+    inputs: Any = None
     targets: torch.Tensor | None = None
-    outputs: torch.Tensor | None = None
+    outputs: Any = None
     loss: torch.Tensor | None = None
+    batch: Any = None
     optimizer: torch.optim.Optimizer | None = None
     lr: float | None = None
     loss_fn: Callable[..., torch.Tensor] | None = None
