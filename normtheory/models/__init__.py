@@ -1,11 +1,14 @@
 """Small model builders that take a norm spec: `build_model(arch, norm=..., ...)`.
 
-Architectures (`list_archs`): ``mlp``, ``convnet`` (1-D or 2-D) and ``resnet`` (small
-CIFAR-style ResNet, 1-D or 2-D). Each hidden weight layer is followed by a *norm unit* whose
-order is set by the placement (`list_placements`); see `normtheory.models.layers` for the
-orders and `build_mlp`, `build_convnet`, `build_resnet` for the module names. Every model is
-an `nn.Sequential` whose last module is the plain linear classifier ``head``, and carries its
-build arguments as ``model.config``, so ``build_model(**model.config)`` rebuilds it.
+Architectures (`list_archs`): ``mlp``, ``convnet`` (1-D or 2-D), ``resnet`` (small
+CIFAR-style ResNet, 1-D or 2-D) and ``transformer`` (patches of an image or signal, or token
+ids; `normtheory.models.transformer`). In the first three each hidden weight layer is followed
+by a *norm unit* whose order is set by the placement (`list_placements`); see
+`normtheory.models.layers` for the orders and `build_mlp`, `build_convnet`, `build_resnet` for
+the module names; the transformer places its norms ``pre_norm`` or ``post_norm``. Every model
+is an `nn.Sequential` (the transformer: an `nn.Module`) whose last module is the plain linear
+classifier ``head``, and carries its build arguments as ``model.config``, so
+``build_model(**model.config)`` rebuilds it.
 """
 
 import numbers
@@ -17,6 +20,7 @@ from normtheory.models.convnet import build_convnet
 from normtheory.models.layers import PLACEMENTS, build_weight, norm_unit
 from normtheory.models.mlp import build_mlp
 from normtheory.models.resnet import BasicBlock, build_resnet
+from normtheory.models.transformer import TRANSFORMER_PLACEMENTS, build_transformer
 from normtheory.norms import parse_norm_spec
 
 __all__ = [
@@ -25,6 +29,7 @@ __all__ = [
     "build_mlp",
     "build_model",
     "build_resnet",
+    "build_transformer",
     "build_weight",
     "first_layer",
     "list_archs",
@@ -32,8 +37,19 @@ __all__ = [
     "norm_unit",
 ]
 
-_ARCHS = {"convnet": build_convnet, "mlp": build_mlp, "resnet": build_resnet}
-_FIRST_LAYERS = {"mlp": "fc1", "convnet": "conv1", "resnet": "stem.conv"}
+_ARCHS = {
+    "convnet": build_convnet,
+    "mlp": build_mlp,
+    "resnet": build_resnet,
+    "transformer": build_transformer,
+}
+_FIRST_LAYERS = {
+    "mlp": "fc1",
+    "convnet": "conv1",
+    "resnet": "stem.conv",
+    "transformer": "embed.proj",
+}
+_TRANSFORMER_ONLY = {"heads": 4, "patch": 4, "vocab_size": 0}  # build options and defaults
 
 
 def list_archs() -> list[str]:
@@ -43,15 +59,22 @@ def list_archs() -> list[str]:
 
 def first_layer(arch: str) -> str:
     """The module name of the first weight layer of `arch` (the one fed by the data): ``fc1``
-    (mlp), ``conv1`` (convnet), ``stem.conv`` (resnet)."""
+    (mlp), ``conv1`` (convnet), ``stem.conv`` (resnet), ``embed.proj`` (transformer: the patch
+    conv, or for token ids an ``nn.Embedding``)."""
     if arch not in _FIRST_LAYERS:
         raise ValueError(f"unknown arch {arch!r}; known: {list_archs()}")
     return _FIRST_LAYERS[arch]
 
 
-def list_placements() -> list[str]:
-    """Norm placements, sorted: ``act_norm`` (W-ReLU-N), ``ic`` (W-ReLU-N-Dropout), ``norm_act``."""
-    return sorted(PLACEMENTS)
+def list_placements(arch: str | None = None) -> list[str]:
+    """Norm placements, sorted: ``act_norm`` (W-ReLU-N), ``ic`` (W-ReLU-N-Dropout),
+    ``norm_act`` (mlp, convnet, resnet), ``post_norm`` and ``pre_norm`` (transformer); all of
+    them when `arch` is None, else those `arch` takes."""
+    if arch is None:
+        return sorted((*PLACEMENTS, *TRANSFORMER_PLACEMENTS))
+    if arch not in _ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; known archs: {', '.join(list_archs())}")
+    return sorted(TRANSFORMER_PLACEMENTS if arch == "transformer" else PLACEMENTS)
 
 
 def build_model(
@@ -67,7 +90,10 @@ def build_model(
     dropout_keep: float = 1.0,
     residual: bool = True,
     norm_kw: dict | None = None,
-) -> nn.Sequential:
+    heads: int = 4,
+    patch: int = 4,
+    vocab_size: int = 0,
+) -> nn.Module:
     """Builds `arch` with the norm spec `norm` in every hidden layer.
 
     Placements, for a weight layer W, norm N and keep probability q = `dropout_keep`:
@@ -93,10 +119,12 @@ def build_model(
         dropout_keep: keep probability q in (0, 1] of the dropout layers.
         residual: resnet only; False removes the shortcuts and additions. Ignored otherwise.
         norm_kw: options passed to every `build_norm` call (e.g. ``{"groups": 8}``).
+        heads, patch, vocab_size: transformer only (attention heads; patch size; the number
+            of token ids, 0 for patches: `build_transformer`); in ``model.config`` only for it.
 
     Returns:
-        An `nn.Sequential` mapping (N, *in_shape) to (N, num_classes) logits, with the build
-        arguments as ``model.config``.
+        An `nn.Sequential` (transformer: `nn.Module`) mapping (N, *in_shape) to
+        (N, num_classes) logits, with the build arguments as ``model.config``.
 
     Raises:
         ValueError: naming the bad value and the valid choices.
@@ -114,6 +142,12 @@ def build_model(
         residual=residual,
         norm_kw=dict(norm_kw or {}),
     )
+    extra = dict(heads=heads, patch=patch, vocab_size=vocab_size)
+    if arch == "transformer":
+        config.update(extra)
+    elif extra != _TRANSFORMER_ONLY:
+        changed = sorted(k for k, v in extra.items() if v != _TRANSFORMER_ONLY[k])
+        raise ValueError(f"{', '.join(changed)} apply to the transformer only, not to {arch!r}")
     _check(config)
     norm_name, ws_from_spec = parse_norm_spec(norm)
     kw = dict(
@@ -129,6 +163,8 @@ def build_model(
     )
     if arch == "resnet":
         kw["residual"] = bool(residual)
+    if arch == "transformer":
+        kw.update(heads=heads, patch=patch, vocab_size=vocab_size)
     model = _ARCHS[arch](**kw)
     model.config = config
     return model
@@ -139,13 +175,21 @@ def _check(config: dict) -> None:
     arch, placement, in_shape = config["arch"], config["placement"], config["in_shape"]
     if arch not in _ARCHS:
         raise ValueError(f"unknown arch {arch!r}; known archs: {', '.join(list_archs())}")
-    if placement not in PLACEMENTS:
+    if placement not in list_placements(arch):
         raise ValueError(
-            f"unknown placement {placement!r}; known placements: {', '.join(list_placements())}"
+            f"unknown placement {placement!r} for {arch}; its placements: "
+            f"{', '.join(list_placements(arch))}"
         )
     parse_norm_spec(config["norm"])  # unknown norm -> ValueError listing the known norms
-    for key in ("num_classes", "width", "depth"):
+    for key in (
+        "num_classes",
+        "width",
+        "depth",
+        *(("heads", "patch") if "heads" in config else ()),
+    ):
         check_int(key, config[key])
+    if "vocab_size" in config:
+        check_int("vocab_size", config["vocab_size"], 0)
     keep = config["dropout_keep"]
     if not isinstance(keep, numbers.Real) or isinstance(keep, bool) or not 0.0 < keep <= 1.0:
         raise ValueError(f"dropout_keep must be in (0, 1], got {keep!r}")
@@ -153,7 +197,7 @@ def _check(config: dict) -> None:
         isinstance(in_shape, tuple) and in_shape and all(is_int(d) and d >= 1 for d in in_shape)
     ):
         raise ValueError(f"in_shape must be a non-empty tuple of positive ints, got {in_shape!r}")
-    if arch != "mlp" and len(in_shape) not in (2, 3):
+    if arch not in ("mlp", "transformer") and len(in_shape) not in (2, 3):
         raise ValueError(
             f"{arch} needs in_shape (C, L) for 1-D or (C, H, W) for 2-D, got {in_shape!r}"
         )
