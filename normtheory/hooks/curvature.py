@@ -121,6 +121,8 @@ class HessianSpectrum(_CurvatureHook):
             ``loss_fn(model, batch)`` -> mean loss (`normtheory.batches`).
         every: the schedule (`Hook`); default: never during training (then use `at_end`).
         at_end: also measure at the ``end`` event.
+        at_start: also measure at the ``start`` event (at initialization, recorded at step 0;
+            needs `probe`).
         name: the metric prefix (default 'hessian').
     """
 
@@ -145,12 +147,15 @@ class HessianSpectrum(_CurvatureHook):
         loss_fn: Callable = F.cross_entropy,
         every: Every | None = None,
         at_end: bool = False,
+        at_start: bool = False,
         name: str | None = None,
     ):
         super().__init__(
             probe=probe, mode=mode, params=params, loss_fn=loss_fn, every=every, at_end=at_end,
             name=name,
         )  # fmt: skip
+        if at_start:
+            self.events = ("start", *self.events)
         self.k, self.which, self.tol, self.invariant = k, which, tol, invariant
         self.warm_start = warm_start
         self._vectors: torch.Tensor | None = None  # (n, k) eigenvectors of the last call
