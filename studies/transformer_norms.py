@@ -81,8 +81,10 @@ def eig_metric(group: str) -> str:
 
 
 def points(cell: TrainCell) -> tuple[int, ...]:
-    """The after_step steps of the curvature trajectory: end of the 5 % warm-up, ¼, the end."""
-    return (max(1, round(0.05 * cell.steps)) - 1, cell.steps // 4 - 1, cell.steps - 1)
+    """The after_step steps of the curvature trajectory: end of the 5 % warm-up, ¼, the end
+    (never step 0, whose record would share step 0 with the initialization's)."""
+    ends = (round(0.05 * cell.steps), cell.steps // 4, cell.steps)
+    return tuple(sorted({n - 1 for n in ends if n >= 2}))
 
 
 def hooks(cell: TrainCell):
