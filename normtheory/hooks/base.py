@@ -192,12 +192,15 @@ class Monitor:
 
     - `LossAccuracy`: ``loss`` (train_loss), ``outputs`` + ``targets`` (train_acc) when given;
       its own ``data=`` for evaluation.
-    - `OrthogonalWeightNorm`: `start` first, then ``inputs`` (the very tensor the model was
-      called on) at every `after_backward`.
+    - `OrthogonalWeightNorm`: `start` first, then ``inputs`` (what the model was called on, the
+      very tensors: ``x``, or the dict of ``model(**inputs)``) or ``batch`` at every
+      `after_backward`.
     - `ScaleInvariance`: ``optimizer`` (η and λ per group; without one, ``lr``).
     - `HessianSpectrum`, `HessianTrace`, `HessianDensity`, `Smoothness`, `OneStepLoss`: their
-      ``probe=`` batch, else ``inputs`` + ``targets`` of the first call; `Smoothness` and
-      `OneStepLoss` also a learning rate: their ``lr=``, else ``lr`` / the optimizer's.
+      ``probe=`` (one batch of any structure, or a DataLoader: the whole dataset), else
+      ``batch`` (any structure, with a ``loss_fn(model, batch)``) or ``inputs`` + ``targets``
+      of the first call; `Smoothness` and `OneStepLoss` also a learning rate: their ``lr=``,
+      else ``lr`` / the optimizer's.
     - `GradNorm`: the gradients in ``.grad`` (fire it at `after_backward`); `WeightNorm`,
       `NeuronInformation`, `GradientSign`, `Singularities`, `ExampleWeighing`,
       `BatchDependence`, `DropoutDependence`: the model and their own ``probe=``.

@@ -53,8 +53,9 @@ class OrthogonalWeightNorm(Hook):
     From ``start`` on, forward hooks see every forward of the model; at each ``after_backward``
     the layer inputs of the forward on ``ctx.inputs`` (the training batch, of any structure,
     else ``ctx.batch``; matched by the identity of its first tensor with the first tensor the
-    model was called with, positional or keyword: ``model(x)``, ``model(**batch)``) are added to each layer's `InputSpan` — every step, whatever `every` says, since
-    a missed batch would shrink the span. Other forwards (probes, evaluation) are ignored. On
+    model was called with, positional or keyword: ``model(x)``, ``model(**batch)``) are added
+    to each layer's `InputSpan` — every step, whatever `every` says, since a missed batch
+    would shrink the span. Other forwards (probes, evaluation) are ignored. On
     the schedule (``after_step``) and at ``end`` it records, per layer (key = layer name), with
     P⊥ the projector onto the complement of the span of all inputs seen so far:
 
