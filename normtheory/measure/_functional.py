@@ -91,7 +91,7 @@ def rademacher(shape: tuple[int, ...], like: Tensor, gen: torch.Generator) -> Te
     return draws.bernoulli_(0.5, generator=gen).mul_(2).sub_(1)
 
 
-class _Bound(nn.Module):
+class BoundLoss(nn.Module):
     """The loss as a module of the model, so `functional_call` can swap the model's weights
     (its parameters are the model's, prefixed ``model.``) around a loss of any form."""
 
@@ -125,7 +125,7 @@ class FixedLoss:
 
     def __init__(self, model: nn.Module, loss_fn: Callable, data: object, names: list[str]):
         self.model, self.names = model, names
-        self._bound = _Bound(model, as_model_loss(loss_fn))
+        self._bound = BoundLoss(model, as_model_loss(loss_fn))
         named = dict(model.named_parameters())
         self._params = [named[name] for name in names]
         self._fixed = {n: p.detach() for n, p in named.items() if n not in set(names)}
