@@ -112,15 +112,16 @@ class FixedLoss:
     One batch is moved to the device once and its first-order graph kept for all products.
     An iterable of batches is streamed: every pass (gradient, Hessian-vector product) iterates
     it afresh, moves one batch at a time to the device, and keeps one batch's graph, so the
-    device holds one batch whatever the size of the data; the weights n_b / Σ n_b are applied
-    to the sums at the end of each pass (`normtheory.batches.num_examples`).
+    device holds one batch whatever the size of the data. Batch b weighs n_b / Σ n_b
+    (`normtheory.batches.num_examples`): per batch when the sizes are known up front (one
+    batch, a list of batches), else applied to each pass's sums once the pass has counted them.
 
     Attributes:
         names: the selected parameter names.
         dim: n, the number of selected scalars.
         device, dtype: those of the first selected parameter; all vectors live there.
         n_hvp, n_grad: Hessian-vector products and gradients evaluated so far.
-        n_examples: Σ n_b over the batches (known after the first pass).
+        n_examples: Σ n_b over the batches (for a DataLoader: known after the first pass).
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, data: object, names: list[str]):
