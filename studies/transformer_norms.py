@@ -194,15 +194,20 @@ def curvature(results: Results):
     rows = records[eig & (records["key"] == "1")] if len(records) else records
     if rows.empty:
         return plots.missing_figure("curvature by layer", [eig_metric("all")])
-    layer = rows["metric"].str.slice(4, -4)  # eig_<group>.eig
+    group = rows["metric"].str.slice(4, -4)  # eig_<group>.eig
+    last = group[group != "all"].str.slice(5).astype(int).max() if (group != "all").any() else 0
+    names = {"all": "whole net", **{f"block{i}": f"block {i}" for i in range(last)}}
+    names[f"block{last}"] = f"block {last} (last)"
     steps = rows["step"].where(rows["step"] == 0, rows["step"] + 1)  # after_step s: s + 1 taken
-    rows = rows.assign(layer=layer, step=steps)
+    rows = rows.assign(layer=group.map(names), step=steps)
     tags = [c["tag"] for c in CASES if c["tag"] in set(rows["tag"])]
-    order = sorted(rows["layer"].unique(), key=lambda g: (g != "all", g))
+    order = [n for n in names.values() if n in set(rows["layer"])]
     styles = {t: {"color": c, "marker": "o"} for t, c in plots.hue_palette(tags, "tag").items()}
 
     def decorate(ax, layer, sub):
-        ax.set(yscale="log", xscale="symlog")
+        ax.set_yscale("log")
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(left=0)
 
     fig = plots.panel_curves(rows, "step", "value", panel="layer", hue="tag", styles=styles,
                              order=order, log=True, decorate=decorate,
