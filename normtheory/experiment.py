@@ -42,7 +42,10 @@ class TrainCell:
         data_channels: for the single-channel datasets (digits, fashion_mnist, mnist, mnist1d),
             repeat the input on this many channels (a grey image fed to an RGB net).
         arch, norm, width, depth, placement, dropout_keep, residual, binary: see
-            `build_model`; `norm` is a spec such as ``"group+ws"``.
+            `build_model`; `norm` is a spec such as ``"group+ws"``. ``arch="transformer"``
+            takes placement ``pre_norm`` or ``post_norm``.
+        heads, patch: the transformer's attention heads and patch size (`build_model`; its
+            vocabulary comes from the dataset); ignored by the other archs.
         groups, ghost_size, examples_per_group, example_weight: norm options, passed to the
             norms that take them (``examples_per_group=0`` means the whole batch).
         optimizer, lr, momentum, weight_decay, batch_size, schedule, eval_every: see `TrainConfig`.
@@ -75,6 +78,8 @@ class TrainCell:
     placement: str = "norm_act"
     dropout_keep: float = 1.0
     residual: bool = True
+    heads: int = 4
+    patch: int = 4
     groups: int = 32
     ghost_size: int = 16
     examples_per_group: int = 0
@@ -104,7 +109,7 @@ class TrainCell:
         _check_types(self)
         check_choice("dataset", self.dataset, list_datasets())
         check_choice("arch", self.arch, list_archs())
-        check_choice("placement", self.placement, list_placements())
+        check_choice("placement", self.placement, list_placements(self.arch))
         check_choice("lr_scaling", self.lr_scaling, LR_SCALINGS)
         check_choice("augment", self.augment, AUGMENTS)
         if self.augment != "none" and self.dataset not in _IMAGES:
@@ -113,8 +118,8 @@ class TrainCell:
                 f"not {self.dataset!r}; use augment=none"
             )
         parse_norm_spec(self.norm)
-        if self.binary and self.arch == "mlp":
-            raise ValueError("binary nets are convnet or resnet (binary convs), not mlp")
+        if self.binary and self.arch not in ("convnet", "resnet"):
+            raise ValueError(f"binary nets are convnet or resnet (binary convs), not {self.arch}")
         if self.data_channels != 1 and self.dataset not in _GREY:
             raise ValueError(
                 f"data_channels applies to the single-channel datasets ({', '.join(_GREY)}), "
@@ -129,6 +134,8 @@ class TrainCell:
             "groups",
             "ghost_size",
             "data_channels",
+            "heads",
+            "patch",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -214,6 +221,9 @@ class TrainCell:
             )
         if self.lr_scaling == "none":
             out["ref_batch"] = "the learning rate is not scaled with the batch (lr_scaling=none)"
+        if self.arch != "transformer":
+            for f in ("heads", "patch"):
+                out[f] = f"{f} applies to arch=transformer only (arch={self.arch!r})"
         name, _ = parse_norm_spec(self.norm)
         accepted = inspect.signature(_REGISTRY[name]).parameters
         for f in _NORM_FIELDS:
@@ -292,6 +302,7 @@ def probe_batch(cell: TrainCell, n: int = 256) -> tuple[torch.Tensor, torch.Tens
 
 def build_cell_model(cell: TrainCell, in_shape, num_classes: int, seed: int) -> torch.nn.Module:
     """The cell's model, initialised from `seed`."""
+    extra = _transformer_kw(cell)  # reads the data before the seed is set
     torch.manual_seed(seed)
     return build_model(
         cell.arch,
@@ -305,7 +316,16 @@ def build_cell_model(cell: TrainCell, in_shape, num_classes: int, seed: int) -> 
         residual=cell.residual,
         norm_kw=cell.norm_kw(),
         binary=cell.binary,
+        **extra,
     )
+
+
+def _transformer_kw(cell: TrainCell) -> dict:
+    """The transformer's own build options: heads, patch and the vocabulary of token data."""
+    if cell.arch != "transformer":
+        return {}
+    vocab = getattr(cell_data(cell)[0], "vocab_size", None) or 0
+    return {"heads": cell.heads, "patch": cell.patch, "vocab_size": vocab}
 
 
 def run_train_cell(

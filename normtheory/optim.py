@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from normtheory.measure.scale_invariant import PER_CHANNEL, find_scale_invariant
-from normtheory.norms import BatchGroupNorm, FilterResponseNorm, GroupNorm
+from normtheory.norms import BatchGroupNorm, FilterResponseNorm, GroupNorm, RMSNorm
 
 
 def _resolve(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Parameter]:
@@ -132,11 +132,14 @@ _NORM_TYPES = (
     BatchGroupNorm,
     FilterResponseNorm,
     GroupNorm,
+    RMSNorm,
+    nn.RMSNorm,
 )
 
 
 def norm_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The normalization layers of `model` (BN, Ghost BN, GN, LN, IN, BGN, FRN, torch's), by name."""
+    """The normalization layers of `model` (BN, Ghost BN, GN, LN, IN, BGN, FRN, RMSNorm, torch's),
+    by name."""
     return {n: m for n, m in model.named_modules() if isinstance(m, _NORM_TYPES)}
 
 

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from normtheory.batches import call_model, to_device
+
 
 @contextmanager
 def preserved_rng() -> Iterator[None]:
@@ -67,14 +69,16 @@ def preserved(model: nn.Module, *, params: bool = False) -> Iterator[nn.Module]:
 
 def probe_forward(
     model: nn.Module,
-    inputs: torch.Tensor,
+    inputs: object,
     modules: dict[str, nn.Module],
     *,
     side: str = "output",
     train: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Runs `model` on `inputs` without gradients and returns, per name, a copy of the input
-    (``side="input"``) or output of each module in `modules` at its first call.
+    (``side="input"``) or output of each module in `modules` at its first call. `inputs` may
+    have any structure: a tensor (``model(x)``), a dict (``model(**x)``), a tuple
+    (``model(*x)``; `normtheory.batches.call_model`).
 
     The model runs in train mode (batch statistics, dropout masks) or eval mode; parameters,
     buffers (BN running statistics), ``.grad``, modes and the RNG streams are restored, so a
@@ -97,7 +101,7 @@ def probe_forward(
     try:
         with preserved(model), torch.no_grad():
             model.train(train)
-            model(inputs.to(device))
+            call_model(model, to_device(inputs, device))
     finally:
         for h in handles:
             h.remove()

@@ -33,7 +33,8 @@ SMALL = {  # name -> (kwargs, in_shape, num_classes, n_train, n_test)
 
 
 def test_list_datasets():
-    expected = ["cifar10", "digits", "fashion_mnist", "gaussian_mixture", "mnist", "mnist1d"]
+    expected = ["cifar10", "digits", "fashion_mnist", "gaussian_mixture", "majority", "mnist"]
+    expected.append("mnist1d")
     assert list_datasets() == [*expected, "teacher"]
 
 
@@ -476,3 +477,25 @@ def test_split_validation_is_a_stratified_seeded_partition():
     assert (val.name, val.num_classes, val.in_shape) == (train.name, 10, train.in_shape)
     with pytest.raises(ValueError, match="fraction"):
         split_validation(train, 1.0)
+
+
+def test_majority_tokens_and_their_most_frequent_class():
+    """The synthetic sequence task: int64 ids in [0, V), the class the strictly most frequent
+    token (checked by counting), deterministic in the seed, the vocabulary kept by splits."""
+    train, test = load_dataset("majority", n_train=300, n_test=50, length=12, vocab_size=5)
+    for ds, n in [(train, 300), (test, 50)]:
+        assert ds.inputs.dtype == torch.int64 and ds.inputs.shape == (n, 12)
+        assert (ds.in_shape, ds.num_classes, ds.vocab_size) == ((12,), 5, 5)
+        assert ds.inputs.min() >= 0 and ds.inputs.max() < 5
+        for x, y in zip(ds.inputs.tolist(), ds.targets.tolist()):
+            counts = [x.count(t) for t in range(5)]
+            assert counts[y] > max(c for t, c in enumerate(counts) if t != y)
+    assert set(train.targets.tolist()) == set(range(5))
+    again, _ = load_dataset("majority", n_train=300, n_test=50, length=12, vocab_size=5)
+    assert torch.equal(again.inputs, train.inputs)
+    other, _ = load_dataset("majority", seed=1, n_train=300, n_test=50, length=12, vocab_size=5)
+    assert not torch.equal(other.inputs, train.inputs)
+    kept, held = split_validation(train, 0.2)
+    assert kept.vocab_size == held.vocab_size == 5 and kept.inputs.dtype == torch.int64
+    with pytest.raises(ValueError, match="int64"):
+        ArrayDataset(train.inputs.float(), train.targets, name="m", num_classes=5, vocab_size=5)

@@ -190,3 +190,20 @@ def test_epochs_set_equal_passes_and_validation_holds_out_part_of_train():
         TrainCell(examples=100, epochs=2)
     with pytest.raises(ValueError, match="validation"):
         TrainCell(validation=1.0)
+
+
+def test_transformer_cells_on_images_and_tokens():
+    """arch=transformer: its placements, heads and patch from the cell, the vocabulary from
+    token data; heads/patch are unused (an override would be ignored) by the other archs."""
+    cell = TrainCell(dataset="digits", arch="transformer", placement="post_norm", norm="rms",
+                     width=8, depth=1, heads=2, patch=4, steps=2, batch_size=16)  # fmt: skip
+    model = build_cell_model(cell, (1, 8, 8), 10, seed=0)
+    assert model.config["heads"] == 2 and model.config["patch"] == 4
+    assert model.config["vocab_size"] == 0 and model.config["placement"] == "post_norm"
+    tokens = dataclasses.replace(cell, dataset="majority", patch=4)
+    model = build_cell_model(tokens, (16,), 8, seed=0)
+    assert model.config["vocab_size"] == 8
+    assert run_train_cell(tokens, 0, device="cpu").status == "completed"
+    assert "heads" not in cell.unused_fields() and "heads" in TINY.unused_fields()
+    with pytest.raises(ValueError, match="placement"):
+        dataclasses.replace(cell, placement="norm_act")

@@ -41,10 +41,14 @@ class Context:
         model: the model being trained.
         step: the optimizer step about to be taken (after_backward) or just taken (after_step).
         inputs, targets, outputs, loss: the current training batch and its forward results
-            (`loss` is the mean loss tensor, detached).
+            (`loss` is the mean loss tensor, detached). `inputs` is what the model was called
+            on, of any structure (a tensor; a dict for ``model(**inputs)``).
+        batch: the training batch as the loop holds it, of any structure (a dict, a Hugging
+            Face ``BatchEncoding``, ...; `normtheory.batches`), for hooks that take a loss
+            ``loss_fn(model, batch)``; when None, hooks use ``(inputs, targets)``.
         optimizer: the optimizer, when the loop has one.
         lr: the learning rate of the current step.
-        loss_fn: ``loss_fn(outputs, targets) -> mean loss``.
+        loss_fn: the loop's loss, ``loss_fn(outputs, targets)`` or ``loss_fn(model, batch)``.
         metrics: evaluation metrics, filled at the ``eval`` event (e.g. ``test_loss``).
         extras: anything else a study passes along (probe batches, run status, ...).
         total_steps: the run's total number of optimizer steps, when the loop knows it (what
@@ -53,10 +57,11 @@ class Context:
 
     model: nn.Module
     step: int = 0
-    inputs: torch.Tensor | None = None
+    inputs: Any = None
     targets: torch.Tensor | None = None
-    outputs: torch.Tensor | None = None
+    outputs: Any = None
     loss: torch.Tensor | None = None
+    batch: Any = None
     optimizer: torch.optim.Optimizer | None = None
     lr: float | None = None
     loss_fn: Callable[..., torch.Tensor] | None = None
@@ -188,12 +193,15 @@ class Monitor:
 
     - `LossAccuracy`: ``loss`` (train_loss), ``outputs`` + ``targets`` (train_acc) when given;
       its own ``data=`` for evaluation.
-    - `OrthogonalWeightNorm`: `start` first, then ``inputs`` (the very tensor the model was
-      called on) at every `after_backward`.
+    - `OrthogonalWeightNorm`: `start` first, then ``inputs`` (what the model was called on, the
+      very tensors: ``x``, or the dict of ``model(**inputs)``) or ``batch`` at every
+      `after_backward`.
     - `ScaleInvariance`: ``optimizer`` (η and λ per group; without one, ``lr``).
     - `HessianSpectrum`, `HessianTrace`, `HessianDensity`, `Smoothness`, `OneStepLoss`: their
-      ``probe=`` batch, else ``inputs`` + ``targets`` of the first call; `Smoothness` and
-      `OneStepLoss` also a learning rate: their ``lr=``, else ``lr`` / the optimizer's.
+      ``probe=`` (one batch of any structure, or a DataLoader: the whole dataset), else
+      ``batch`` (any structure, with a ``loss_fn(model, batch)``) or ``inputs`` + ``targets``
+      of the first call; `Smoothness` and `OneStepLoss` also a learning rate: their ``lr=``,
+      else ``lr`` / the optimizer's.
     - `GradNorm`: the gradients in ``.grad`` (fire it at `after_backward`); `WeightNorm`,
       `NeuronInformation`, `GradientSign`, `Singularities`, `ExampleWeighing`,
       `BatchDependence`, `DropoutDependence`: the model and their own ``probe=``.

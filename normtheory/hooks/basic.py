@@ -58,7 +58,8 @@ class LossAccuracy(Hook):
         if ctx.loss is not None:
             loss = ctx.loss
             records.append(("train_loss", "", loss.detach() if torch.is_tensor(loss) else loss))
-        if ctx.outputs is not None and ctx.targets is not None and ctx.outputs.ndim == 2:
+        outputs = ctx.outputs
+        if isinstance(outputs, torch.Tensor) and ctx.targets is not None and outputs.ndim == 2:
             outputs = ctx.outputs.detach()
             records.append(("train_acc", "", (outputs.argmax(dim=1) == ctx.targets).float().mean()))
         if self.data is not None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from normtheory.batches import as_model_loss, detached, is_single_batch, to_device
 from normtheory.hooks.base import Context, Every, Hook, Record
 from normtheory.measure._functional import select_params
 from normtheory.measure.curvature import hessian_density, hessian_eigenvalues
@@ -35,7 +36,7 @@ class _CurvatureHook(Hook):
     def __init__(
         self,
         *,
-        probe: tuple[torch.Tensor, torch.Tensor] | None = None,
+        probe: object = None,
         mode: str = "train",
         params: Sequence[str] | None = None,
         loss_fn: Callable = F.cross_entropy,
@@ -50,22 +51,35 @@ class _CurvatureHook(Hook):
         self.probe, self.mode, self.params, self.loss_fn = probe, mode, params, loss_fn
 
     def _data(self, ctx: Context):
+        """The probe on the model's device: one batch (moved), or an iterable of batches
+        (streamed by the measure). Default: a copy of the first training batch seen,
+        ``ctx.batch`` or else ``(ctx.inputs, ctx.targets)``."""
         if self.probe is None:
-            if ctx.inputs is None:
+            if ctx.batch is not None:
+                self.probe = detached(ctx.batch)
+            elif ctx.inputs is not None:
+                self.probe = detached((ctx.inputs, ctx.targets))
+            else:
                 raise ValueError(
-                    f"{self.name} ({type(self).__name__}) needs a batch: pass probe=(x, y) to "
-                    "it, or inputs= and targets= to the event"
+                    f"{self.name} ({type(self).__name__}) needs a batch: pass probe= to it, or "
+                    "batch= (or inputs= and targets=) to the event"
                 )
-            self.probe = (ctx.inputs.detach().clone(), ctx.targets.detach().clone())
-        device = next(ctx.model.parameters()).device
-        return tuple(t.to(device) for t in self.probe)
+        if not is_single_batch(self.probe):
+            return self.probe
+        return to_device(self.probe, next(ctx.model.parameters()).device)
 
     def _kw(self) -> dict:
         return {"mode": self.mode, "params": self.params}
 
-    def _metric(self, ctx: Context, data: tuple, invariant: bool) -> dict | None:
-        """The scale-invariant metric D at the current weights, or None (raw weight space)."""
-        return invariant_metric(ctx.model, data[0]) if invariant else None
+    def _metric(self, ctx: Context, data, invariant: bool) -> dict | None:
+        """The scale-invariant metric D at the current weights, or None (raw weight space);
+        the weights' groups are read from one forward of the loss on (the first batch of) the
+        probe."""
+        if not invariant:
+            return None
+        batch = data if is_single_batch(data) else next(iter(data))
+        loss = as_model_loss(self.loss_fn)
+        return invariant_metric(ctx.model, forward=lambda model: loss(model, batch))
 
 
 def _lr(hook, ctx: Context) -> float:
@@ -97,13 +111,18 @@ class HessianSpectrum(_CurvatureHook):
             random start every call, the same seed each time — a warm start nearly orthogonal to
             a new top eigenvector can settle on another eigenpair, and the studies' reference
             numbers are made with random starts).
-        probe: (inputs, targets), the fixed batch; default: the first training batch seen.
+        probe: the fixed data: one batch of any structure (``(inputs, targets)``, a dict, ...)
+            or a re-iterable of batches (a list, a DataLoader: the dataset-wide measure,
+            streamed); default: the first training batch seen.
         mode: ``"train"`` (batch statistics, fixed dropout masks, as the net trains) or
             ``"eval"``.
         params: names of the parameters the measure is over (default: all).
-        loss_fn: ``loss_fn(outputs, targets) -> mean loss`` (cross-entropy).
+        loss_fn: ``loss_fn(outputs, targets)`` (default cross-entropy) or
+            ``loss_fn(model, batch)`` -> mean loss (`normtheory.batches`).
         every: the schedule (`Hook`); default: never during training (then use `at_end`).
         at_end: also measure at the ``end`` event.
+        at_start: also measure at the ``start`` event (at initialization, recorded at step 0;
+            needs `probe`).
         name: the metric prefix (default 'hessian').
     """
 
@@ -122,18 +141,21 @@ class HessianSpectrum(_CurvatureHook):
         tol: float = 1e-3,
         invariant: bool = False,
         warm_start: bool = False,
-        probe: tuple[torch.Tensor, torch.Tensor] | None = None,
+        probe: object = None,
         mode: str = "train",
         params: Sequence[str] | None = None,
         loss_fn: Callable = F.cross_entropy,
         every: Every | None = None,
         at_end: bool = False,
+        at_start: bool = False,
         name: str | None = None,
     ):
         super().__init__(
             probe=probe, mode=mode, params=params, loss_fn=loss_fn, every=every, at_end=at_end,
             name=name,
         )  # fmt: skip
+        if at_start:
+            self.events = ("start", *self.events)
         self.k, self.which, self.tol, self.invariant = k, which, tol, invariant
         self.warm_start = warm_start
         self._vectors: torch.Tensor | None = None  # (n, k) eigenvectors of the last call
@@ -172,11 +194,14 @@ class HessianTrace(_CurvatureHook):
 
     Args:
         method: ``"hutch++"`` or ``"hutchinson"``; n_hvp: Hessian-vector products to spend.
-        probe: (inputs, targets), the fixed batch; default: the first training batch seen.
+        probe: the fixed data: one batch of any structure (``(inputs, targets)``, a dict, ...)
+            or a re-iterable of batches (a list, a DataLoader: the dataset-wide measure,
+            streamed); default: the first training batch seen.
         mode: ``"train"`` (batch statistics, fixed dropout masks, as the net trains) or
             ``"eval"``.
         params: names of the parameters the measure is over (default: all).
-        loss_fn: ``loss_fn(outputs, targets) -> mean loss`` (cross-entropy).
+        loss_fn: ``loss_fn(outputs, targets)`` (default cross-entropy) or
+            ``loss_fn(model, batch)`` -> mean loss (`normtheory.batches`).
         every: the schedule (`Hook`); default: never during training (then use `at_end`).
         at_end: also measure at the ``end`` event.
         name: the metric prefix (default 'hessian_trace').
@@ -194,7 +219,7 @@ class HessianTrace(_CurvatureHook):
         *,
         method: str = "hutch++",
         n_hvp: int = 60,
-        probe: tuple[torch.Tensor, torch.Tensor] | None = None,
+        probe: object = None,
         mode: str = "train",
         params: Sequence[str] | None = None,
         loss_fn: Callable = F.cross_entropy,
@@ -228,11 +253,14 @@ class HessianDensity(_CurvatureHook):
 
     Args:
         n_iter: Lanczos steps per run; n_runs: random starting vectors (runs) averaged.
-        probe: (inputs, targets), the fixed batch; default: the first training batch seen.
+        probe: the fixed data: one batch of any structure (``(inputs, targets)``, a dict, ...)
+            or a re-iterable of batches (a list, a DataLoader: the dataset-wide measure,
+            streamed); default: the first training batch seen.
         mode: ``"train"`` (batch statistics, fixed dropout masks, as the net trains) or
             ``"eval"``.
         params: names of the parameters the measure is over (default: all).
-        loss_fn: ``loss_fn(outputs, targets) -> mean loss`` (cross-entropy).
+        loss_fn: ``loss_fn(outputs, targets)`` (default cross-entropy) or
+            ``loss_fn(model, batch)`` -> mean loss (`normtheory.batches`).
         every: the schedule (`Hook`); default: never during training (then use `at_end`).
         at_end: also measure at the ``end`` event.
         name: the metric prefix (default 'hessian_density').
@@ -250,7 +278,7 @@ class HessianDensity(_CurvatureHook):
         *,
         n_iter: int = 60,
         n_runs: int = 1,
-        probe: tuple[torch.Tensor, torch.Tensor] | None = None,
+        probe: object = None,
         mode: str = "train",
         params: Sequence[str] | None = None,
         loss_fn: Callable = F.cross_entropy,
@@ -293,11 +321,14 @@ class Smoothness(_CurvatureHook):
         multipliers: the (smallest, largest) multiple of `lr`; n_points: step sizes between.
         invariant: the same measures in the scale-invariant metric D = `invariant_metric`
             (coordinates D⁻¹ w).
-        probe: (inputs, targets), the fixed batch; default: the first training batch seen.
+        probe: the fixed data: one batch of any structure (``(inputs, targets)``, a dict, ...)
+            or a re-iterable of batches (a list, a DataLoader: the dataset-wide measure,
+            streamed); default: the first training batch seen.
         mode: ``"train"`` (batch statistics, fixed dropout masks, as the net trains) or
             ``"eval"``.
         params: names of the parameters the measure is over (default: all).
-        loss_fn: ``loss_fn(outputs, targets) -> mean loss`` (cross-entropy).
+        loss_fn: ``loss_fn(outputs, targets)`` (default cross-entropy) or
+            ``loss_fn(model, batch)`` -> mean loss (`normtheory.batches`).
         every: the schedule (`Hook`); default: never during training (then use `at_end`).
         at_end: also measure at the ``end`` event.
         name: the metric prefix (default 'smoothness').
@@ -320,7 +351,7 @@ class Smoothness(_CurvatureHook):
         multipliers=(0.5, 4.0),
         n_points: int = 8,
         invariant: bool = False,
-        probe: tuple[torch.Tensor, torch.Tensor] | None = None,
+        probe: object = None,
         mode: str = "train",
         params: Sequence[str] | None = None,
         loss_fn: Callable = F.cross_entropy,
@@ -367,11 +398,14 @@ class OneStepLoss(_CurvatureHook):
         lr: the step size η; default the loop's (``ctx.lr``: the optimizer given to the
             `Monitor`).
         at_start: measure at the ``start`` event (at initialization).
-        probe: (inputs, targets), the fixed batch; default: the first training batch seen.
+        probe: the fixed data: one batch of any structure (``(inputs, targets)``, a dict, ...)
+            or a re-iterable of batches (a list, a DataLoader: the dataset-wide measure,
+            streamed); default: the first training batch seen.
         mode: ``"train"`` (batch statistics, fixed dropout masks, as the net trains) or
             ``"eval"``.
         params: names of the parameters the measure is over (default: all).
-        loss_fn: ``loss_fn(outputs, targets) -> mean loss`` (cross-entropy).
+        loss_fn: ``loss_fn(outputs, targets)`` (default cross-entropy) or
+            ``loss_fn(model, batch)`` -> mean loss (`normtheory.batches`).
         every: the schedule (`Hook`); default: never during training (then use `at_end`).
         at_end: also measure at the ``end`` event.
         name: the metric prefix (default 'one_step').
@@ -387,7 +421,7 @@ class OneStepLoss(_CurvatureHook):
         *,
         lr: float | None = None,
         at_start: bool = True,
-        probe: tuple[torch.Tensor, torch.Tensor] | None = None,
+        probe: object = None,
         mode: str = "train",
         params: Sequence[str] | None = None,
         loss_fn: Callable = F.cross_entropy,

@@ -11,9 +11,21 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from normtheory.batches import as_model_loss
 from normtheory.hooks.base import Context, Every, Hook, Record
 from normtheory.measure.scale_invariant import find_scale_invariant
 from normtheory.measure.weights import growth_residual, scale_invariance_cosine
+
+
+def _example(ctx: Context) -> dict:
+    """How `find_scale_invariant` runs the model: a `build_model` model from its config, else
+    on ``ctx.inputs`` (any structure), else the loop's loss on ``ctx.batch``."""
+    if getattr(ctx.model, "config", None) and isinstance(ctx.model.config, dict):
+        return {}
+    if ctx.inputs is None and ctx.batch is not None and ctx.loss_fn is not None:
+        loss, batch = as_model_loss(ctx.loss_fn), ctx.batch
+        return {"forward": lambda model: loss(model, batch)}
+    return {"example_input": ctx.inputs}
 
 
 class ScaleInvariance(Hook):
@@ -33,7 +45,9 @@ class ScaleInvariance(Hook):
 
     Args:
         params: module names (their ``.weight``) or parameter names; default: the weights
-            `find_scale_invariant` reports (found at the first step, from ``ctx.inputs``).
+            `find_scale_invariant` reports (found at the first step, from the model's config,
+            else from ``ctx.inputs`` of any structure, else from ``ctx.loss_fn`` on
+            ``ctx.batch``): BN, GN, LN, RMSNorm, torch's norms, per-token norms.
         name: the metric prefix (default 'scale_inv').
         every: the schedule (`Hook`; default every step).
     """
@@ -70,8 +84,7 @@ class ScaleInvariance(Hook):
         named = dict(ctx.model.named_parameters())
         if self._names is None:
             if self.params is None:
-                example = None if getattr(ctx.model, "config", None) else ctx.inputs
-                found = find_scale_invariant(ctx.model, example)
+                found = find_scale_invariant(ctx.model, **_example(ctx))
                 self._names = [f"{n}.weight" if n else "weight" for n in found]
             else:
                 modules = dict(ctx.model.named_modules())

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
+from normtheory.batches import OutputsLoss, as_model_loss, to_device
 from normtheory.checks import check_choice, check_int
 from normtheory.hooks.base import Context, Every, Hook, Record
 from normtheory.hooks.schedule import at_end
@@ -184,9 +185,12 @@ class GradientSign(Hook):
     - ``one_signed``: fraction of rows whose non-zero entries share one sign.
 
     Args:
-        probe: (inputs, targets), the fixed batch (N examples; cost: N backward passes).
+        probe: (inputs, targets), the fixed batch (N examples; cost: N backward passes); with
+            `loss_fn` of the form ``(model, batch) -> (N,)``, a batch of any structure.
         layers: linear/conv module names; default all of them.
         mode: ``"train"`` or ``"eval"``.
+        loss_fn: per-example losses, ``(outputs, targets) -> (N,)`` (default cross-entropy)
+            or ``(model, batch) -> (N,)`` (`normtheory.batches`).
         name: the metric prefix (default 'sign').
         every: the schedule (`Hook`; default every step).
     """
@@ -204,21 +208,25 @@ class GradientSign(Hook):
         probe,
         layers: Iterable[str] | None = None,
         mode: str = "train",
+        loss_fn: Callable | None = None,
         name: str | None = None,
         every: Every = 1,
     ):
         super().__init__(name=name, every=every)
         check_choice("mode", mode, MODES)
-        if not (isinstance(probe, tuple | list) and len(probe) == 2 and probe[1] is not None):
+        self.general = loss_fn is not None and not isinstance(as_model_loss(loss_fn), OutputsLoss)
+        pair = isinstance(probe, tuple | list) and len(probe) == 2 and probe[1] is not None
+        if not (pair or self.general):
             raise ValueError("probe must be (inputs, targets): the gradients need the targets")
-        self.probe, self.mode = tuple(probe), mode
+        self.probe, self.mode, self.loss_fn = probe if self.general else tuple(probe), mode, loss_fn
         self.layers = None if layers is None else list(layers)
 
     def measure(self, model: nn.Module) -> list[Record]:
-        x, y = self.probe
         device = next(model.parameters()).device
+        probe = to_device(self.probe, device)
+        x, y = (probe, None) if self.general else probe
         fractions = gradient_sign(
-            model, x.to(device), y.to(device), layers=self.layers, train=self.mode == "train"
+            model, x, y, layers=self.layers, train=self.mode == "train", loss_fn=self.loss_fn
         )
         records: list[Record] = []
         for name, f in fractions.items():

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from normtheory.batches import first_tensor
 from normtheory.hooks.base import Context, Every, Hook, Record
 from normtheory.measure.span import InputSpan, orthogonal_weight_norm
 
@@ -50,9 +51,11 @@ class OrthogonalWeightNorm(Hook):
     """‖W P⊥‖: the part of each layer's weight outside the span of the inputs it was trained on.
 
     From ``start`` on, forward hooks see every forward of the model; at each ``after_backward``
-    the layer inputs of the forward on ``ctx.inputs`` (the training batch, matched by tensor
-    identity) are added to each layer's `InputSpan` — every step, whatever `every` says, since
-    a missed batch would shrink the span. Other forwards (probes, evaluation) are ignored. On
+    the layer inputs of the forward on ``ctx.inputs`` (the training batch, of any structure,
+    else ``ctx.batch``; matched by the identity of its first tensor with the first tensor the
+    model was called with, positional or keyword: ``model(x)``, ``model(**batch)``) are added
+    to each layer's `InputSpan` — every step, whatever `every` says, since a missed batch
+    would shrink the span. Other forwards (probes, evaluation) are ignored. On
     the schedule (``after_step``) and at ``end`` it records, per layer (key = layer name), with
     P⊥ the projector onto the complement of the span of all inputs seen so far:
 
@@ -130,9 +133,10 @@ class OrthogonalWeightNorm(Hook):
         self._start: dict[str, tuple] = {}  # layer -> (span dim, ‖W_0 P⊥‖)
         self._pending, self._updates = [], 0
 
-        def open_forward(module: nn.Module, args: tuple) -> None:
-            if args and isinstance(args[0], Tensor):
-                self._pending.append(_Forward(args[0]))
+        def open_forward(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            first = first_tensor((args, kwargs))  # model(x), model(**batch), ...
+            if first is not None:
+                self._pending.append(_Forward(first))
                 if len(self._pending) > _MAX_PENDING:
                     del self._pending[0]
 
@@ -143,7 +147,7 @@ class OrthogonalWeightNorm(Hook):
 
             return hook
 
-        self._handles = [model.register_forward_pre_hook(open_forward)]
+        self._handles = [model.register_forward_pre_hook(open_forward, with_kwargs=True)]
         self._handles += [m.register_forward_pre_hook(capture(n)) for n, m in self._layers.items()]
 
     def _detach(self) -> None:
@@ -157,17 +161,18 @@ class OrthogonalWeightNorm(Hook):
                 f"{self.name}: no forward was watched; fire the 'start' event (monitor.start()) "
                 "before training"
             )
-        if ctx.inputs is None:
+        key = first_tensor(ctx.inputs if ctx.inputs is not None else ctx.batch)
+        if key is None:
             raise ValueError(
                 f"{self.name} needs the training batch at after_backward: pass inputs=x "
-                "(the tensor given to the model) to monitor.after_backward"
+                "(what the model was called on) or batch= to monitor.after_backward"
             )
-        match = next((f for f in self._pending if f.model_input is ctx.inputs), None)
+        match = next((f for f in self._pending if f.model_input is key), None)
         self._pending = []
         if match is None:
             raise ValueError(
                 f"{self.name}: no forward of the model on ctx.inputs was seen since the last "
-                "step; pass the very tensor you called the model with as inputs="
+                "step; pass what you called the model with (the very tensors) as inputs="
             )
         for name, xs in match.inputs.items():
             for x in xs:

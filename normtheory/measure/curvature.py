@@ -11,9 +11,17 @@ the CPU. Each result records its cost in Hessian-vector products (``n_hvp``) or 
 
 Common arguments:
     model: the network.
-    loss_fn: ``loss_fn(outputs, targets)`` -> mean loss of a batch.
-    data: one ``(inputs, targets)`` batch or an iterable of batches; the loss is the average
-        over batches weighted by batch size.
+    loss_fn: ``loss_fn(model, batch)`` or ``loss_fn(outputs, targets)`` -> mean loss of a
+        batch (both forms: `normtheory.batches`).
+    data: one batch of any structure (a tensor, ``(inputs, targets)``, a dict, a Hugging Face
+        ``BatchEncoding``, nested) or a re-iterable of batches (a list, a ``DataLoader``): the
+        dataset-wide curvature. The loss is Σ_b n_b L_b / Σ_b n_b, the mean over every example
+        (a partial last batch weighs by its size); batches are streamed, one on the device at a
+        time, each Hessian-vector product accumulated batch by batch. In ``mode="train"`` each
+        batch is normalized with its own batch statistics (as in training; BN's Hessian over a
+        DataLoader is the mean of the per-batch Hessians, not that of one giant batch). The
+        batches must be the same on every pass: a list, or a DataLoader without a generator of
+        its own (a shuffling one draws its order from the global RNG, reset before each pass).
     mode: ``"train"`` or ``"eval"``.
     params: None (all parameters with ``requires_grad``) or names of parameters or modules,
         whose Hessian block is measured (per-layer spectra).

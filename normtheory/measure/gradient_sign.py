@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev
 
+from normtheory.batches import OutputsLoss, as_model_loss
+from normtheory.measure._functional import BoundLoss
 from normtheory.state import preserved
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -65,8 +67,8 @@ def row_sign_fractions(grads: Tensor) -> SignFractions:
 
 def per_sample_gradients(
     model: nn.Module,
-    inputs: Tensor,
-    targets: Tensor,
+    inputs: object,
+    targets: Tensor | None,
     *,
     layers: Iterable[str] | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
@@ -87,16 +89,23 @@ def per_sample_gradients(
 
     Args:
         model: the network.
-        inputs, targets: one batch (N examples).
+        inputs, targets: one batch (N examples); with a loss ``loss_fn(model, batch)``,
+            `inputs` may be the whole batch of any structure and `targets` None
+            (`normtheory.batches`).
         layers: module names of `nn.Linear`/`nn.Conv1d`/`nn.Conv2d` layers; default all of them.
-        loss_fn: ``(outputs, targets) -> (N,)`` per-example losses; default cross-entropy.
+        loss_fn: ``(outputs, targets) -> (N,)`` or ``(model, batch) -> (N,)`` per-example
+            losses, batch = `inputs` (or ``(inputs, targets)`` when targets are given); default
+            cross-entropy.
         train: train mode (batch statistics, dropout) or eval mode.
         chunk_size: examples per vectorized backward pass (None: all at once).
 
     Returns:
         ``{layer name: (N, *weight.shape)}`` in float of the weight's dtype.
     """
-    loss_fn = loss_fn or (lambda out, y: F.cross_entropy(out, y, reduction="none"))
+    loss = as_model_loss(loss_fn or (lambda out, y: F.cross_entropy(out, y, reduction="none")))
+    general = not isinstance(loss, OutputsLoss)
+    batch = inputs if general and targets is None else (inputs, targets)
+    bound = BoundLoss(model, loss)
     names = weight_layers(model, layers)
     with preserved(model):
         model.train(train)
@@ -106,14 +115,15 @@ def per_sample_gradients(
 
         def losses(w: dict[str, Tensor]) -> Tensor:
             state = {**fixed, **w, **{k: b.clone() for k, b in buffers.items()}}
-            return loss_fn(functional_call(model, state, (inputs,)), targets)  # (N,)
+            state = {f"model.{k}": v for k, v in state.items()}
+            return functional_call(bound, state, (batch,))  # (N,)
 
         jac = jacrev(losses, chunk_size=chunk_size)(weights)
     return {n: jac[f"{n}.weight"].detach() for n in names}
 
 
 def gradient_sign(
-    model: nn.Module, inputs: Tensor, targets: Tensor, **kw
+    model: nn.Module, inputs: object, targets: Tensor | None, **kw
 ) -> dict[str, SignFractions]:
     """IC-SIGN: `row_sign_fractions` of each layer's `per_sample_gradients` (same arguments)."""
     grads = per_sample_gradients(model, inputs, targets, **kw)

@@ -7,6 +7,7 @@ from the autograd graph of one forward pass.
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,14 +22,18 @@ from torch.nn.modules.pooling import (
     _MaxPoolNd,
 )
 
+from normtheory.batches import call_model, detached, tensors
 from normtheory.norms import (
     BatchGroupNorm,
     FilterResponseNorm,
     GroupNorm,
+    RMSNorm,
+    TokenNorm,
     WSConv1d,
     WSConv2d,
     WSLinear,
 )
+from normtheory.state import preserved_rng
 
 PER_CHANNEL, WHOLE = "per_channel", "whole"
 
@@ -48,25 +53,65 @@ _PASS_THROUGH = (
 )
 
 
-def _norm_blocks(norm: nn.Module) -> int | None:
-    """Into how many runs of consecutive channels the norm splits its C channels, each
-    normalized by statistics of its own (a common positive scale of one run's inputs leaves the
-    output unchanged); None if it is not a norm we know."""
+_TRAILING = (nn.LayerNorm, nn.RMSNorm)  # torch's: statistics over the last k dims
+
+
+_NORMS = (
+    _BatchNorm,
+    _InstanceNorm,
+    FilterResponseNorm,
+    BatchGroupNorm,
+    GroupNorm,
+    RMSNorm,
+    TokenNorm,
+    nn.GroupNorm,
+    *_TRAILING,
+)
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, _NORMS)
+
+
+def _rows_normalized_together(norm: nn.Module, x: object, producer: nn.Module) -> bool:
+    """For torch's LayerNorm / RMSNorm: whether the producer's output rows (the last dim of a
+    Linear's output, dim 1 of a conv's) lie inside the normalized trailing dims."""
+    if not isinstance(x, Tensor):
+        return True
+    row_axis = x.ndim - 1 if isinstance(producer, nn.Linear) else 1
+    return row_axis >= x.ndim - len(norm.normalized_shape)
+
+
+def _norm_blocks(norm: nn.Module, x: object = None, producer: nn.Module | None = None) -> int:
+    """Into how many runs of consecutive output rows of `producer` (the weight layer feeding
+    the norm, whose output `x` the norm receives) the norm splits them, each normalized by
+    statistics of its own (a common positive scale of one run leaves the output unchanged)."""
+    if isinstance(norm, TokenNorm):  # the inner norm sees (N·T, d): d = the producer's rows
+        return _norm_blocks(norm.norm)
     if isinstance(norm, _BatchNorm | _InstanceNorm | FilterResponseNorm):
         return norm.num_features  # BN, Ghost BN (per channel over a batch), IN, FRN (per example)
     if isinstance(norm, BatchGroupNorm | GroupNorm):  # also LayerNorm (G = 1), InstanceNorm
         return norm.groups  # G groups of C/G consecutive channels
+    if isinstance(norm, RMSNorm):
+        return 1  # one statistic over C x spatial
     if isinstance(norm, nn.GroupNorm):
         return norm.num_groups
-    return None
+    # torch's LayerNorm / RMSNorm over the trailing dims: all rows together if they are inside
+    # them (a transformer's per-token norm after a Linear), else each slice lies in one row.
+    together = producer is None or _rows_normalized_together(norm, x, producer)
+    return 1 if together else _rows(producer)
 
 
-def _removes_channel_bias(norm: nn.Module) -> bool:
+def _removes_channel_bias(norm: nn.Module, x: object = None, producer=None) -> bool:
     """Whether the norm subtracts a per-channel mean, so a bias before it has no effect."""
+    if isinstance(norm, TokenNorm):
+        return _removes_channel_bias(norm.norm)
     if isinstance(norm, _BatchNorm | _InstanceNorm):
         return True
     if isinstance(norm, BatchGroupNorm | GroupNorm):
         return norm.groups == norm.num_features
+    if isinstance(norm, nn.LayerNorm):  # subtracts each slice's mean: per row if inside one
+        return producer is not None and not _rows_normalized_together(norm, x, producer)
     return isinstance(norm, nn.GroupNorm) and norm.num_groups == norm.num_channels
 
 
@@ -78,7 +123,12 @@ class _Call:
     node: object  # grad_fn of the output when the call was made
 
 
-def find_scale_invariant(model: nn.Module, example_input: Tensor | None = None) -> dict[str, str]:
+Forward = Callable[[nn.Module], object]
+
+
+def find_scale_invariant(
+    model: nn.Module, example_input: object = None, *, forward: Forward | None = None
+) -> dict[str, str]:
     """Names of the conv / linear modules whose weight is scale-invariant, with the kind.
 
     Kinds, for a weight W with rows w_o (``weight.reshape(out, -1)``), in train mode and with
@@ -92,8 +142,18 @@ def find_scale_invariant(model: nn.Module, example_input: Tensor | None = None) 
       `WSConv*d`) are always ``"per_channel"`` (with ``ws_eps`` -> 0), whatever follows them.
     - ``"whole"``: unchanged by W -> c W (one common c > 0) but not by a scale of single rows:
       W feeds a Group Norm, Layer Norm or Batch-Group Norm with more than one channel per
-      group (in fact a common scale of the rows of each group suffices; `invariant_metric`
-      uses those groups).
+      group, or an RMSNorm (in fact a common scale of the rows of each group suffices;
+      `invariant_metric` uses those groups).
+
+    torch's own norms count too: ``nn.BatchNorm*d``, ``nn.InstanceNorm*d``, ``nn.GroupNorm``,
+    and ``nn.LayerNorm`` / ``nn.RMSNorm`` over the trailing dims: a Linear feeding a per-token
+    LayerNorm or RMSNorm (a transformer's, (N, T, d) with ``normalized_shape=(d,)``) is
+    ``"whole"``: every token's features are scaled together, and each token is normalized on
+    its own (per-token scale invariance); when the normalized dims leave out the rows (a conv
+    with ``nn.LayerNorm([H, W])``) each row is its own block, ``"per_channel"``. A registry
+    norm applied token-wise (`normtheory.norms.TokenNorm`, as `build_model`'s transformer
+    does) counts as its inner norm. LayerNorm removes a bias only when each normalized slice
+    lies in one row; RMSNorm never does.
 
     "Feeds" means: the weight layer's output reaches the norm through per-channel, positively
     homogeneous modules only (nothing, ReLU, LeakyReLU, Dropout, pooling), and there is no
@@ -107,27 +167,34 @@ def find_scale_invariant(model: nn.Module, example_input: Tensor | None = None) 
     module's mode, touches no running statistics, RNG or ``.grad``).
 
     Args:
-        model: the model; `model.config["in_shape"]` (as `build_model` sets) gives the probe
-            shape when `example_input` is None.
-        example_input: one batch the model accepts (only its shape, dtype and device matter).
+        model: the model; `model.config["in_shape"]` (as `build_model` sets; with
+            ``vocab_size``, token ids) gives the probe shape when `example_input` is None.
+        example_input: the model's input for one batch, of any structure: a tensor is called
+            as ``model(x)``, a dict as ``model(**x)``, a tuple as ``model(*x)``
+            (`normtheory.batches.call_model`); only shapes, dtypes and devices matter.
+        forward: instead of `example_input`, ``forward(model) -> output or loss``, one forward
+            pass of any form (e.g. ``lambda m: loss_fn(m, batch)``); the paths are read from
+            its result. The global RNG is restored after it.
 
     Returns:
         ``{module name: "per_channel" | "whole"}``, in module order.
     """
     return {
         name: PER_CHANNEL if blocks == rows else WHOLE
-        for name, (blocks, rows, _) in _invariant_blocks(model, example_input).items()
+        for name, (blocks, rows, _) in _invariant_blocks(model, example_input, forward).items()
     }
 
 
 def _invariant_blocks(
-    model: nn.Module, example_input: Tensor | None
+    model: nn.Module, example_input: object = None, forward: Forward | None = None
 ) -> dict[str, tuple[int, int, bool]]:
     """{module name: (blocks, rows, standardized)} for each scale-invariant weight layer: its
     rows (output channels) split into `blocks` runs of consecutive rows, each invariant under
     one common positive scale; `standardized` for a WS layer (also invariant under adding a
     constant to a row). See `find_scale_invariant` for the rules."""
-    probe = _probe_input(model, example_input)
+    if forward is None:
+        probe = _probe_input(model, example_input)
+        forward = lambda m: call_model(m, probe)  # noqa: E731
     names = {m: n for n, m in reversed(list(model.named_modules()))}  # first name wins
     calls: list[_Call] = []
 
@@ -135,19 +202,20 @@ def _invariant_blocks(
         node = output.grad_fn if isinstance(output, Tensor) else None
         calls.append(_Call(module, args[0] if args else None, output, node))
 
-    leaves = [m for m in model.modules() if not list(m.children())]
+    # Leaves, and the norm wrappers (`TokenNorm`), whose inner norm sees a reshaped input.
+    watched = [m for m in model.modules() if not list(m.children()) or isinstance(m, TokenNorm)]
     modes = {m: m.training for m in model.modules()}
-    handles = [m.register_forward_hook(record) for m in leaves]
+    handles = [m.register_forward_hook(record) for m in watched]
     try:
         model.eval()
-        with torch.enable_grad():
-            out = model(probe)
+        with torch.enable_grad(), preserved_rng():
+            out = forward(model)
     finally:
         for h in handles:
             h.remove()
         for m, mode in modes.items():
             m.train(mode)
-    root = out.grad_fn if isinstance(out, Tensor) else None
+    root = _root(out)
 
     # One verdict (number of invariant row blocks) per call of a weight layer; a call that
     # feeds no norm stays None.
@@ -156,16 +224,18 @@ def _invariant_blocks(
         if isinstance(call.module, _WEIGHT_LAYERS):
             standardized = isinstance(call.module, _STANDARDIZED)
             verdicts[i] = _rows(call.module) if standardized else None
-        blocks = _norm_blocks(call.module)
-        if blocks is None:
+        if not _is_norm(call.module):
             continue
         j, direct = _producer(calls, i)
         if j is None or isinstance(calls[j].module, _STANDARDIZED):
             continue
-        has_bias = getattr(calls[j].module, "bias", None) is not None
-        bias_ok = not has_bias or (direct and _removes_channel_bias(call.module))
+        producer = calls[j].module
+        blocks = _norm_blocks(call.module, call.input, producer)
+        has_bias = getattr(producer, "bias", None) is not None
+        removes = _removes_channel_bias(call.module, call.input, producer)
+        bias_ok = not has_bias or (direct and removes)
         ok = bias_ok and _only_path(root, calls[j].node, call.node)
-        verdicts[j] = blocks if ok and _rows(calls[j].module) % blocks == 0 else None
+        verdicts[j] = blocks if ok and _rows(producer) % blocks == 0 else None
     per_module: dict[nn.Module, list[int | None]] = {}
     for j, blocks in verdicts.items():
         per_module.setdefault(calls[j].module, []).append(blocks)
@@ -184,19 +254,33 @@ def _rows(layer: nn.Module) -> int:
     return layer.weight.shape[0]
 
 
-def _probe_input(model: nn.Module, example_input: Tensor | None) -> Tensor:
+def _root(out: object) -> object:
+    """The autograd node every output depends on: the output's, or for a structured output
+    (a dict, a Hugging Face ``ModelOutput``) a sum over its floating tensors."""
+    if isinstance(out, Tensor):
+        return out.grad_fn
+    parts = [t.sum() for t in tensors(out) if t.is_floating_point() and t.grad_fn is not None]
+    return torch.stack(parts).sum().grad_fn if parts else None
+
+
+def _probe_input(model: nn.Module, example_input: object) -> object:
     param = next(iter(model.parameters()), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     device = param.device if param is not None else torch.device("cpu")
     if example_input is not None:
+        if not isinstance(example_input, Tensor):
+            return detached(example_input)
         x = example_input.detach().clone()
         return x.requires_grad_(True) if x.is_floating_point() else x
-    shape = getattr(model, "config", {}).get("in_shape")
+    config = getattr(model, "config", {})
+    shape = config.get("in_shape") if isinstance(config, dict) else None
     if shape is None:
         raise ValueError(
             "find_scale_invariant needs example_input for a model without config['in_shape']"
         )
     gen = torch.Generator().manual_seed(0)  # own generator: the global RNG stays untouched
+    if config.get("vocab_size"):  # a token model: ids, not features
+        return torch.randint(config["vocab_size"], (4, *shape), generator=gen).to(device)
     x = torch.randn(4, *shape, generator=gen, dtype=dtype).to(device)
     return x.requires_grad_(True)
 
@@ -236,7 +320,9 @@ def _only_path(root: object, source: object, through: object) -> bool:
     return True
 
 
-def invariant_metric(model: nn.Module, example_input: Tensor | None = None) -> dict[str, Tensor]:
+def invariant_metric(
+    model: nn.Module, example_input: object = None, *, forward: Forward | None = None
+) -> dict[str, Tensor]:
     """The per-entry scale D of every scale-invariant weight, for curvature in the matched metric.
 
     Groups: the finest sets of weights that one common positive scale leaves the loss unchanged
@@ -248,7 +334,8 @@ def invariant_metric(model: nn.Module, example_input: Tensor | None = None) -> d
     - a weight feeding BN, Ghost BN, IN or FRN (statistics per channel): each row on its own;
     - a weight feeding Group Norm or Batch-Group Norm with G groups of C/G consecutive channels
       (Layer Norm: G = 1): the C/G rows of each group together (each group is normalized by
-      its own mean and variance), size ‖W_g‖ (Frobenius);
+      its own mean and variance), size ‖W_g‖ (Frobenius); RMSNorm and a per-token LayerNorm
+      or RMSNorm (torch's, `TokenNorm`): all rows together;
     - everything else (the head, the norms' γ and β, biases): no group, D = 1.
 
     For a group g of r_g rows, D = ‖w_g‖ / √r_g on all its entries (the root-mean-square row
@@ -264,14 +351,17 @@ def invariant_metric(model: nn.Module, example_input: Tensor | None = None) -> d
 
     Args:
         model: the network; groups come from `find_scale_invariant`'s graph analysis.
-        example_input: one batch the model accepts (see `find_scale_invariant`).
+        example_input, forward: one batch the model accepts, or one forward pass (see
+            `find_scale_invariant`).
 
     Returns:
         ``{parameter name: D}`` with D shaped like the parameter (detached, same dtype and
         device), for the scale-invariant weights only; absent parameters have D = 1.
     """
     out = {}
-    for name, (blocks, rows, standardized) in _invariant_blocks(model, example_input).items():
+    for name, (blocks, rows, standardized) in _invariant_blocks(
+        model, example_input, forward
+    ).items():
         weight = model.get_submodule(name).weight.detach()
         flat = weight.reshape(rows, -1)  # (rows, fan_in)
         if standardized:

@@ -1,11 +1,14 @@
 """Small model builders that take a norm spec: `build_model(arch, norm=..., ...)`.
 
-Architectures (`list_archs`): ``mlp``, ``convnet`` (1-D or 2-D) and ``resnet`` (small
-CIFAR-style ResNet, 1-D or 2-D). Each hidden weight layer is followed by a *norm unit* whose
-order is set by the placement (`list_placements`); see `normtheory.models.layers` for the
-orders and `build_mlp`, `build_convnet`, `build_resnet` for the module names. Every model is
-an `nn.Sequential` whose last module is the plain linear classifier ``head``, and carries its
-build arguments as ``model.config``, so ``build_model(**model.config)`` rebuilds it.
+Architectures (`list_archs`): ``mlp``, ``convnet`` (1-D or 2-D), ``resnet`` (small
+CIFAR-style ResNet, 1-D or 2-D) and ``transformer`` (patches of an image or signal, or token
+ids; `normtheory.models.transformer`). In the first three each hidden weight layer is followed
+by a *norm unit* whose order is set by the placement (`list_placements`); see
+`normtheory.models.layers` for the orders and `build_mlp`, `build_convnet`, `build_resnet` for
+the module names; the transformer places its norms ``pre_norm`` or ``post_norm``. Every model
+is an `nn.Sequential` (the transformer: an `nn.Module`) whose last module is the plain linear
+classifier ``head``, and carries its build arguments as ``model.config``, so
+``build_model(**model.config)`` rebuilds it.
 """
 
 import numbers
@@ -18,6 +21,7 @@ from normtheory.models.convnet import build_convnet
 from normtheory.models.layers import PLACEMENTS, build_weight, norm_unit
 from normtheory.models.mlp import build_mlp
 from normtheory.models.resnet import BasicBlock, build_resnet
+from normtheory.models.transformer import TRANSFORMER_PLACEMENTS, build_transformer
 from normtheory.norms import NORM_FREE, build_norm, parse_norm_spec
 
 __all__ = [
@@ -26,6 +30,7 @@ __all__ = [
     "build_mlp",
     "build_model",
     "build_resnet",
+    "build_transformer",
     "build_weight",
     "first_layer",
     "list_archs",
@@ -33,8 +38,19 @@ __all__ = [
     "norm_unit",
 ]
 
-_ARCHS = {"convnet": build_convnet, "mlp": build_mlp, "resnet": build_resnet}
-_FIRST_LAYERS = {"mlp": "fc1", "convnet": "conv1", "resnet": "stem.conv"}
+_ARCHS = {
+    "convnet": build_convnet,
+    "mlp": build_mlp,
+    "resnet": build_resnet,
+    "transformer": build_transformer,
+}
+_FIRST_LAYERS = {
+    "mlp": "fc1",
+    "convnet": "conv1",
+    "resnet": "stem.conv",
+    "transformer": "embed.proj",
+}
+_TRANSFORMER_ONLY = {"heads": 4, "patch": 4, "vocab_size": 0}  # build options and defaults
 
 
 def list_archs() -> list[str]:
@@ -44,16 +60,23 @@ def list_archs() -> list[str]:
 
 def first_layer(arch: str) -> str:
     """The module name of the first weight layer of `arch` (the one fed by the data): ``fc1``
-    (mlp), ``conv1`` (convnet), ``stem.conv`` (resnet)."""
+    (mlp), ``conv1`` (convnet), ``stem.conv`` (resnet), ``embed.proj`` (transformer: the patch
+    conv, or for token ids an ``nn.Embedding``)."""
     if arch not in _FIRST_LAYERS:
         raise ValueError(f"unknown arch {arch!r}; known: {list_archs()}")
     return _FIRST_LAYERS[arch]
 
 
-def list_placements() -> list[str]:
+def list_placements(arch: str | None = None) -> list[str]:
     """Norm placements, sorted: ``act_norm`` (W-ReLU-N), ``ic`` (W-ReLU-N-Dropout), ``last``
-    (one N after the last hidden layer or residual block), ``norm_act``."""
-    return sorted(PLACEMENTS)
+    (one N after the last hidden layer or residual block), ``norm_act`` (mlp, convnet, resnet),
+    ``post_norm`` and ``pre_norm`` (transformer); all of them when `arch` is None, else those
+    `arch` takes."""
+    if arch is None:
+        return sorted((*PLACEMENTS, *TRANSFORMER_PLACEMENTS))
+    if arch not in _ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; known archs: {', '.join(list_archs())}")
+    return sorted(TRANSFORMER_PLACEMENTS if arch == "transformer" else PLACEMENTS)
 
 
 def build_model(
@@ -70,7 +93,10 @@ def build_model(
     residual: bool = True,
     norm_kw: dict | None = None,
     binary: bool = False,
-) -> nn.Sequential:
+    heads: int = 4,
+    patch: int = 4,
+    vocab_size: int = 0,
+) -> nn.Module:
     """Builds `arch` with the norm spec `norm` in every hidden layer.
 
     Placements, for a weight layer W, norm N and keep probability q = `dropout_keep`:
@@ -104,10 +130,12 @@ def build_model(
         binary: convnet and resnet only: binary hidden convs (sign activations, binary weights
             with a per-channel scale, straight-through gradients; `normtheory.models.binary`)
             and no ReLU; the first conv, the shortcut convs and the head stay real.
+        heads, patch, vocab_size: transformer only (attention heads; patch size; the number
+            of token ids, 0 for patches: `build_transformer`); in ``model.config`` only for it.
 
     Returns:
-        An `nn.Sequential` mapping (N, *in_shape) to (N, num_classes) logits, with the build
-        arguments as ``model.config``.
+        An `nn.Sequential` (transformer: `nn.Module`) mapping (N, *in_shape) to
+        (N, num_classes) logits, with the build arguments as ``model.config``.
 
     Raises:
         ValueError: naming the bad value and the valid choices.
@@ -126,6 +154,12 @@ def build_model(
         norm_kw=dict(norm_kw or {}),
         binary=binary,
     )
+    extra = dict(heads=heads, patch=patch, vocab_size=vocab_size)
+    if arch == "transformer":
+        config.update(extra)
+    elif extra != _TRANSFORMER_ONLY:
+        changed = sorted(k for k, v in extra.items() if v != _TRANSFORMER_ONLY[k])
+        raise ValueError(f"{', '.join(changed)} apply to the transformer only, not to {arch!r}")
     _check(config)
     norm_name, ws_from_spec = parse_norm_spec(norm)
     kw = dict(
@@ -143,6 +177,8 @@ def build_model(
         kw["residual"] = bool(residual)
     if binary:
         kw["binary"] = True
+    if arch == "transformer":
+        kw.update(heads=heads, patch=patch, vocab_size=vocab_size)
     if placement == "last" and norm_name not in NORM_FREE:
         model = _ARCHS[arch](**{**kw, "norm": "none", "placement": "norm_act"})
         model = _with_last_norm(
@@ -167,19 +203,27 @@ def _check(config: dict) -> None:
     arch, placement, in_shape = config["arch"], config["placement"], config["in_shape"]
     if arch not in _ARCHS:
         raise ValueError(f"unknown arch {arch!r}; known archs: {', '.join(list_archs())}")
-    if placement not in PLACEMENTS:
+    if placement not in list_placements(arch):
         raise ValueError(
-            f"unknown placement {placement!r}; known placements: {', '.join(list_placements())}"
+            f"unknown placement {placement!r} for {arch}; its placements: "
+            f"{', '.join(list_placements(arch))}"
         )
     name, ws = parse_norm_spec(config["norm"])  # unknown norm -> ValueError listing the norms
     if name == "nf" and (ws or config["weight_std"]):
         raise ValueError("norm nf already scales and standardizes its weights; drop +ws")
     if not isinstance(config["binary"], bool):
         raise ValueError(f"binary must be True or False, got {config['binary']!r}")
-    if config["binary"] and arch == "mlp":
-        raise ValueError("binary nets are convnet or resnet (binary convs), not mlp")
-    for key in ("num_classes", "width", "depth"):
+    if config["binary"] and arch not in ("convnet", "resnet"):
+        raise ValueError(f"binary nets are convnet or resnet (binary convs), not {arch}")
+    for key in (
+        "num_classes",
+        "width",
+        "depth",
+        *(("heads", "patch") if "heads" in config else ()),
+    ):
         check_int(key, config[key])
+    if "vocab_size" in config:
+        check_int("vocab_size", config["vocab_size"], 0)
     keep = config["dropout_keep"]
     if not isinstance(keep, numbers.Real) or isinstance(keep, bool) or not 0.0 < keep <= 1.0:
         raise ValueError(f"dropout_keep must be in (0, 1], got {keep!r}")
@@ -187,7 +231,7 @@ def _check(config: dict) -> None:
         isinstance(in_shape, tuple) and in_shape and all(is_int(d) and d >= 1 for d in in_shape)
     ):
         raise ValueError(f"in_shape must be a non-empty tuple of positive ints, got {in_shape!r}")
-    if arch != "mlp" and len(in_shape) not in (2, 3):
+    if arch not in ("mlp", "transformer") and len(in_shape) not in (2, 3):
         raise ValueError(
             f"{arch} needs in_shape (C, L) for 1-D or (C, H, W) for 2-D, got {in_shape!r}"
         )

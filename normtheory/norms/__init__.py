@@ -3,6 +3,10 @@
 The channel count is always the first argument, so any norm swaps in for BatchNorm without
 touching call sites. Every module accepts (N, C), (N, C, L) and (N, C, H, W) inputs.
 
+Besides BN, Ghost BN, GN, LN, IN, BGN and FRN: ``rms`` (RMSNorm, gain only), ``layer_nobias``
+(LN with γ and no β), and the affine-free ``layer_noaffine`` and ``rms_noaffine``. A transformer
+applies any of them token by token through `TokenNorm`.
+
 Weight Standardization is not a norm layer but a property of the weight layer (see
 `normtheory.norms.standardization`); a norm *spec* such as ``"group+ws"`` names a norm plus
 weight standardization, see `parse_norm_spec`.
@@ -14,6 +18,7 @@ identity, like ``none``; the model builders give an ``nf`` net scaled weight sta
 """
 
 from collections.abc import Callable
+from functools import partial
 
 from torch import nn
 
@@ -21,6 +26,7 @@ from normtheory.checks import check_int
 from normtheory.norms.batch import BatchNorm, GhostBatchNorm
 from normtheory.norms.frn import FilterResponseNorm
 from normtheory.norms.group import BatchGroupNorm, GroupNorm, InstanceNorm, LayerNorm
+from normtheory.norms.rms import RMSNorm
 from normtheory.norms.scaled_ws import (
     RELU_GAMMA,
     ScaledWSConv1d,
@@ -29,6 +35,7 @@ from normtheory.norms.scaled_ws import (
     scaled_standardize_weight,
 )
 from normtheory.norms.standardization import WSConv1d, WSConv2d, WSLinear, standardize_weight
+from normtheory.norms.token import TokenNorm
 
 __all__ = [
     "BatchGroupNorm",
@@ -43,6 +50,8 @@ __all__ = [
     "ScaledWSConv1d",
     "ScaledWSConv2d",
     "ScaledWSLinear",
+    "RMSNorm",
+    "TokenNorm",
     "WSConv1d",
     "WSConv2d",
     "WSLinear",
@@ -125,3 +134,7 @@ register_norm("frn", FilterResponseNorm)
 # Normalizer-free: no norm layer; the builders switch to scaled WS and NF residual blocks.
 register_norm("nf", lambda num_features: nn.Identity())
 NORM_FREE = ("none", "nf")  # the registered names without a norm layer
+register_norm("rms", RMSNorm)
+register_norm("rms_noaffine", partial(RMSNorm, affine=False))
+register_norm("layer_nobias", partial(LayerNorm, bias=False))
+register_norm("layer_noaffine", partial(LayerNorm, affine=False))

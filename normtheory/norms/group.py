@@ -82,11 +82,26 @@ class LayerNorm(GroupNorm):
     """Layer Normalization as in Wu & He 2018 (Fig. 2): Group Norm with one group.
 
     Statistics over all of C x spatial per example (Ba, Kiros & Hinton 2016), with a
-    per-channel gamma, beta (not per element as `torch.nn.LayerNorm`).
+    per-channel gamma, beta (not per element as `torch.nn.LayerNorm`). On (N, C) input the
+    statistics are per row: a transformer that applies it to its (N·T, d) tokens gets the
+    per-token LayerNorm of `torch.nn.LayerNorm(d)`.
+
+    Args:
+        num_features: channel count C.
+        eps: added to the variance inside the square root.
+        affine: learn per-channel gamma (init 1) and, with `bias`, beta (init 0).
+        bias: with `affine`, also learn beta (False: "LayerNorm without bias", as in PaLM).
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
+    def __init__(
+        self, num_features: int, eps: float = 1e-5, affine: bool = True, bias: bool = True
+    ) -> None:
         super().__init__(num_features, groups=1, eps=eps, affine=affine)
+        if not bias:
+            self.register_parameter("bias", None)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, bias={self.bias is not None}"
 
 
 class InstanceNorm(GroupNorm):

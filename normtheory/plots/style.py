@@ -28,6 +28,10 @@ NORM_LABELS = {
     "frn": "FRN + TLU",
     "none": "no norm",
     "nf": "NF (scaled WS)",
+    "layer_nobias": "LN, no bias",
+    "layer_noaffine": "LN, no affine",
+    "rms": "RMSNorm",
+    "rms_noaffine": "RMSNorm, no affine",
 }
 # tab10 in NORM_ORDER, except "none" (the baseline in most figures): near-black, since tab10's
 # 10th colour (cyan) is hard to tell from BN's blue; "batch+ws" takes the cyan instead.

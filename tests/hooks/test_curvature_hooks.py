@@ -87,3 +87,16 @@ def test_at_end_only_and_bad_mode(setup):
     assert not hook.scheduled("after_step", 0) and hook.scheduled("end", 7)
     with pytest.raises(ValueError, match="mode 'test'"):
         HessianSpectrum(mode="test")
+
+
+def test_at_start_measures_at_initialization(setup):
+    model, probe = setup
+    hook = HessianSpectrum(probe=probe, at_start=True, every=5)
+    assert hook.scheduled("start", 0) and not hook.scheduled("after_step", 1)
+    monitor = Monitor(model, [hook])
+    monitor.start()
+    eig = hessian_eigenvalues(model, F.cross_entropy, probe, tol=1e-3)
+    rows = monitor.frame()
+    assert rows.loc[rows.metric == "hessian.eig", "step"].tolist() == [0]
+    assert _values(monitor, "hessian.eig")["1"] == pytest.approx(eig.values[0].item(), rel=1e-4)
+    assert not HessianSpectrum(probe=probe).scheduled("start", 0)

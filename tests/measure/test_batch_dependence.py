@@ -18,6 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # batch of 16, Batch-Group Norm over the whole batch by default); "none" has no norm layer.
 BATCH_DEPENDENT = {"batch", "ghost_batch", "batch_group"}
 BATCH_INDEPENDENT = {"frn", "group", "layer", "instance"}
+BATCH_INDEPENDENT |= {"layer_nobias", "layer_noaffine", "rms", "rms_noaffine"}
 NO_NORM_LAYER = {"none", "nf"}
 SHAPES = {"convnet": (2, 6, 6), "mlp": (12,)}
 

@@ -119,3 +119,28 @@ def test_bad_layers():
         per_sample_gradients(model, x, y, layers=["norm1"])
     with pytest.raises(ValueError, match="nope"):
         per_sample_gradients(model, x, y, layers=["nope"])
+
+
+def test_dict_batches_with_a_per_example_model_loss():
+    """A batch of any structure and ``loss_fn(model, batch) -> (N,)`` give the naive loop's
+    per-sample gradients too (and the GradientSign hook takes them)."""
+    from normtheory.batches import model_loss
+    from normtheory.hooks import GradientSign
+
+    model, x, y = _net()
+
+    @model_loss
+    def losses(model, batch):
+        return F.cross_entropy(model(batch["pixels"]), batch["label"], reduction="none")
+
+    batch = {"pixels": x, "label": y}
+    torch.manual_seed(7)
+    fast = per_sample_gradients(model, batch, None, loss_fn=losses)
+    want = _naive(model, x, y, list(fast), seed=7)
+    for n in fast:
+        torch.testing.assert_close(fast[n], want[n], rtol=1e-9, atol=1e-12)
+    hook = GradientSign(probe=batch, loss_fn=losses, layers=["conv2"])
+    plain = GradientSign(probe=(x, y), layers=["conv2"])
+    assert hook.measure(model) == plain.measure(model)
+    with pytest.raises(ValueError, match="targets"):
+        GradientSign(probe=batch)

@@ -51,10 +51,14 @@ def _data(seed=1, n=16):
     return x, torch.randint(0, 3, (n,), generator=gen)
 
 
+ONE_GROUP = ("layer", "layer_nobias", "layer_noaffine", "rms", "rms_noaffine")  # C x spatial
+
+
 def _expected_metric(model, norm):
     """D by a loop over rows, from the norms' definitions: a WS row alone with its centred norm;
-    BN/FRN/IN/Ghost BN rows alone; GN / Batch-Group Norm / LN rows by groups of C/G consecutive
-    channels, RMS row norm of the group; nothing for the head or without a norm."""
+    BN/FRN/IN/Ghost BN rows alone; GN / Batch-Group Norm / LN / RMSNorm rows by groups of C/G
+    consecutive channels (LN, RMSNorm: one), RMS row norm of the group; nothing for the head
+    or without a norm."""
     base, ws = norm.partition("+")[0], norm.endswith("+ws") or norm == "nf"  # nf: scaled WS
     out = {}
     for name in ("conv1", "conv2"):
@@ -64,8 +68,8 @@ def _expected_metric(model, norm):
         rows = w.reshape(w.shape[0], -1)
         if ws:
             size = [(r - r.mean()).norm() for r in rows]
-        elif base in ("group", "batch_group", "layer"):
-            g = {"layer": 1}.get(base, 2)
+        elif base in ("group", "batch_group", *ONE_GROUP):
+            g = 1 if base in ONE_GROUP else 2
             per = w.shape[0] // g
             size = [rows[(o // per) * per : (o // per + 1) * per].norm() / math.sqrt(per)
                     for o in range(w.shape[0])]  # fmt: skip

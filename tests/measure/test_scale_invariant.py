@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from normtheory.measure.scale_invariant import find_scale_invariant
+from normtheory.measure.scale_invariant import find_scale_invariant, invariant_metric
 from normtheory.models import build_model
-from normtheory.norms import BatchNorm, GroupNorm
+from normtheory.norms import BatchNorm, GroupNorm, TokenNorm, build_norm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -222,3 +222,92 @@ def test_find_scale_invariant_leaves_the_model_and_rng_alone():
 def test_find_scale_invariant_needs_an_input_without_config():
     with pytest.raises(ValueError, match="example_input"):
         find_scale_invariant(_Pair(BatchNorm(4), bias=False))
+
+
+# -- LayerNorm and RMSNorm: ours, torch's, per token -------------------------------------------
+
+
+class _Tokens(nn.Module):
+    """fc on (N, T, 4) tokens -> a per-token norm -> head on the mean token."""
+
+    def __init__(self, norm, *, bias=False):
+        super().__init__()
+        self.fc, self.norm, self.head = nn.Linear(4, 4, bias=bias), norm, nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.norm(self.fc(x)).mean(dim=1))
+
+
+class _ConvSlices(nn.Module):
+    """conv -> torch's LayerNorm over (H, W) only: each normalized slice is one channel."""
+
+    def __init__(self, bias):
+        super().__init__()
+        self.conv, self.norm = nn.Conv2d(2, 3, 3, padding=1, bias=bias), nn.LayerNorm([5, 5])
+        self.head = nn.Linear(75, 2)
+
+    def forward(self, x):
+        return self.head(self.norm(self.conv(x)).flatten(1))
+
+
+TOKENS = (8, 5, 4)  # (N, T, d)
+
+
+@pytest.mark.parametrize(
+    "make, x_shape, kind",
+    [
+        (lambda: _Pair(nn.LayerNorm(4), bias=False), (6, 4), "whole"),
+        (lambda: _Pair(nn.LayerNorm(4), bias=True), (6, 4), None),  # LN keeps b − mean(b)
+        (lambda: _Pair(nn.LayerNorm(4, bias=False), bias=False), (6, 4), "whole"),
+        (lambda: _Pair(nn.RMSNorm(4), bias=False), (6, 4), "whole"),
+        (lambda: _Pair(nn.RMSNorm(4), bias=True), (6, 4), None),  # RMSNorm keeps any bias
+        (lambda: _Pair(build_norm("rms", 4), bias=False), (6, 4), "whole"),
+        (lambda: _Pair(build_norm("rms_noaffine", 4), bias=False), (6, 4), "whole"),
+        (lambda: _Pair(build_norm("layer_nobias", 4), bias=False), (6, 4), "whole"),
+        (lambda: _Tokens(nn.LayerNorm(4)), TOKENS, "whole"),  # a transformer's per-token LN
+        (lambda: _Tokens(nn.RMSNorm(4)), TOKENS, "whole"),
+        (lambda: _Tokens(TokenNorm(build_norm("layer", 4))), TOKENS, "whole"),
+        (lambda: _Tokens(TokenNorm(build_norm("rms", 4))), TOKENS, "whole"),
+        (lambda: _Tokens(TokenNorm(build_norm("batch", 4))), TOKENS, "per_channel"),
+        (lambda: _Tokens(TokenNorm(build_norm("batch", 4)), bias=True), TOKENS, "per_channel"),
+        (lambda: _Tokens(nn.LayerNorm(4), bias=True), TOKENS, None),
+        (lambda: _ConvSlices(bias=False), (6, 2, 5, 5), "per_channel"),
+        (lambda: _ConvSlices(bias=True), (6, 2, 5, 5), "per_channel"),  # slice means remove it
+    ],
+)
+def test_layer_and_rms_norms_per_token(make, x_shape, kind):
+    """The reported kind agrees with the numerical check (eps = 0, every row scaled, then all
+    rows by one common factor)."""
+    torch.manual_seed(0)
+    model = make()
+    x = torch.randn(x_shape, generator=torch.Generator().manual_seed(2))
+    found = find_scale_invariant(model, x)
+    name = "conv" if isinstance(model, _ConvSlices) else "fc"
+    assert found == ({} if kind is None else {name: kind})
+    assert _numerical_kind(_with_eps0(model), name, x) == kind
+
+
+class _Keywords(nn.Module):
+    """A model called with keyword inputs, as ``model(**batch)``, returning a dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.norm, self.head = (
+            nn.Linear(4, 4, bias=False),
+            nn.LayerNorm(4),
+            nn.Linear(4, 2),
+        )
+
+    def forward(self, features, scale=1.0):
+        return {"logits": self.head(self.norm(self.fc(features * scale))), "extra": features}
+
+
+def test_structured_inputs_outputs_and_a_forward():
+    model = _Keywords()
+    batch = {"features": torch.randn(6, 4), "scale": 2.0}
+    assert find_scale_invariant(model, batch) == {"fc": "whole"}
+    loss = lambda m: m(**batch)["logits"].logsumexp(dim=1).mean()  # noqa: E731
+    assert find_scale_invariant(model, forward=loss) == {"fc": "whole"}
+    rng = torch.get_rng_state()
+    invariant_metric(model, forward=loss)
+    assert torch.equal(torch.get_rng_state(), rng)

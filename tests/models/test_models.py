@@ -30,11 +30,12 @@ CASES = [  # (arch, in_shape, depth)
 
 
 def test_lists():
-    assert list_archs() == ["convnet", "mlp", "resnet"]
-    assert list_placements() == ["act_norm", "ic", "last", "norm_act"]
+    assert list_archs() == ["convnet", "mlp", "resnet", "transformer"]
+    assert list_placements("convnet") == ["act_norm", "ic", "last", "norm_act"]
+    assert list_placements() == ["act_norm", "ic", "last", "norm_act", "post_norm", "pre_norm"]
 
 
-@pytest.mark.parametrize("placement", list_placements())
+@pytest.mark.parametrize("placement", list_placements("convnet"))
 @pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize(("arch", "in_shape", "depth"), CASES)
 def test_forward_backward(arch, in_shape, depth, spec, placement):
@@ -73,7 +74,7 @@ def test_ws_layers_iff_weight_std(arch, in_shape, depth, norm, weight_std, expec
     assert type(model.head) is nn.Linear
 
 
-@pytest.mark.parametrize("placement", [p for p in list_placements() if p != "last"])
+@pytest.mark.parametrize("placement", [p for p in list_placements("convnet") if p != "last"])
 @pytest.mark.parametrize(("arch", "in_shape", "depth"), CASES)
 def test_frn_has_no_relu(arch, in_shape, depth, placement):
     model = build(arch, in_shape, "frn", depth=depth, placement=placement)
@@ -164,7 +165,7 @@ def test_config_rebuilds_the_model():
 @pytest.mark.parametrize(
     ("kw", "bad"),
     [
-        ({"arch": "transformer"}, "transformer"),
+        ({"arch": "vgg"}, "vgg"),
         ({"placement": "pre_norm"}, "pre_norm"),
         ({"norm": "bogus"}, "bogus"),
         ({"norm": "group+xx"}, r"group\+xx"),
@@ -220,7 +221,7 @@ def test_first_layer_is_the_first_weight_layer_the_forward_pass_calls(arch, in_s
 
 
 def test_first_layer_names_the_known_archs_for_an_unknown_one():
-    with pytest.raises(ValueError, match="known: \\['convnet', 'mlp', 'resnet'\\]"):
+    with pytest.raises(ValueError, match="known: \\['convnet', 'mlp', 'resnet', 'transformer'\\]"):
         first_layer("vgg")
 
 

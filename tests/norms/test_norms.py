@@ -25,7 +25,7 @@ TOL = dict(rtol=1e-10, atol=1e-10)
 
 @dataclass(frozen=True)
 class Spec:
-    """How the oracle computes a norm. kind: 'standardize', 'frn' or 'identity'."""
+    """How the oracle computes a norm. kind: 'standardize', 'frn', 'rms' or 'identity'."""
 
     kw: dict = field(default_factory=dict)
     kind: str = "standardize"
@@ -62,6 +62,13 @@ _SPECS: dict[str, list[Spec]] = {
         Spec(kw=dict(examples_per_group=3, groups=2, track_running_stats=False), epg=3, cpg=3),
     ],
     "frn": [Spec(kind="frn", eps=1e-6), Spec(kw=dict(eps=1e-2), kind="frn", eps=1e-2)],
+    "layer_nobias": [Spec(epg=1, cpg=C), Spec(kw=dict(eps=1e-2), epg=1, cpg=C, eps=1e-2)],
+    "layer_noaffine": [Spec(epg=1, cpg=C)],
+    "rms": [
+        Spec(kind="rms", epg=1, cpg=C),
+        Spec(kw=dict(eps=1e-2), kind="rms", epg=1, cpg=C, eps=1e-2),
+    ],
+    "rms_noaffine": [Spec(kind="rms", epg=1, cpg=C)],
 }
 _CASES = [(name, i) for name in list_norms() for i in range(len(_SPECS.get(name, [None])))]
 
@@ -111,6 +118,9 @@ class Oracle:
             return 0.0, 1.0
         if s.kind == "frn":  # no mean subtraction; nu^2 = mean of x^2 over space
             return 0.0, math.fsum(u * u for u in xs[n][c]) / len(xs[n][c])
+        if s.kind == "rms":  # no mean subtraction; mean of x^2 over the pooled cells
+            pooled = [u for i, j in _members(n, c, len(xs), s.epg, s.cpg) for u in xs[i][j]]
+            return 0.0, math.fsum(u * u for u in pooled) / len(pooled)
         if training or not s.running:
             pooled = [u for i, j in _members(n, c, len(xs), s.epg, s.cpg) for u in xs[i][j]]
             mean, var, _ = _stats(pooled)
