@@ -44,7 +44,7 @@ def test_one_row_per_claim_and_exact_checks_hold(report):
     html, md = (report / "index.html").read_text(), (report / "README.md").read_text()
     for claim in CLAIMS:
         assert html.count(f'data-claim="{claim}"') == 1 and f"| {claim} |" in md
-    assert "23 claims:" in html
+    assert f"{len(CLAIMS)} claims:" in html
     assert all(t.startswith("test ") for t in claims["test"])
 
 
