@@ -47,7 +47,7 @@ def _input(kind, n=4):
 def test_lists():
     assert "transformer" in list_archs()
     assert list_placements("transformer") == ["post_norm", "pre_norm"]
-    assert list_placements("convnet") == ["act_norm", "ic", "norm_act"]
+    assert list_placements("convnet") == ["act_norm", "ic", "last", "norm_act"]
 
 
 @pytest.mark.parametrize("placement", ["pre_norm", "post_norm"])
