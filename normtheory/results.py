@@ -90,11 +90,13 @@ class RunDir:
         return self.path / "cells"
 
     # --- manifest ---------------------------------------------------------------------------
-    def open(self, manifest: dict) -> dict:
+    def open(self, manifest: dict, comparable=None) -> dict:
         """Creates the folder, or checks that an existing one was made with the same config.
 
         Returns the manifest in force. An existing run with a different ``config`` raises
-        `ResultsError` naming the differing keys; nothing stored is touched.
+        `ResultsError` naming the differing keys; nothing stored is touched. ``comparable`` maps a
+        config to the form that is compared (the sweep drops cell fields left at their defaults,
+        so a field added after a run started does not block its resume).
         """
         if self.path.exists() and not self.path.is_dir():
             raise ResultsError(f"results path {self.path} is a file, not a folder")
@@ -103,11 +105,13 @@ class RunDir:
             self.check()
             old = _read_json(path)
             old_config, new_config = old.get("config", {}), manifest["config"]
-            if _without_seeds(old_config) != _without_seeds(new_config):
+            same = comparable or (lambda config: config)
+            old_cmp, new_cmp = same(old_config), same(new_config)
+            if _without_seeds(old_cmp) != _without_seeds(new_cmp):
                 keys = sorted(
                     k
-                    for k in set(old_config) | set(new_config)
-                    if k != "seeds" and old_config.get(k) != new_config.get(k)
+                    for k in set(old_cmp) | set(new_cmp)
+                    if k != "seeds" and old_cmp.get(k) != new_cmp.get(k)
                 )
                 raise ResultsError(
                     f"{self.path} holds a run with a different config (differs in: {', '.join(keys)}); "

@@ -150,7 +150,8 @@ def run_sweep(
             "command": command,
             "study_path": study.source,
             "tests": digests(study.claims),  # the registered tests in force at the first start
-        }
+        },
+        comparable=lambda stored: _comparable_config(stored, type(cells[0]) if cells else None),
     )
     run.update_manifest(
         executor={"name": executor, "workers": workers, "threads": threads, "ray": ray_address},
@@ -262,6 +263,26 @@ def _store(run: RunDir, job: Job, outcome: Outcome) -> None:
 def cell_label(cell, axes) -> str:
     """Readable id of a cell from its axis values, e.g. ``norm=batch,batch_size=2``."""
     return ",".join(f"{k}={getattr(cell, k)}" for k in axes) or "base"
+
+
+def _comparable_config(config: dict, cell_type) -> dict:
+    """``config`` with each cell's fields that equal the cell type's defaults dropped, the form
+    in which `cell_id` hashes cells: a run stored before a field with a neutral default existed
+    compares equal to the same grid today."""
+    if cell_type is None or not dataclasses.is_dataclass(cell_type):
+        return config
+    defaults = {
+        f.name: f.default for f in dataclasses.fields(cell_type) if f.default is not dataclasses.MISSING
+    }
+
+    def reduced(cell: dict) -> dict:
+        return {
+            k: v
+            for k, v in cell.items()
+            if not (k in defaults and type(v) is type(defaults[k]) and v == defaults[k])
+        }
+
+    return {**config, "cells": [reduced(c) for c in config.get("cells", [])]}
 
 
 def _config_key(cell) -> dict:

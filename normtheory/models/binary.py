@@ -55,7 +55,15 @@ def binarize_weight(weight: Tensor) -> Tensor:
 
 
 class _Binary:
-    """Latent-weight transform + binarization shared by the 1-D and 2-D binary convs."""
+    """Latent-weight transform + binarization shared by the 1-D and 2-D binary convs: their
+    constructor (the conv's arguments plus `latent`, `gamma`, `ws_eps`) and their forward."""
+
+    def __init__(self, *args, latent="plain", gamma=1.0, ws_eps=1e-4, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_binary(latent, gamma, ws_eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(sign_ste(x), self.binary_weight(), self.bias)
 
     def _init_binary(self, latent: str, gamma: float, ws_eps: float) -> None:
         if latent not in LATENT:
@@ -84,21 +92,7 @@ class BinaryConv1d(_Binary, nn.Conv1d):
     """`nn.Conv1d` on sign(x) with α ⊙ sign(latent W) (module docstring); keywords `latent`
     (``plain``, ``ws``, ``scaled_ws``), `gamma` and `ws_eps` for the latent standardization."""
 
-    def __init__(self, *args, latent="plain", gamma=1.0, ws_eps=1e-4, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_binary(latent, gamma, ws_eps)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(sign_ste(x), self.binary_weight(), self.bias)
-
 
 class BinaryConv2d(_Binary, nn.Conv2d):
     """`nn.Conv2d` on sign(x) with α ⊙ sign(latent W) (module docstring); keywords `latent`
     (``plain``, ``ws``, ``scaled_ws``), `gamma` and `ws_eps` for the latent standardization."""
-
-    def __init__(self, *args, latent="plain", gamma=1.0, ws_eps=1e-4, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_binary(latent, gamma, ws_eps)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(sign_ste(x), self.binary_weight(), self.bias)

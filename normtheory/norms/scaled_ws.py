@@ -21,7 +21,6 @@ here ``1 / √(N σ² + ε)``, the form `standardize_weight` uses).
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from normtheory.norms.batch import _check_eps
@@ -61,7 +60,13 @@ def scaled_standardize_weight(
 class _ScaledWS:
     """The parameters and the weight of a scaled-WS layer (mixed into the WS layer classes, so
     the scale-invariance tools treat it as a weight-standardized layer: the raw weight is
-    per-row scale invariant; the gain carries the scale)."""
+    per-row scale invariant; the gain carries the scale). The WS layer's forward applies
+    `standardized_weight`, which this mixin overrides; the constructor takes the WS layer's
+    arguments plus `gamma`, with `ws_eps` defaulting to 1e-4."""
+
+    def __init__(self, *args, gamma: float = 1.0, ws_eps: float = 1e-4, **kwargs) -> None:
+        super().__init__(*args, ws_eps=ws_eps, **kwargs)
+        self._init_scaled(gamma, ws_eps)
 
     def _init_scaled(self, gamma: float, eps: float) -> None:
         if not (isinstance(gamma, int | float) and math.isfinite(gamma) and gamma > 0):
@@ -82,33 +87,12 @@ class ScaledWSConv1d(_ScaledWS, WSConv1d):
     """`nn.Conv1d` with scaled weight standardization (keywords `gamma`, `ws_eps`; a learnable
     per-channel ``gain``, 1 at init). `.weight` stays the raw parameter."""
 
-    def __init__(self, *args, gamma: float = 1.0, ws_eps: float = 1e-4, **kwargs) -> None:
-        super().__init__(*args, ws_eps=ws_eps, **kwargs)
-        self._init_scaled(gamma, ws_eps)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, self.standardized_weight(), self.bias)
-
 
 class ScaledWSConv2d(_ScaledWS, WSConv2d):
     """`nn.Conv2d` with scaled weight standardization (keywords `gamma`, `ws_eps`; a learnable
     per-channel ``gain``, 1 at init). `.weight` stays the raw parameter."""
 
-    def __init__(self, *args, gamma: float = 1.0, ws_eps: float = 1e-4, **kwargs) -> None:
-        super().__init__(*args, ws_eps=ws_eps, **kwargs)
-        self._init_scaled(gamma, ws_eps)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, self.standardized_weight(), self.bias)
-
 
 class ScaledWSLinear(_ScaledWS, WSLinear):
     """`nn.Linear` with scaled weight standardization (keywords `gamma`, `ws_eps`; a learnable
     per-unit ``gain``, 1 at init). `.weight` stays the raw parameter."""
-
-    def __init__(self, *args, gamma: float = 1.0, ws_eps: float = 1e-4, **kwargs) -> None:
-        super().__init__(*args, ws_eps=ws_eps, **kwargs)
-        self._init_scaled(gamma, ws_eps)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.standardized_weight(), self.bias)

@@ -48,8 +48,12 @@ class WSConv1d(nn.Conv1d):
         super().__init__(*args, **kwargs)
         self.ws_eps = _check_eps(ws_eps)
 
+    def standardized_weight(self) -> Tensor:
+        """The weight the layer applies: `standardize_weight(self.weight, ws_eps)`."""
+        return standardize_weight(self.weight, self.ws_eps)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, standardize_weight(self.weight, self.ws_eps), self.bias)
+        return self._conv_forward(x, self.standardized_weight(), self.bias)
 
 
 class WSConv2d(nn.Conv2d):
@@ -63,8 +67,12 @@ class WSConv2d(nn.Conv2d):
         super().__init__(*args, **kwargs)
         self.ws_eps = _check_eps(ws_eps)
 
+    def standardized_weight(self) -> Tensor:
+        """The weight the layer applies: `standardize_weight(self.weight, ws_eps)`."""
+        return standardize_weight(self.weight, self.ws_eps)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, standardize_weight(self.weight, self.ws_eps), self.bias)
+        return self._conv_forward(x, self.standardized_weight(), self.bias)
 
 
 class WSLinear(nn.Linear):
@@ -78,5 +86,9 @@ class WSLinear(nn.Linear):
         super().__init__(*args, **kwargs)
         self.ws_eps = _check_eps(ws_eps)
 
+    def standardized_weight(self) -> Tensor:
+        """The weight the layer applies: `standardize_weight(self.weight, ws_eps)`."""
+        return standardize_weight(self.weight, self.ws_eps)
+
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, standardize_weight(self.weight, self.ws_eps), self.bias)
+        return F.linear(x, self.standardized_weight(), self.bias)

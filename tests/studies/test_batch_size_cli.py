@@ -75,6 +75,36 @@ def test_rerun_skips_complete_cells(tiny_run, capsys):
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before
 
 
+def test_run_stored_before_a_new_default_field_resumes(tiny_run, capsys):
+    """A field added to the cell type later, with a default that keeps the old behaviour, must not
+    block the resume of a run stored before it existed (its cell ids do not change either)."""
+    import dataclasses
+    import shutil
+
+    from normtheory.experiment import TrainCell
+
+    root, out = tiny_run
+    old = root / "stored_before_field"
+    shutil.copytree(out, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    cells = manifest["config"]["cells"]
+    new_field = next(
+        f.name
+        for f in dataclasses.fields(TrainCell)
+        if f.default is not dataclasses.MISSING and all(c[f.name] == f.default for c in cells)
+    )
+    for c in cells:
+        del c[new_field]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    argv = ["run", "batch_size", "--seeds", "2", "--device", "cpu", "--out", str(old), *TINY]
+    assert main(argv) == 0
+    assert "22 already complete" in capsys.readouterr().out
+    cells[0]["lr"] = 123.0  # a real difference still refuses
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert main(argv) == 2
+    assert "different config (differs in: cells)" in capsys.readouterr().err
+
+
 def test_different_config_into_same_folder_is_refused(tiny_run, capsys):
     _, out = tiny_run
     before = sorted(p.name for p in (out / "cells").iterdir())
