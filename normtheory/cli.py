@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--profile",
         default=None,
-        help="profile: quick (the default) or full; a study of your own: its only profile",
+        help="profile: quick (the default), standard, paper (CIFAR-10, for a GPU) or full; a "
+        "study of your own: its only profile",
     )
     run.add_argument(
         "--seeds", type=int, default=None, help="number of seeds (default: the profile's)"

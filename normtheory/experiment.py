@@ -29,6 +29,10 @@ _IMAGES = ("cifar10", "digits", "fashion_mnist", "mnist")  # (C, H, W) inputs: a
 STANDARD_DATA = {"dataset": "fashion_mnist", "max_train": 20000}
 # The data of the ``paper`` tier: CIFAR-10 from the data root, with the papers' augmentation.
 PAPER_DATA = {"dataset": "cifar10", "augment": "crop_flip"}
+# CIFAR-10's training examples: a paper cell sets ``examples = E * PAPER_EPOCH`` for E epochs
+# (``epochs=E`` would count them by loading the data when the cell is made, so a study module
+# with a paper profile could not even be imported on a machine without CIFAR-10).
+PAPER_EPOCH = 50_000
 _NORM_FIELDS = ("groups", "ghost_size", "examples_per_group", "example_weight")
 
 

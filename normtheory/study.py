@@ -148,6 +148,12 @@ class Profile:
             built-in ``full`` profiles are larger digits grids). The report prefers the verdict
             of the highest tier run.
         cost: what running it takes, for people choosing one, e.g. ``"≈3 min on 2 CPU cores"``.
+        smoke: cell-field overrides (field -> value) that shrink every cell of the grid to
+            seconds on a CPU, e.g. ``{"max_train": 64, "epochs": 1, "width": 4}``: a smoke test
+            of a profile meant for a GPU (`smoke_overrides` gives them as ``key=value``
+            strings for `Grid.override` or the command line). Each must change some cell (the
+            CLI refuses an override that changes none); a value with commas makes a grid axis
+            (``"batch_size": "2,32"`` keeps two of the profile's batch sizes). Empty: none.
     """
 
     grid: Grid
@@ -156,10 +162,21 @@ class Profile:
     first_seed: int = 0
     tier: str = ""
     cost: str = ""
+    smoke: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.tier and self.tier not in TIERS:
             raise ValueError(f"unknown tier {self.tier!r}; valid: {', '.join(TIERS)}")
+        names = {f.name for f in dataclasses.fields(self.grid.base)}
+        unknown = [k for k in self.smoke if k not in names]
+        if unknown:
+            raise ValueError(
+                f"unknown smoke keys {unknown}; valid keys: {', '.join(sorted(names))}"
+            )
+
+    def smoke_overrides(self) -> dict[str, str]:
+        """`smoke` as CLI-style ``key=value`` strings (``{"epochs": 1}`` -> ``{"epochs": "1"}``)."""
+        return {k: str(v) for k, v in self.smoke.items()}
 
 
 def profile_tier(name: str, profile: "Profile | None" = None) -> str:

@@ -38,13 +38,21 @@ never used to choose; figure ``lr_tuning`` of the ``tune`` run). ``quick``: batc
 batch sizes 2 and 8, 10 epochs, 5 seeds, and the GN paper's rule instead of a tuning run (LR
 0.1·B/32, linear warm-up over 5 % of the steps, cosine to 0; as in ``batch_size``); ``full``: batch sizes 1–16, 12 epochs, 8 seeds (its own tuning run,
 ``tune_full``; cells `LRS` lacks fall back to 0.1·√(B/8)).
+
+``paper`` reproduces Zhou et al. 2020's small-batch comparison (their ImageNet table of BN, GN and
+BGN at batch 2 with ResNet-50, and their CIFAR-10 runs): ResNet-20 on CIFAR-10 (random crop +
+flip), BN, GN and BGN at batch 2, 4 and 8, BGN as in the paper (statistics over the whole batch ×
+a group of channels, ``examples_per_group=0``) with the same 8 groups as GN (the paper's 32 would
+leave one channel per group in the 16-channel first stage); SGD with momentum 0.9, weight decay
+1e-4, LR 0.1·B/32 with linear warm-up then cosine (as ``batch_size``'s paper profile), 10 epochs,
+5 seeds.
 """
 
 from dataclasses import replace
 
 from normtheory.analysis import changes, final_outcomes
 from normtheory.evidence import CheckValue, per_condition, sample
-from normtheory.experiment import STANDARD_DATA, TrainCell
+from normtheory.experiment import PAPER_DATA, PAPER_EPOCH, STANDARD_DATA, TrainCell
 from normtheory.plots import by_condition, paired_change
 from normtheory.results import Results
 from normtheory.study import Grid, Profile, Study
@@ -99,6 +107,14 @@ STANDARD = Grid(
     replace(BASE, **STANDARD_DATA, depth=4, epochs=10, lr_scaling="linear", ref_batch=32,
             schedule="warmup_cosine"),
     {"norm": NORMS, "batch_size": (2, 8)},
+)  # fmt: skip
+# ResNet-20 on CIFAR-10, batch 2, 4, 8; BGN pools the whole batch (the paper's), 8 groups; the
+# GN paper's LR rule; 10 epochs (as examples: `PAPER_EPOCH`).
+PAPER = Grid(
+    replace(BASE, **PAPER_DATA, arch="resnet", width=16, depth=20, groups=8, examples_per_group=0,
+            weight_decay=1e-4, lr_scaling="linear", ref_batch=32, schedule="warmup_cosine",
+            epochs=0, examples=10 * PAPER_EPOCH),
+    {"norm": NORMS, "batch_size": (2, 4, 8)},
 )  # fmt: skip
 FULL = Grid(replace(BASE, epochs=12), {"norm": NORMS, "batch_size": (1, 2, 4, 8, 16)}, adjust=LRS)
 
@@ -186,6 +202,15 @@ STUDY = Study(
             description="Fashion-MNIST (20 000), depth 4, BN, GN, BGN at batch 2 and 8, 10 epochs, "
             "LR 0.1·B/32 with warm-up, 5 seeds",
             cost="≈45 min on 2 CPU cores",
+        ),
+        "paper": Profile(
+            PAPER,
+            seeds=5,
+            description="CIFAR-10 (crop + flip), ResNet-20, BN, GN, BGN at batch 2, 4, 8, 10 "
+            "epochs, LR 0.1·B/32 with warm-up, weight decay 1e-4, 5 seeds",
+            cost="≈9 h on one H100-class GPU (estimate, not measured: 6.6 M ResNet-20 steps at "
+            "≈5 ms, launch-bound at batch ≤ 8)",
+            smoke={"max_train": 16, "examples": 16, "width": 4},
         ),
         "full": Profile(FULL, seeds=8, description="batch sizes 1–16, 12 epochs, 8 seeds"),
         "tune_full": tuning_profile(

@@ -40,6 +40,13 @@ run — 0.1·B/32 (Goyal et al.'s linear scaling, as Wu & He use it), warmed up 
 first 5 % of the steps, then cosine to 0. One rule for every norm: no norm gets its own tuning
 budget, and batch 32 (the rule's reference) is where BN is at its best.
 
+``paper`` reproduces Wu & He 2018, Fig. 1 / Table 3 (error vs images per GPU, 32 → 2, ResNet-50
+on ImageNet), with Qiao et al. 2019's GN+WS at 1 image per GPU and Singh & Krishnan 2019's FRN
+vs GN at small batches: He et al.'s ResNet-20 on CIFAR-10 (random crop + flip), BN and GN at batch
+2, 4, 8, 16, 32, FRN at 2, 4, 8, GN+WS at 1; GN with 8 groups (the paper's 32 would make the
+16-channel first stage instance norm); SGD with momentum 0.9, weight decay 1e-4, the GN paper's
+rule LR 0.1·B/32 with linear warm-up then cosine, 10 epochs at every batch size, 5 seeds.
+
 Profiles: ``quick``: BN, GN, FRN at batch sizes 2, 8, 32 and GN+WS at 1, 2, 8, 32, 12 epochs,
 5 seeds; ``tune``: its tuning run; ``full``: every norm at batch sizes 1–128, 48 epochs (so
 batch 128 takes as many steps as batch 32 in ``quick``; its own tuning run, ``tune_full``; cells
@@ -50,7 +57,7 @@ from dataclasses import replace
 
 from normtheory.analysis import final_outcomes, paired, seed_table
 from normtheory.evidence import CheckValue, Exact, sample
-from normtheory.experiment import STANDARD_DATA, TrainCell, probe_batch
+from normtheory.experiment import PAPER_DATA, PAPER_EPOCH, STANDARD_DATA, TrainCell, probe_batch
 from normtheory.hooks import BatchDependence, LossAccuracy, at_end
 from normtheory.plots import by_condition, norm_label
 from normtheory.results import Results
@@ -117,6 +124,16 @@ STANDARD = Grid(
             schedule="warmup_cosine"),
     {"norm": CLAIM_NORMS, "batch_size": (1, 2, 8, 32)},
     keep=lambda c: (c.norm, c.batch_size) in STANDARD_CELLS,
+)  # fmt: skip
+# The paper tier: ResNet-20 on CIFAR-10 (random crop + flip), the GN paper's batch sizes 2–32 (and
+# GN+WS at 1), its LR rule and weight decay, 10 epochs at every batch size.
+PAPER_CELLS = {("batch", b) for b in (2, 4, 8, 16, 32)} | {("group", b) for b in (2, 4, 8, 16, 32)}
+PAPER_CELLS |= {("frn", 2), ("frn", 4), ("frn", 8), ("group+ws", 1)}
+PAPER = Grid(
+    replace(BASE, **PAPER_DATA, arch="resnet", width=16, depth=20, groups=8, weight_decay=1e-4,
+            lr_scaling="linear", schedule="warmup_cosine", epochs=0, examples=10 * PAPER_EPOCH),
+    {"norm": CLAIM_NORMS, "batch_size": (1, 2, 4, 8, 16, 32)},
+    keep=lambda c: (c.norm, c.batch_size) in PAPER_CELLS,
 )  # fmt: skip
 FULL = Grid(
     replace(BASE, epochs=48),
@@ -226,6 +243,15 @@ STUDY = Study(
             description="Fashion-MNIST (20 000), depth 4, BN and GN at batch 2, 8, 32, FRN at 2 "
             "and 8, GN+WS at 1; 10 epochs, LR 0.1·B/32 with warm-up, 5 seeds",
             cost="≈70 min on 2 CPU cores",
+        ),
+        "paper": Profile(
+            PAPER,
+            seeds=5,
+            description="CIFAR-10 (crop + flip), ResNet-20, BN and GN at batch 2–32, FRN at 2–8, "
+            "GN+WS at 1; 10 epochs, LR 0.1·B/32 with warm-up, weight decay 1e-4, 5 seeds",
+            cost="≈13 h on one H100-class GPU (estimate, not measured: 9.5 M ResNet-20 steps at "
+            "≈5 ms, launch-bound at batch ≤ 32)",
+            smoke={"max_train": 32, "examples": 32, "width": 4},
         ),
         "full": Profile(FULL, seeds=5, description="8 norms, batch sizes 1–128, 48 epochs"),
         "tune_full": tuning_profile(

@@ -7,6 +7,18 @@ of every identity come from the library's measurement functions (`normtheory.exa
 statistic is the worst deviation — relative error for the identities, |ratio − claim| in standard
 errors of the sampled ratio for IC-CORR and IC-MI, which hold in expectation over dropout masks —
 and the registry's tolerance decides (1e-10 and 4 standard errors).
+
+The problems' sizes are the cell's ``scale`` (`normtheory.exact.EXACT_SCALES`): random float64
+values in the shapes of real layers on real data, since the identities hold for any input and
+what size changes is the rounding the tolerance must absorb (sums over N·H·W values per channel)
+and the sampling error of the dropout ratios. ``quick``: the small problems of ``verify``.
+``standard``: Fashion-MNIST's shapes — BN on a conv's (32, 16, 28, 28) output, WS on a 16-filter
+conv over (32, 1, 28, 28) images, BN MLPs on 784 inputs (64 units), the span in R^784, IC layers
+of 64 units; 5 seeds. ``paper`` checks the papers' identities (Santurkar et al. 2018 Thm 4.1–4.2,
+Qiao et al. 2019 Eq. 5–6, Liu et al. 2021, Chen et al. 2019) at the shapes of ResNet-20's first
+layer on CIFAR-10 batches of 128 — BN on (128, 16, 32, 32), WS on 16 filters over (128, 3, 32, 32)
+images — and MLPs on the flattened images (3072 inputs, 128 units; the span in R^3072), IC layers
+of 128 units; 5 seeds. It runs on the CPU (float64) whatever the device.
 """
 
 import time
@@ -17,7 +29,7 @@ import pandas as pd
 
 from normtheory.claims import get_claim
 from normtheory.evidence import Exact
-from normtheory.exact import EXACT_CLAIMS, exact_check
+from normtheory.exact import EXACT_CLAIMS, exact_check, exact_scale
 from normtheory.plots import attach_data, finish, missing_figure, panels
 from normtheory.results import Results
 from normtheory.study import Grid, Profile, Study
@@ -28,16 +40,21 @@ METRIC = "exact.error"
 
 @dataclass(frozen=True)
 class ExactCell:
-    """One exact claim's check (its problem is drawn from the seed)."""
+    """One exact claim's check (its problem is drawn from the seed), at the problem sizes
+    `scale` (`normtheory.exact.EXACT_SCALES`: small, fashion_mnist, cifar10)."""
 
     claim: str = "BN-GRAD"
+    scale: str = "small"
+
+    def __post_init__(self):
+        exact_scale(self.scale)  # an unknown scale raises, naming the known ones
 
 
 def run_cell(cell: ExactCell, seed: int, *, device=None, hooks=(), progress=None) -> TrainResult:
     """Runs the claim's check on the problem of `seed`: one record (its worst deviation) and the
     check's detail text in the cell's final values."""
     start = time.perf_counter()
-    evidence = exact_check(cell.claim, seed)
+    evidence = exact_check(cell.claim, seed, cell.scale)
     records = pd.DataFrame(
         [{"step": 0, "metric": METRIC, "key": evidence.name, "value": evidence.value}]
     )
@@ -113,6 +130,21 @@ STUDY = Study(
             Grid(ExactCell(), {"claim": EXACT_CLAIMS}),
             seeds=5,
             description="8 identities × 5 random float64 problems, seconds on a CPU",
+        ),
+        "standard": Profile(
+            Grid(ExactCell(scale="fashion_mnist"), {"claim": EXACT_CLAIMS}),
+            seeds=5,
+            description="8 identities × 5 random float64 problems in Fashion-MNIST's shapes",
+            cost="≈2 min on 2 CPU cores",
+        ),
+        "paper": Profile(
+            Grid(ExactCell(scale="cifar10"), {"claim": EXACT_CLAIMS}),
+            seeds=5,
+            description="8 identities × 5 random float64 problems in the shapes of ResNet-20's "
+            "first layer and MLPs on CIFAR-10 batches of 128",
+            cost="≈15 min on one CPU core whatever the device (float64; SPAN-ORTH's span in "
+            "R^3072 takes ≈2 min a seed)",
+            smoke={"scale": "small"},
         ),
     },
     hooks=lambda cell: [],

@@ -14,6 +14,12 @@ examples each, LR scaled with √B); the end-of-training hook `ExampleWeighing` 
 same model at w ∈ {0, ¼, ½, 1, 2, 4} / B on the test set, and on 16 training batches of size B
 in train mode (own statistics) and eval mode. ``standard``: Fashion-MNIST (20 000 training
 examples), a depth-4 net, 10 epochs at each batch size (equal epochs; the LR rule as above).
+
+``paper`` reproduces Summers & Dinneen 2019's inference example weighing (Sec. 3.1, ResNets on
+CIFAR-100, w = 1/B at test time) on CIFAR-10, the one CIFAR here: a ResNet-18-like net (He et
+al.'s ResNet-20 of width 64, 4.3 M parameters) with random crop + flip, trained at batch 8 and 32
+(the small batches where the discrepancy is large), SGD with momentum 0.9, LR 0.1·B/128, weight
+decay 5e-4, cosine decay, 20 epochs; 5 seeds.
 """
 
 from dataclasses import replace
@@ -22,7 +28,7 @@ import pandas as pd
 
 from normtheory.analysis import final_outcomes, means_text, metric, paired, seed_table
 from normtheory.evidence import CheckValue, sample
-from normtheory.experiment import STANDARD_DATA, TrainCell, cell_data
+from normtheory.experiment import PAPER_DATA, PAPER_EPOCH, STANDARD_DATA, TrainCell, cell_data
 from normtheory.hooks import ExampleWeighing, LossAccuracy, every
 from normtheory.plots import ci_line, finish, hue_palette, missing_figure, panels, summarize_ci
 from normtheory.results import Results
@@ -33,6 +39,10 @@ BASE = TrainCell(dataset="digits", arch="convnet", norm="batch", width=16, depth
                  batch_size=32, examples=9600)  # fmt: skip
 # Fashion-MNIST, a depth-4 net, 10 epochs at every batch size (88–89 % test accuracy at batch 32).
 STANDARD = replace(BASE, **STANDARD_DATA, depth=4, examples=0, epochs=10)
+# CIFAR-10 (crop + flip), a ResNet-18-like ResNet-20 of width 64, LR 0.1 at batch 128 scaled
+# linearly, weight decay 5e-4, cosine, 20 epochs (as examples: `PAPER_EPOCH`).
+PAPER = replace(BASE, **PAPER_DATA, arch="resnet", width=64, depth=20, lr=0.1, lr_scaling="linear",
+                ref_batch=128, weight_decay=5e-4, schedule="cosine", examples=20 * PAPER_EPOCH)  # fmt: skip
 MULTIPLES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # w = multiple / B
 
 
@@ -154,6 +164,14 @@ STUDY = Study(
             description="Fashion-MNIST (20 000), BN convnet depth 4 at batch 8 and 32, 10 epochs, "
             "6 example weights, 5 seeds",
             cost="≈10 min on 2 CPU cores",
+        ),
+        "paper": Profile(
+            Grid(PAPER, {"batch_size": (8, 32)}),
+            seeds=5,
+            description="CIFAR-10 (crop + flip), BN ResNet-20 of width 64 at batch 8 and 32, 20 "
+            "epochs, 6 example weights, 5 seeds",
+            cost="≈1.3 h on one H100-class GPU (estimate, not measured: 780 k steps at ≈6 ms)",
+            smoke={"max_train": 128, "examples": 64, "width": 4},
         ),
     },
     hooks=hooks,

@@ -18,6 +18,13 @@ check ``deep_trained`` is the fraction of seeds kept for the deep statistics (�
 The learning rate (0.01) is one at which the depth-20 nets without BN still train.
 ``standard``: the same nets on Fashion-MNIST (20 000 training examples), 940 steps (3 epochs),
 5 seeds.
+
+``paper`` reproduces Yao et al. 2020's comparison of ResNets on CIFAR-10 with and without BN (its
+table of top eigenvalue and trace per depth, ResNet-20/32/38/56, and its spectral-density
+figures, with and without residual connections): ResNet-20 vs ResNet-56, ± residual, ± BN, on
+CIFAR-10 (random crop + flip), SGD with momentum 0.9 at LR 0.01 (where the deep nets without BN
+still train), weight decay 5e-4, batch 128, 30 epochs with the step schedule (×0.1 at 50 % and
+75 %), the Hessian in eval mode on 200 training images as PyHessian measures it; 5 seeds.
 """
 
 from dataclasses import replace
@@ -28,7 +35,7 @@ import pandas as pd
 from normtheory import plots
 from normtheory.analysis import final_outcomes, metric, seed_table
 from normtheory.evidence import CheckValue, sample
-from normtheory.experiment import STANDARD_DATA, TrainCell, probe_batch
+from normtheory.experiment import PAPER_DATA, PAPER_EPOCH, STANDARD_DATA, TrainCell, probe_batch
 from normtheory.hooks import (
     HessianDensity,
     HessianSpectrum,
@@ -216,6 +223,10 @@ GRID = {"depth": (8, 20), "residual": (True, False), "norm": ("batch", "none")}
 # Fashion-MNIST, 3 epochs of 20 000 examples at batch 64 (940 steps), the Hessian on PyHessian's
 # 200-example batch as in quick.
 STANDARD = replace(BASE, **STANDARD_DATA, steps=940)
+# CIFAR-10 (crop + flip), depth 20 vs 56 (PyHessian's shallowest and deepest), batch 128, weight
+# decay 5e-4, 30 epochs (as examples: `PAPER_EPOCH`), the step schedule; LR 0.01 as in quick.
+PAPER = replace(BASE, **PAPER_DATA, width=16, batch_size=128, weight_decay=5e-4, schedule="step",
+                examples=30 * PAPER_EPOCH)  # fmt: skip
 STUDY = Study(
     name="hessian_depth",
     title="Hessian spectrum of shallow vs deep ResNets, with and without BN",
@@ -236,6 +247,22 @@ STUDY = Study(
             description="Fashion-MNIST (20 000), depth 8 vs 20, ± residual, ± BN, 940 steps "
             "(3 epochs), 5 seeds",
             cost="≈40 min on 2 CPU cores",
+        ),
+        "paper": Profile(
+            Grid(PAPER, {**GRID, "depth": (20, 56)}),
+            seeds=5,
+            description="CIFAR-10 (crop + flip), depth 20 vs 56, ± residual, ± BN, LR 0.01 with "
+            "step decay, batch 128, 30 epochs, 5 seeds",
+            cost="≈1.2 h on one H100-class GPU (estimate, not measured: 234 k ResNet-20 and "
+            "234 k ResNet-56 steps at ≈5 and ≈12 ms, plus the end-of-training Hessians)",
+            smoke={
+                "batch_size": 8,
+                "max_train": 8,
+                "examples": 8,
+                "width": 4,
+                "depth": "8,14",
+                "residual": True,
+            },
         ),
     },
     hooks=hooks,

@@ -32,6 +32,14 @@ examples) the same-sign fraction of each weight layer's gradient rows. Final tes
 ``standard``: Fashion-MNIST (20 000 training examples), a depth-4 net, 6250 steps (10 epochs),
 the test set every 625 steps, 5 seeds; the hooks keep quick's number of records (the fit loss
 every steps/60, the information every steps/6, the gradient signs every steps/3).
+
+``paper`` reproduces Chen et al. 2019's CIFAR-10 training curves and accuracy of ResNet-110 with
+and without IC layers (their ResNet figure and CIFAR table) in their setting: ResNet-110 on
+CIFAR-10 (random crop + flip), the four placements in every residual block (dropout keep 0.9),
+SGD with momentum 0.9 at LR 0.1, weight decay 1e-4, batch 128, He et al.'s step schedule (×0.1 at
+50 % and 75 %), 3906 steps (10 epochs), the test set evaluated every epoch; the hooks keep quick's
+number of records as in standard; 5 seeds. The first weight layer left out of IC-SIGN is the
+ResNet's stem (``stem.conv``), the layer fed by the data.
 """
 
 from dataclasses import replace
@@ -42,9 +50,10 @@ from torch.utils.data import TensorDataset
 
 from normtheory.analysis import final_outcomes, metric, paired, seed_gap, seed_table
 from normtheory.evidence import CheckValue, sample
-from normtheory.experiment import STANDARD_DATA, TrainCell, probe_batch
+from normtheory.experiment import PAPER_DATA, PAPER_EPOCH, STANDARD_DATA, TrainCell, probe_batch
 from normtheory.hooks import GradientSign, LossAccuracy, NeuronInformation, every
 from normtheory.measure.curves import loss_jitter, steps_to_target
+from normtheory.models import first_layer
 from normtheory.plots import by_condition, over_steps
 from normtheory.results import Results
 from normtheory.study import Grid, Profile, Study
@@ -56,6 +65,10 @@ BASE = TrainCell(dataset="digits", arch="convnet", norm="batch", width=16, depth
 # profiles): at 3125 steps the W→BN→ReLU baseline ended at 84–85 % test accuracy (2 seeds), at
 # the 85 % check; the test set every 625 steps.
 STANDARD = replace(BASE, **STANDARD_DATA, depth=4, steps=6250, eval_every=625)
+# ResNet-110 on CIFAR-10 (crop + flip), Chen et al.'s / He et al.'s recipe, 3906 steps (10 epochs at
+# batch 128; `steps`, so the hooks keep quick's record counts), the test set every epoch.
+PAPER = replace(BASE, **PAPER_DATA, arch="resnet", depth=110, lr=0.1, weight_decay=1e-4,
+                batch_size=128, schedule="step", steps=3906, eval_every=390)  # fmt: skip
 KEEP = 0.9  # the keep probability q of both dropout nets
 CASES = (
     {"tag": "W→BN→ReLU", "placement": "norm_act", "dropout_keep": 1.0},
@@ -164,7 +177,7 @@ def statistics(results: Results):
             CheckValue("IC-ORDER", "matched_trained", *_trained(runs, MATCHED)),
         ]
     sign = metric(results.records, GradientSign.SAME_SIGN, last=True)
-    sign = sign[sign["key"] != "conv1"]  # the first layer is fed by the data, not by a ReLU
+    sign = sign[~_data_fed(sign)]  # the first layer is fed by the data, not by a ReLU
     if len(sign) and {BASELINE, ACT_NORM, IC} <= set(sign["tag"]):
         per_seed = sign.groupby(RUN, as_index=False)["value"].mean()
         table = seed_table(per_seed, "value", "tag", within="dataset")
@@ -179,6 +192,14 @@ def statistics(results: Results):
             CheckValue("IC-SIGN", "baseline_trained", base, detail=trained),
         ]
     return out
+
+
+def _data_fed(records: pd.DataFrame) -> pd.Series:
+    """Whether each record is about the net's first weight layer (``conv1`` of a convnet,
+    ``stem.conv`` of a ResNet: `first_layer`), the one the data feeds."""
+    if "arch" not in records:
+        return records["key"] == "conv1"
+    return records["key"] == records["arch"].map(first_layer)
 
 
 def training(results: Results):
@@ -233,7 +254,7 @@ def dependence(results: Results):
     """Mean |corr| and MI between the channels feeding each weight layer, and the same-sign
     fraction of the per-sample gradient rows, over training (layers after the first, averaged)."""
     fig = over_steps(
-        results.records[results.records["key"] != "conv1"],
+        results.records[~_data_fed(results.records)],
         {
             NeuronInformation.CORR_ABS: ("Correlation between channels", "mean |correlation|"),
             NeuronInformation.MI: ("Mutual information", "mean MI (nats, binned)"),
@@ -266,6 +287,15 @@ STUDY = Study(
             5,
             "Fashion-MNIST (20 000), 4 cases, depth 4, 6250 steps (10 epochs), 5 seeds",
             cost="≈25 min on 2 CPU cores",
+        ),
+        "paper": Profile(
+            Grid(PAPER, {}, CASES),
+            5,
+            "CIFAR-10 (crop + flip), ResNet-110, 4 cases, LR 0.1 with step decay, batch 128, "
+            "10 epochs, 5 seeds",
+            cost="≈45 min on one H100-class GPU (estimate, not measured: 78 k ResNet-110 steps at "
+            "≈25 ms, plus 60 fit losses, 6 dependence and 3 gradient-sign measurements per run)",
+            smoke={"batch_size": 16, "max_train": 16, "steps": 2, "width": 4, "depth": 8},
         ),
     },
     hooks=hooks,

@@ -19,7 +19,14 @@ per row.
 
 Protocol: a 3-layer convnet on the digits (width 16), plain SGD (η = 0.1, no momentum, constant),
 λ ∈ {0, 0.01}, BN and GN; `ScaleInvariance` records every 5 steps, for every weight that
-`find_scale_invariant` reports (the three conv weights).
+`find_scale_invariant` reports (the three conv weights). ``standard``: the same on Fashion-MNIST
+(20 000 training examples), a depth-4 net, 1875 steps (3 epochs), 5 seeds.
+
+``paper`` checks the identities at the scale of Liu et al. 2021's CIFAR-10 experiments (their
+Sec. 4 analysis, which their Fig. 1 VGG16 runs rest on; no figure of theirs plots the identities
+themselves): He et al.'s ResNet-20 on CIFAR-10 (random crop + flip), BN and GN (4 groups), plain
+SGD η = 0.1 at batch 128, λ ∈ {0, 5e-4} (the usual CIFAR decay), 10 epochs, 5 seeds; every conv
+weight of the ResNet (21, the two projection shortcuts included) is recorded every 5 steps.
 """
 
 import math
@@ -32,7 +39,7 @@ from normtheory import plots
 from normtheory.analysis import metric
 from normtheory.claims import get_claim
 from normtheory.evidence import Exact
-from normtheory.experiment import TrainCell
+from normtheory.experiment import PAPER_DATA, PAPER_EPOCH, STANDARD_DATA, TrainCell
 from normtheory.hooks import LossAccuracy, ScaleInvariance, every
 from normtheory.results import Results
 from normtheory.study import Grid, Profile, Study
@@ -41,6 +48,11 @@ from normtheory.study import Grid, Profile, Study
 BASE = TrainCell(
     dataset="digits", arch="convnet", width=16, depth=3, groups=4, lr=0.1, momentum=0.0, steps=300
 )
+# Fashion-MNIST (20 000), depth 4, 3 epochs at batch 32.
+STANDARD = replace(BASE, **STANDARD_DATA, depth=4, steps=1875)
+# ResNet-20 on CIFAR-10 (crop + flip), batch 128, 10 epochs (as examples: `PAPER_EPOCH`).
+PAPER = replace(BASE, **PAPER_DATA, arch="resnet", depth=20, batch_size=128,
+                examples=10 * PAPER_EPOCH)  # fmt: skip
 SI = ScaleInvariance
 # The registered tolerances, drawn in the figure.
 COS_TOL = get_claim("SI-ORTH").test.statistic("train_cosine").sesoi
@@ -102,17 +114,26 @@ def _curves(ax, frame: pd.DataFrame, *, log: bool, agg="mean"):
         ax.set_yscale("log")
 
 
+def _shown_weight(records: pd.DataFrame) -> str:
+    """The weight the growth figure follows: ``conv2.weight`` (the convnets), else the first
+    recorded one in name order (a ResNet's ``stage1.block1.conv1.weight``)."""
+    keys = sorted(metric(records, SI.NORM)["key"].unique()) if len(records) else []
+    return "conv2.weight" if "conv2.weight" in keys or not keys else keys[0]
+
+
 def growth(results: Results):
     """‖w‖ and effective LR η/‖w_o‖² over training, per norm and λ."""
-    norms = metric(results.records, SI.NORM, "conv2.weight")
-    eff = metric(results.records, SI.EFFECTIVE_LR_CHANNEL, "conv2.weight")
+    shown = _shown_weight(results.records)
+    norms = metric(results.records, SI.NORM, shown)
+    eff = metric(results.records, SI.EFFECTIVE_LR_CHANNEL, shown)
     if norms.empty or eff.empty:
         return plots.missing_figure("weight growth", [f"{SI.NORM} / {SI.EFFECTIVE_LR_CHANNEL}"])
     fig, axes = plots.panels(2, size=PANEL)
     _curves(axes[0], norms, log=False)
     _curves(axes[1], eff, log=True)
-    axes[0].set_ylabel("‖w‖ of conv2")
-    axes[1].set_ylabel("η / ‖w_o‖² of conv2\n(mean over rows, log)")
+    layer = shown.removesuffix(".weight")
+    axes[0].set_ylabel(f"‖w‖ of {layer}")
+    axes[1].set_ylabel(f"η / ‖w_o‖² of {layer}\n(mean over rows, log)")
     return plots.finish(
         fig,
         axes,
@@ -164,6 +185,22 @@ STUDY = Study(
             Grid(BASE, {"norm": ("batch", "group"), "weight_decay": (0.0, 0.01)}),
             seeds=5,
             description="BN and GN × λ ∈ {0, 0.01}, 300 steps, 5 seeds",
+        ),
+        "standard": Profile(
+            Grid(STANDARD, {"norm": ("batch", "group"), "weight_decay": (0.0, 0.01)}),
+            seeds=5,
+            description="Fashion-MNIST (20 000), depth 4, BN and GN × λ ∈ {0, 0.01}, 1875 steps, "
+            "5 seeds",
+            cost="≈10 min on 2 CPU cores (one cell: ≈25 s of CPU)",
+        ),
+        "paper": Profile(
+            Grid(PAPER, {"norm": ("batch", "group"), "weight_decay": (0.0, 5e-4)}),
+            seeds=5,
+            description="CIFAR-10 (crop + flip), ResNet-20, BN and GN × λ ∈ {0, 5e-4}, plain SGD "
+            "η = 0.1, batch 128, 10 epochs, 5 seeds",
+            cost="≈15 min on one H100-class GPU (estimate, not measured: 78 k ResNet-20 steps at "
+            "≈5 ms, and the identities of 21 weights every 5 steps)",
+            smoke={"batch_size": 32, "max_train": 32, "examples": 64, "width": 4},
         ),
         "full": Profile(
             Grid(

@@ -37,6 +37,13 @@ about 13 and 15 of 96 channels within 400 steps and still reach 0.94–0.97 test
 reproduce the paper's ImageNet numbers: the verdict is about the direction and size of the
 effect at this scale. ``standard``: Fashion-MNIST (20 000 training examples), 3125 steps (5
 epochs), the test set every 250 steps, 5 seeds, the same η = 0.5.
+
+``paper`` reproduces Qiao et al. 2019's elimination-singularity comparison (Sec. 3: the channel
+statistics and dead channels of GN/LN ResNets with and without WS) on CIFAR-10: He et al.'s
+ResNet-20 (random crop + flip) with GN (4 groups, as quick), GN+WS, LN, LN+WS and BN, SGD with
+momentum 0.9 at the usual LR 0.1, weight decay 1e-4, batch 128, 30 epochs at constant LR (as
+quick: the drift over training, not a schedule's end), the test set every epoch; 5 seeds. The LR
+is the paper's, not quick's 0.5: whether channels die there is what ``dead_channels`` checks.
 """
 
 from dataclasses import replace
@@ -46,7 +53,7 @@ from scipy.stats import spearmanr
 
 from normtheory.analysis import final_outcomes, metric, seed_gap, wide
 from normtheory.evidence import CheckValue, sample
-from normtheory.experiment import STANDARD_DATA, TrainCell, probe_batch
+from normtheory.experiment import PAPER_DATA, PAPER_EPOCH, STANDARD_DATA, TrainCell, probe_batch
 from normtheory.hooks import LossAccuracy, Singularities, every
 from normtheory.plots import (
     finish,
@@ -68,6 +75,10 @@ BASE = TrainCell(dataset="digits", arch="convnet", width=16, depth=6, groups=4, 
 
 # Fashion-MNIST, 5 epochs of 20 000 examples at batch 32.
 STANDARD = replace(BASE, **STANDARD_DATA, steps=3125, eval_every=250)
+# ResNet-20 on CIFAR-10 (crop + flip), LR 0.1, weight decay 1e-4, batch 128, 30 epochs (as
+# examples: `PAPER_EPOCH`), the test set every epoch (390 steps).
+PAPER = replace(BASE, **PAPER_DATA, arch="resnet", depth=20, lr=0.1, weight_decay=1e-4,
+                batch_size=128, examples=30 * PAPER_EPOCH, eval_every=390)  # fmt: skip
 
 
 def hooks(cell: TrainCell):
@@ -219,6 +230,14 @@ STUDY = Study(
             5,
             "Fashion-MNIST (20 000), 5 norms, depth 6, 5 epochs (3125 steps), 5 seeds",
             cost="≈15 min on 2 CPU cores",
+        ),
+        "paper": Profile(
+            Grid(PAPER, {"norm": NORMS}),
+            5,
+            "CIFAR-10 (crop + flip), ResNet-20, 5 norms, LR 0.1, batch 128, 30 epochs, 5 seeds",
+            cost="≈30 min on one H100-class GPU (estimate, not measured: 293 k ResNet-20 steps at "
+            "≈6 ms)",
+            smoke={"batch_size": 32, "max_train": 32, "examples": 64, "width": 4},
         ),
     },
     hooks=hooks,

@@ -25,6 +25,12 @@ train-mode measurements on a fixed probe batch every few steps (the same batch a
 dropout masks at every point of a measurement). With several learning rates (``full``), a seed's
 value is the mean of its per-LR gaps. ``standard``: the same net and measurements on
 Fashion-MNIST (20 000 training examples), 1560 steps (5 epochs), 5 seeds.
+
+``paper`` reproduces Santurkar et al. 2018, Fig. 4 (loss landscape, gradient predictiveness and
+effective β-smoothness of VGG with and without BN on CIFAR-10) in its setting: CIFAR-10 without
+augmentation, SGD at LR 0.1, batch 128, 3906 steps (10 epochs), with an 8-layer VGG-style stack
+of 64-channel 3×3 convolutions as the VGG stand-in (stride 2 every second layer, global pooling,
+linear head); GN and GN+WS with the 32 groups of Wu & He and Qiao et al.; 5 seeds.
 """
 
 from dataclasses import replace
@@ -55,6 +61,11 @@ BASE = TrainCell(
 NORMS = ("none", "batch", "group", "group+ws")
 # Fashion-MNIST, 5 epochs of 20 000 examples at batch 64 (1560 steps); measured as in quick.
 STANDARD = replace(BASE, **STANDARD_DATA, steps=1560)
+# Santurkar et al.'s setting: CIFAR-10 without augmentation, LR 0.1, batch 128, here 10 epochs of
+# a VGG-style stack (8 convs of 64 channels); GN with 32 groups. `steps`, not examples: the hooks
+# space their measurements over `cell.steps`.
+PAPER = replace(BASE, dataset="cifar10", width=64, depth=8, groups=32, lr=0.1, batch_size=128,
+                steps=3906)  # fmt: skip
 
 
 # WS-SMOOTH's nets are also measured in the scale-invariant metric (`invariant_metric`)
@@ -188,6 +199,15 @@ STUDY = Study(
             seeds=5,
             description="Fashion-MNIST (20 000), 4 norms, 1560 steps (5 epochs), 5 seeds",
             cost="≈20 min on 2 CPU cores",
+        ),
+        "paper": Profile(
+            Grid(PAPER, {"norm": NORMS}),
+            seeds=5,
+            description="CIFAR-10 (no augmentation), VGG-style 8-layer convnet of width 64, "
+            "4 norms, LR 0.1, batch 128, 3906 steps (10 epochs), 5 seeds",
+            cost="≈15 min on one H100-class GPU (estimate, not measured: 78 k steps at ≈3 ms, "
+            "plus 13 landscape and 5 Hessian measurements per net)",
+            smoke={"batch_size": 16, "max_train": 16, "steps": 2, "width": 8},
         ),
     },
     hooks=hooks,

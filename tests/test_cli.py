@@ -72,7 +72,10 @@ def test_list_prints_every_study_and_the_statements_of_its_claims(capsys):
         for claim in study.claims:
             assert f"  {claim:14s} {CLAIMS[claim].statement}" in out
         for pname, prof in study.profiles.items():  # each profile with its tier (and cost)
-            assert f"  profile {pname:10s} tier {study.tier(pname):8s} {prof.seeds:2d} seeds" in out
+            line = f"  profile {pname:10s} tier {study.tier(pname):8s} {prof.seeds:2d} seeds"
+            assert line in out
+            if prof.cost:
+                assert any(row.startswith(line) and prof.cost in row for row in out.splitlines())
     assert "  profile quick      tier quick" in out and "  profile full       tier quick" in out
 
 

@@ -92,3 +92,48 @@ def test_each_check_fails_when_its_identity_is_broken(claim):
         evidence = exact.from_identity(claim, _broken_identities()[claim])
     assert evidence.claim == claim
     assert judge_claim(claim, [evidence]).verdict == "exact-fails", evidence.value
+
+
+# A scale between verify's and Fashion-MNIST's: every size differs from the default, in seconds.
+MID = exact.ExactScale(
+    identities.IdentityShapes(rows=24, features=20, channels=8, grid=(4, 8, 5, 5),
+                              images=(4, 2, 8, 8), conv_out=6, gn_channels=16, gn_groups=4),
+    rows=24, features=20, width=12, span_features=40, span_width=24, span_block=4, units=10,
+    samples=1024,
+)  # fmt: skip
+
+
+def test_the_small_scale_is_verifys_problem():
+    """`exact_check(claim, seed)` is the problem `verify` always ran (scale "small")."""
+    for claim in ("SI-GROWTH", "SPAN-ORTH"):
+        default, small = exact.exact_check(claim, 1), exact.exact_check(claim, 1, "small")
+        assert (default.value, default.detail) == (small.value, small.detail), claim
+    with pytest.raises(ValueError, match="unknown exact scale 'huge'; valid: small, fashion_mnist"):
+        exact.exact_check("BN-GRAD", 0, "huge")
+
+
+def test_every_exact_check_holds_at_a_larger_scale_and_still_fails_when_broken():
+    """The scaled problems: the identities hold (float64 rounding), a broken identity fails at
+    the same sizes (the scale does not hide a wrong claim), and the details name the sizes."""
+    checks = identities.run_exact_checks(0, MID.identities)
+    assert checks and all(c.holds and c.rel_error < 1e-12 for c in checks), checks
+    assert any("(4, 8, 5, 5) input" in c.detail for c in checks)
+    assert any("4 groups of 4" in c.detail for c in checks)
+    growth = exact.check_si_growth(0, scale=MID)
+    assert growth.value < 1e-12 and "24 × 20 inputs, 12 units" in growth.detail
+    assert exact.check_si_growth(0, scale=MID, growth_term=False).value > 1e-6
+    span = exact.check_span_orth(0, scale=MID)
+    assert span.value < 1e-12 and "(blocks of 4) in R^40" in span.detail
+    assert exact.check_span_orth(0, scale=MID, shrink=lambda lr, wd: 1 - 2 * lr * wd).value > 1e-3
+    for check, wrong in ((exact.check_ic_corr, lambda q: q**2), (exact.check_ic_mi, lambda q: q)):
+        holds = check(0, n=MID.samples, d=MID.units)
+        assert holds.value < 4 and "of 10 zero-mean Gaussian units" in holds.detail
+        assert check(0, n=MID.samples, d=MID.units, factor=wrong).value > 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale", ["fashion_mnist"])
+def test_every_exact_claim_holds_at_the_standard_tiers_shapes(scale):
+    for claim in exact.EXACT_CLAIMS:
+        e = exact.exact_check(claim, 0, scale)
+        assert judge_claim(claim, [e]).verdict == "exact-holds", (claim, e.value, e.detail)

@@ -170,3 +170,20 @@ def test_reference_profiles_are_the_declared_ones_else_the_default_and_must_exis
     assert both.reference_profiles == ("quick", "standard")
     with pytest.raises(ValueError, match="reference profile 'paper' of study s is not one of"):
         Study("s", "t", (), profiles, reference=("paper",))
+
+
+def test_a_profiles_smoke_overrides_are_cell_fields_given_as_cli_strings():
+    profile = Profile(
+        Grid(TrainCell(), {"batch_size": (2, 32)}),
+        smoke={"max_train": 32, "epochs": 1, "residual": False, "batch_size": "2,32"},
+    )
+    assert profile.smoke_overrides() == {
+        "max_train": "32", "epochs": "1", "residual": "False", "batch_size": "2,32"
+    }  # fmt: skip
+    cells = profile.grid.override(profile.smoke_overrides()).cells()
+    assert [(c.max_train, c.epochs, c.residual, c.batch_size) for c in cells] == [
+        (32, 1, False, 2), (32, 1, False, 32)
+    ]  # fmt: skip
+    assert Profile(Grid(TrainCell())).smoke == {}
+    with pytest.raises(ValueError, match=r"unknown smoke keys \['stepz'\]; valid keys: .*steps"):
+        Profile(Grid(TrainCell()), smoke={"stepz": 3})

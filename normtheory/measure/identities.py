@@ -15,7 +15,7 @@ The checks live by claim family: BN-GRAD and BN-HESS in `normtheory.measure.iden
 """
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,7 @@ from normtheory.norms import WSConv2d, WSLinear, build_norm
 __all__ = [
     "BNHessTerms",
     "IdentityCheck",
+    "IdentityShapes",
     "bn_forward_exact",
     "bn_hess_terms",
     "check_bn_grad",
@@ -73,9 +74,38 @@ def _ce_head(weight: Tensor, targets: Tensor) -> Callable[[Tensor], Tensor]:
     return lambda z: F.cross_entropy(torch.tanh(z) @ weight.T, targets)
 
 
-def run_exact_checks(seed: int = 0) -> list[IdentityCheck]:
-    """BN-GRAD, BN-HESS, WS-GRAD and SI-ORTH on small random float64 problems (milliseconds),
-    the left-hand sides through the library's layers, the right-hand sides on the oracle.
+@dataclass(frozen=True)
+class IdentityShapes:
+    """The sizes of `run_exact_checks`' problems (the defaults: the small ones of ``verify``).
+
+    Attributes:
+        rows, features, channels: x is (rows, features); the BN sees x W1ᵀ, (rows, channels).
+        grid: (N, C, H, W) of the conv-shaped BN input (C must equal `channels`).
+        images: (N, C_in, H, W) of the `WSConv2d` input; `conv_out` its output channels.
+        gn_channels, gn_groups: the GroupNorm of the SI-ORTH contrast.
+    """
+
+    rows: int = 16
+    features: int = 5
+    channels: int = 4
+    grid: tuple[int, int, int, int] = (2, 4, 3, 3)
+    images: tuple[int, int, int, int] = (2, 3, 6, 6)
+    conv_out: int = 4
+    gn_channels: int = 8
+    gn_groups: int = 2
+
+    def __post_init__(self):
+        if self.grid[1] != self.channels:
+            raise ValueError(f"grid has {self.grid[1]} channels, the BN {self.channels}")
+
+
+def run_exact_checks(
+    seed: int = 0, shapes: IdentityShapes = IdentityShapes()
+) -> list[IdentityCheck]:
+    """BN-GRAD, BN-HESS, WS-GRAD and SI-ORTH on random float64 problems (milliseconds at the
+    default `shapes`), the left-hand sides through the library's layers, the right-hand sides on
+    the oracle. The shapes below are the defaults; `shapes` scales them (e.g. to a ResNet-20's
+    first layer on CIFAR-10 batches).
 
     - BN-GRAD, BN-HESS: the library's BN (``build_norm("batch", 4, eps=0.0)``, train mode,
       random gamma, beta) on x W1^T (16, 4), and on a conv-shaped (2, 4, 3, 3) input (m = 18
@@ -95,21 +125,24 @@ def run_exact_checks(seed: int = 0) -> list[IdentityCheck]:
     def randn(*shape: int) -> Tensor:
         return torch.randn(*shape, generator=gen, dtype=torch.float64)
 
-    m, d, channels, classes = 16, 5, 4, 3
+    m, d, channels, classes = shapes.rows, shapes.features, shapes.channels, 3
     x, w1, w2 = randn(m, d), randn(channels, d), randn(classes, channels)
     gamma, beta = 1 + 0.5 * randn(channels), 0.5 * randn(channels)
     targets = torch.randint(classes, (m,), generator=gen)
-    grid = (2, channels, 3, 3)  # a conv layer's BN input: 18 values per channel
-    y_grid = 2.0 * randn(grid[0] * 9, channels) + randn(channels)  # (18, C) columns
+    grid = shapes.grid  # a conv layer's BN input: N·H·W values per channel
+    per_channel = grid[0] * grid[2] * grid[3]
+    y_grid = 2.0 * randn(per_channel, channels) + randn(channels)  # (N·H·W, C) columns
     targets_grid = torch.randint(classes, (len(y_grid),), generator=gen)
-    images, conv_w, lin_w = randn(2, 3, 6, 6), randn(4, 3, 3, 3), randn(channels, d)
-    gn_w, gn_head = randn(8, d), randn(classes, 8)
-    gn_gamma, gn_beta = 1 + 0.5 * randn(8), 0.5 * randn(8)
+    c_in, c_out = shapes.images[1], shapes.conv_out
+    images, conv_w = randn(*shapes.images), randn(c_out, c_in, 3, 3)
+    lin_w = randn(channels, d)
+    gn_w, gn_head = randn(shapes.gn_channels, d), randn(classes, shapes.gn_channels)
+    gn_gamma, gn_beta = 1 + 0.5 * randn(shapes.gn_channels), 0.5 * randn(shapes.gn_channels)
     with torch.random.fork_rng(devices=[]):  # the conv and linear constructors draw weights
-        conv = WSConv2d(3, 4, 3, bias=False, ws_eps=0.0).double()
+        conv = WSConv2d(c_in, c_out, 3, bias=False, ws_eps=0.0).double()
         linear = WSLinear(d, channels, bias=False, ws_eps=0.0).double()
     bn = _library_norm("batch", gamma, beta)
-    gn = _library_norm("group", gn_gamma, gn_beta, groups=2)
+    gn = _library_norm("group", gn_gamma, gn_beta, groups=shapes.gn_groups)
     head, head_grid = _ce_head(w2, targets), _ce_head(w2, targets_grid)
     bn_grid = _on_columns(bn, grid)
 
@@ -126,12 +159,13 @@ def run_exact_checks(seed: int = 0) -> list[IdentityCheck]:
         return F.cross_entropy(torch.tanh(gn(x @ w.T)) @ gn_head.T, targets)
 
     y = x @ w1.T  # (m, C)
+    gn_size = shapes.gn_channels // gn.groups
     parts = {
-        "library BN, (16, 4) input": [
+        f"library BN, ({m}, {channels}) input": [
             check_bn_grad(y, gamma, beta, head, bn=bn),
             check_bn_hess(y, gamma, beta, head, bn=bn),
         ],
-        "library BN, (2, 4, 3, 3) input": [
+        f"library BN, {tuple(grid)} input": [
             check_bn_grad(y_grid, gamma, beta, head_grid, bn=bn_grid),
             check_bn_hess(y_grid, gamma, beta, head_grid, bn=bn_grid),
         ],
@@ -140,6 +174,6 @@ def run_exact_checks(seed: int = 0) -> list[IdentityCheck]:
             check_ws_grad(lin_w, lambda w_hat: head(x @ w_hat.T), loss_of_weight=through_linear)
         ],
         "W1 feeding the BN": check_si_orth(w1, lambda w: head(bn(x @ w.T))),
-        "W feeding GroupNorm (2 groups of 4)": check_si_orth(gn_w, through_gn),
+        f"W feeding GroupNorm ({gn.groups} groups of {gn_size})": check_si_orth(gn_w, through_gn),
     }
     return [replace(c, detail=f"{label}: {c.detail}") for label, cs in parts.items() for c in cs]

@@ -143,7 +143,8 @@ def test_different_config_into_same_folder_is_refused(tiny_run, capsys):
         (["run", "batch_size", "dataset=imagenet"], "unknown dataset 'imagenet'; valid:"),
         (
             ["run", "batch_size", "--profile", "huge"],
-            "unknown profile 'huge' for study batch_size; valid: quick, tune, standard, full, tune_full",
+            "unknown profile 'huge' for study batch_size; valid: quick, tune, standard, paper, "
+            "full, tune_full",
         ),
         (["run", "batch_size", "--device", "tpu"], "invalid choice: 'tpu'"),
         (["run", "batch_size", "steps"], "bad override 'steps'"),

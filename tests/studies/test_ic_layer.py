@@ -108,6 +108,9 @@ def test_ic_layer(study_cli):
     assert runs["final_test_acc"].between(0, 1).all()
 
 
+RESNET_LAYERS = ("stem.conv", "stage1.block1.conv1", "stage1.block1.conv2", "head")
+
+
 def _curve(steps, level: float, jitter: float) -> np.ndarray:
     """0.3 + e^(−t/60) + `level`, times e^(±`jitter`) alternating over the last half."""
     wiggle = np.where(steps >= 150, jitter * (-1.0) ** (steps // 5), 0.0)
@@ -123,6 +126,7 @@ def _fake(
     matched_acc: float = 0.95,
     sign_gap: float = 0.45,
     datasets=("digits",),
+    arch: str | None = None,
 ) -> Results:
     """Runs of the four cases. Eval-mode training-subset loss (the fit loss): IC lies `ic_gain`
     below W→BN→ReLU, W→BN→ReLU→Drop `matched_cost` above it, W→ReLU→BN 0.05 below it; over the
@@ -132,7 +136,8 @@ def _fake(
     the baselines' `base_acc` and `matched_acc`. At the last measurement the same-sign fraction
     of the layers after the first is 0.95 for W→BN→ReLU, 0.95 − `sign_gap` for W→ReLU→BN and
     0.5 for IC and the matched net (seed noise 0.01; earlier steps and the first layer read 0.2,
-    and must not count); the same on each of `datasets`."""
+    and must not count); the same on each of `datasets`. With ``arch="resnet"`` the cells carry
+    their arch and the layers are a ResNet's, the first its stem (``stem.conv``)."""
     rng = np.random.default_rng(0)
     steps = np.arange(0, 301, 5)
     records, cells = [], []
@@ -147,6 +152,7 @@ def _fake(
             batch = fit + (0.2 if tag in (MATCHED, IC) else 0.0)
             acc = {BASELINE: base_acc, MATCHED: matched_acc, IC: 0.96 + noise}.get(tag, 0.97)
             cell = dict(cell=f"{dataset},{tag}", seed=seed, dataset=dataset, tag=tag)
+            cell |= {"arch": arch} if arch else {}
             for name, values in [
                 (LossAccuracy.DATA_LOSS, fit),
                 (LossAccuracy.TRAIN_LOSS, batch),
@@ -156,8 +162,9 @@ def _fake(
                     dict(cell, step=t, metric=name, key="", value=v) for t, v in zip(steps, values)
                 ]
             last = {BASELINE: 0.95, ACT_NORM: 0.95 - sign_gap}.get(tag, 0.5) + rng.normal(0, 0.01)
-            for t, layer in product((0, 100, 300), ("conv1", "conv2", "conv3", "head")):
-                fraction = last if t == 300 and layer != "conv1" else 0.2
+            layers = RESNET_LAYERS if arch == "resnet" else ("conv1", "conv2", "conv3", "head")
+            for t, layer in product((0, 100, 300), layers):
+                fraction = last if t == 300 and layer != layers[0] else 0.2
                 records.append(
                     dict(cell, step=t, metric=GradientSign.SAME_SIGN, key=layer, value=fraction)
                 )
@@ -210,6 +217,15 @@ def test_ic_sign_verdicts_on_known_runs():
     assert untrained.verdict == "not testable at this scale" and "85 %" in untrained.reason
     few = judge_study(STUDY, _fake(seeds=3))["IC-SIGN"]
     assert (few.verdict, few.note) == ("inconclusive", "underpowered")
+
+
+def test_ic_sign_leaves_out_the_first_layer_of_a_resnet_too():
+    """The paper profile's ResNet: its data-fed layer is ``stem.conv``, not ``conv1`` (a block's
+    ``stage1.block1.conv1`` is fed by a ReLU and counts); the estimates are those of the convnet."""
+    rows = {r.name: r for r in judge_study(STUDY, _fake(arch="resnet"))["IC-SIGN"].rows}
+    assert rows["same_sign_gap"].estimate == pytest.approx(0.45, abs=0.02)
+    assert rows["same_sign_relu_fed"].estimate == pytest.approx(0.95, abs=0.01)
+    assert rows["same_sign_ic"].estimate == pytest.approx(0.5, abs=0.01)
 
 
 def test_ic_order_counts_a_diverged_run_as_accuracy_zero():

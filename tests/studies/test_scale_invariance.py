@@ -69,3 +69,19 @@ def test_identity_verdicts_on_known_records():
     assert cos["SI-ORTH"].headline.estimate == pytest.approx(5e-3)
     res = judge_study(STUDY, _fake(bn_res=5e-4))
     assert (res["SI-ORTH"].verdict, res["SI-GROWTH"].verdict) == ("exact-holds", "exact-fails")
+
+
+def test_the_growth_figure_follows_conv2_or_a_resnets_first_recorded_weight():
+    """The paper profile's ResNet has no ``conv2.weight``: the figure follows the first recorded
+    weight in name order there (not a "missing" stub), ``conv2.weight`` in the convnets."""
+    from studies.scale_invariance import _shown_weight
+
+    def records(keys):
+        rows = {"metric": ScaleInvariance.NORM, "key": keys, "value": 1.0, "step": 0}
+        return pd.DataFrame(rows | {"cell": "c", "seed": 0})
+
+    convnet = ["conv1.weight", "conv2.weight", "conv3.weight"]
+    resnet = ["stem.conv.weight", "stage1.block1.conv1.weight", "stage1.block1.conv2.weight"]
+    assert _shown_weight(records(convnet)) == "conv2.weight"
+    assert _shown_weight(records(resnet)) == "stage1.block1.conv1.weight"
+    assert _shown_weight(pd.DataFrame()) == "conv2.weight"
