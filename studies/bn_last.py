@@ -144,9 +144,9 @@ def stability(results: Results):
     return plots.attach_data(fig, table)
 
 
-def _profile(base, tags, seeds, description, cost=""):
+def _profile(base, tags, seeds, description, cost="", smoke=None):
     return Profile(Grid(base, cases=tuple(CASES[t] for t in tags)), seeds=seeds,
-                   description=description, cost=cost)  # fmt: skip
+                   description=description, cost=cost, smoke=smoke or {})  # fmt: skip
 
 
 STUDY = Study(
@@ -184,6 +184,7 @@ STUDY = Study(
             "CIFAR-10, ResNet-110, batch 128, BN last, no BN, "
             "full BN, bisection, 1950 steps per probe, 5 seeds",
             cost="≈3 h on one GPU (≈120 probes of 1950 steps; an estimate, not timed)",
+            smoke={"batch_size": 16, "max_train": 16, "steps": 2, "width": 4, "depth": 8},
         ),
     },  # fmt: skip
     hooks=hooks,

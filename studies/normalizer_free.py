@@ -111,7 +111,7 @@ PAPER = Grid(dataclasses.replace(BASE, **PAPER_DATA, width=16, depth=20, batch_s
                                  steps=17550, weight_decay=5e-5),
              cases=_cases([256], [1024], ("NF+AGC", "NF", "BN", "none")),
              adjust=lambda c: dataclasses.replace(c, lr=0.1 if c.norm == "batch" else 0.4,
-                                                  steps=500 if c.search else c.steps))  # fmt: skip
+                                                  steps=min(500, c.steps) if c.search else c.steps))  # fmt: skip
 
 
 def _standard_lr(cell):
@@ -282,6 +282,7 @@ STUDY = Study(
             "versions at batch 256 (90 epochs), LR searches at batch 1024 (NF, "
             "NF+AGC, BN, no norm; 500 steps per probe); 5 seeds",
             cost="≈4 h on one GPU (an estimate, not timed)",
+            smoke={"batch_size": 16, "max_train": 16, "steps": 2, "width": 4, "depth": 8},
         ),
     },  # fmt: skip
     hooks=hooks,
