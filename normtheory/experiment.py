@@ -29,7 +29,15 @@ _IMAGES = ("cifar10", "digits", "fashion_mnist", "mnist")  # (C, H, W) inputs: a
 STANDARD_DATA = {"dataset": "fashion_mnist", "max_train": 20000}
 # The data of the ``paper`` tier: CIFAR-10 from the data root, with the papers' augmentation.
 PAPER_DATA = {"dataset": "cifar10", "augment": "crop_flip"}
-_NORM_FIELDS = ("groups", "ghost_size", "examples_per_group", "example_weight")
+_NORM_FIELDS = (
+    "groups",
+    "ghost_size",
+    "examples_per_group",
+    "example_weight",
+    "r_max",
+    "d_max",
+    "renorm_steps",
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,8 @@ class TrainCell:
             `norm` is a spec such as ``"group+ws"``.
         groups, ghost_size, examples_per_group, example_weight: norm options, passed to the
             norms that take them (``examples_per_group=0`` means the whole batch).
+        r_max, d_max, renorm_steps: Batch Renorm's limits and the length of their warm-up
+            schedule (`normtheory.norms.BatchRenorm`; the defaults are the paper's).
         optimizer, lr, momentum, weight_decay, batch_size, schedule, eval_every: see `TrainConfig`.
         lr_scaling: ``linear`` uses lr·B/ref_batch, ``sqrt`` lr·√(B/ref_batch) (Goyal et al. 2017).
         examples: when > 0, steps = examples // batch_size, so every batch size sees the same
@@ -59,6 +69,8 @@ class TrainCell:
         gamma_decay, beta_decay: decay of the norms' γ toward 1 and β toward 0 (`TrainConfig`).
         augment: ``none``, ``crop`` or ``crop_flip`` (random crop of the image padded by 1/8 of
             its size, + random horizontal flip for ``crop_flip``, on the device, seeded; image datasets only; `normtheory.augment`).
+        bn_precondition: Batch Normalization Preconditioning of every weight layer's gradient
+            (`TrainConfig`; `normtheory.preconditioning`).
         tag: a free-form name of the cell's case (e.g. ``"SGD+WD"``), for figures and tables;
             it does not change training.
     """
@@ -78,6 +90,9 @@ class TrainCell:
     ghost_size: int = 16
     examples_per_group: int = 0
     example_weight: float = 0.0
+    r_max: float = 3.0
+    d_max: float = 5.0
+    renorm_steps: int = 40000
     optimizer: str = "sgd"
     lr: float = 0.05
     lr_scaling: str = "none"
@@ -95,6 +110,7 @@ class TrainCell:
     gamma_decay: float = 0.0
     beta_decay: float = 0.0
     augment: str = "none"
+    bn_precondition: bool = False
     tag: str = ""
 
     def __post_init__(self):
@@ -143,9 +159,12 @@ class TrainCell:
             "examples_per_group",
             "eval_every",
             "data_rank",
+            "renorm_steps",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.r_max < 1 or self.d_max < 0:
+            raise ValueError(f"need r_max >= 1 and d_max >= 0, got {self.r_max}, {self.d_max}")
         if not 0 < self.dropout_keep <= 1:
             raise ValueError(
                 f"dropout_keep must be in (0, 1] (the probability of keeping a unit), "
@@ -190,6 +209,7 @@ class TrainCell:
             gamma_decay=self.gamma_decay,
             beta_decay=self.beta_decay,
             augment=self.augment,
+            bn_precondition=self.bn_precondition,
         )
 
     def unused_fields(self) -> dict[str, str]:

@@ -19,6 +19,7 @@ from normtheory.hooks.curvature import (
 from normtheory.hooks.geometry import ScaleInvariance
 from normtheory.hooks.information import DropoutDependence, GradientSign, NeuronInformation
 from normtheory.hooks.orthogonal import OrthogonalWeightNorm
+from normtheory.hooks.preconditioned import LayerHessianBNP
 from normtheory.hooks.schedule import Schedule, at_end, evenly, every
 from normtheory.hooks.sinks import CSVSink, MemorySink, ParquetSink, Sink, TensorBoardSink
 
@@ -35,6 +36,7 @@ __all__ = [
     "HessianSpectrum",
     "HessianTrace",
     "Hook",
+    "LayerHessianBNP",
     "LossAccuracy",
     "MemorySink",
     "Monitor",

@@ -17,7 +17,7 @@ from normtheory.models.convnet import build_convnet
 from normtheory.models.layers import PLACEMENTS, build_weight, norm_unit
 from normtheory.models.mlp import build_mlp
 from normtheory.models.resnet import BasicBlock, build_resnet
-from normtheory.norms import parse_norm_spec
+from normtheory.norms import link_kalman, parse_norm_spec
 
 __all__ = [
     "BasicBlock",
@@ -129,7 +129,7 @@ def build_model(
     )
     if arch == "resnet":
         kw["residual"] = bool(residual)
-    model = _ARCHS[arch](**kw)
+    model = link_kalman(_ARCHS[arch](**kw))  # Batch Kalman Norm: each layer to the one before
     model.config = config
     return model
 

@@ -16,11 +16,15 @@ from normtheory.checks import check_int
 from normtheory.norms.batch import BatchNorm, GhostBatchNorm
 from normtheory.norms.frn import FilterResponseNorm
 from normtheory.norms.group import BatchGroupNorm, GroupNorm, InstanceNorm, LayerNorm
+from normtheory.norms.kalman import BatchKalmanNorm, link_kalman
+from normtheory.norms.renorm import BatchRenorm
 from normtheory.norms.standardization import WSConv1d, WSConv2d, WSLinear, standardize_weight
 
 __all__ = [
     "BatchGroupNorm",
+    "BatchKalmanNorm",
     "BatchNorm",
+    "BatchRenorm",
     "FilterResponseNorm",
     "GhostBatchNorm",
     "GroupNorm",
@@ -31,6 +35,7 @@ __all__ = [
     "WSLinear",
     "build_norm",
     "list_norms",
+    "link_kalman",
     "norm_includes_activation",
     "parse_norm_spec",
     "register_norm",
@@ -104,3 +109,5 @@ register_norm("layer", LayerNorm)
 register_norm("instance", InstanceNorm)
 register_norm("batch_group", BatchGroupNorm)
 register_norm("frn", FilterResponseNorm)
+register_norm("batch_renorm", BatchRenorm)
+register_norm("batch_kalman", BatchKalmanNorm)
