@@ -19,6 +19,7 @@ NORM_ORDER = (
     "batch+ws",
     "batch_renorm",
     "batch_kalman",
+    "bnp",
 )
 NORM_LABELS = {
     "batch": "BN",
@@ -31,13 +32,22 @@ NORM_LABELS = {
     "none": "no norm",
     "batch_renorm": "Batch Renorm",
     "batch_kalman": "BKN",
+    "bnp": "BNP",  # no norm layer + BN Preconditioning (`normtheory.preconditioning`)
 }
 # tab10 in NORM_ORDER, except "none" (the baseline in most figures): near-black, since tab10's
 # 10th colour (cyan) is hard to tell from BN's blue; "batch+ws" takes the cyan instead.
 _TAB10 = sns.color_palette("tab10", 10)
 _PALETTE = dict(
     zip(
-        NORM_ORDER, [*_TAB10[:9], (0.15, 0.15, 0.15), _TAB10[9], (0.55, 0.35, 0.0), (0.5, 0.0, 0.5)]
+        NORM_ORDER,
+        [
+            *_TAB10[:9],
+            (0.15, 0.15, 0.15),
+            _TAB10[9],
+            (0.55, 0.35, 0.0),
+            (0.5, 0.0, 0.5),
+            (0.0, 0.45, 0.45),
+        ],
     )
 )
 
