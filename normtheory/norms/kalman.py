@@ -9,7 +9,6 @@ from torch import Tensor, nn
 
 from normtheory.checks import check_int
 from normtheory.norms.batch import (
-    _affine,
     _channel_shape,
     _check_eps,
     _check_input,
@@ -173,8 +172,12 @@ class BatchKalmanNorm(nn.Module):
                 pop_var = spread + q * var_b * count / (count - 1)
             self._slot.value = (mean, var)
             self._update_running(mean.detach(), pop_var.detach())
-        y = (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + self.eps)
-        return _affine(y, self.weight, self.bias)
+        # y = γ (x − μ̂)/√(σ̂² + ε) + β as one scale and shift per channel (2 passes over x)
+        scale = torch.rsqrt(var + self.eps)  # (C,)
+        shift = -mean * scale
+        if self.weight is not None:
+            scale, shift = scale * self.weight, shift * self.weight + self.bias
+        return x * scale.reshape(shape) + shift.reshape(shape)
 
     @torch.no_grad()
     def _update_running(self, mean: Tensor, var: Tensor) -> None:

@@ -12,7 +12,6 @@ from normtheory.norms.batch import (
     _check_eps,
     _check_input,
     _check_momentum,
-    _update_running_stats,
 )
 
 # The paper's schedule (Ioffe 2017, Sec. 4, Inception on ImageNet): r_max = 1 and d_max = 0 for
@@ -115,6 +114,12 @@ class BatchRenorm(nn.Module):
             y = (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + self.eps)
             return _affine(y, self.weight, self.bias)
         dims = (0, *range(2, x.ndim))
+        count = math.prod(x.shape[d] for d in dims)
+        if count < 2:
+            raise ValueError(
+                f"Expected more than 1 value per channel when training, got input of shape "
+                f"{tuple(x.shape)}"
+            )
         r_max, d_max = self.limits()
         var_b, mu_b = torch.var_mean(x, dim=dims, correction=0)  # (C,), (C,)
         sigma_b = torch.sqrt(var_b + self.eps)
@@ -122,7 +127,19 @@ class BatchRenorm(nn.Module):
             sigma = torch.sqrt(self.running_var + self.eps)
             r = (sigma_b / sigma).clamp(1.0 / r_max, r_max)
             d = ((mu_b - self.running_mean) / sigma).clamp(-d_max, d_max)
-        _update_running_stats(self, x, dims)
-        y = (x - mu_b.reshape(shape)) / sigma_b.reshape(shape)
-        y = y * r.reshape(shape) + d.reshape(shape)
-        return _affine(y, self.weight, self.bias)
+            self._update_running(mu_b, var_b * count / (count - 1))
+        # y = γ ((x − μ_B)/σ_B · r + d) + β as one scale and shift per channel (2 passes over x)
+        scale = r / sigma_b  # (C,)
+        shift = d - mu_b * scale
+        if self.weight is not None:
+            scale, shift = scale * self.weight, shift * self.weight + self.bias
+        return x * scale.reshape(shape) + shift.reshape(shape)
+
+    def _update_running(self, mean: Tensor, var: Tensor) -> None:
+        """BN's update: momentum (or a cumulative average), the unbiased batch variance."""
+        self.num_batches_tracked.add_(1)
+        m = self.momentum
+        if m is None:
+            m = 1.0 / float(self.num_batches_tracked)
+        self.running_mean.mul_(1 - m).add_(mean, alpha=m)
+        self.running_var.mul_(1 - m).add_(var, alpha=m)
