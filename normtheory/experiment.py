@@ -22,7 +22,6 @@ from normtheory.train import TrainConfig, TrainResult, train
 LR_SCALINGS = ("none", "linear", "sqrt")
 _LOW_RANK_DATASETS = ("gaussian_mixture", "teacher")
 _IMAGES = ("cifar10", "digits", "fashion_mnist", "mnist")  # (C, H, W) inputs: augment applies
-# Cell fields passed to the norm factories that accept them (0 means "the norm's default").
 # The data of the ``standard`` tier (`normtheory.study.TIERS`): Fashion-MNIST from Debian's
 # `dataset-fashion-mnist`, a fixed 20 000-example training subset (the full 10 000-example test
 # split). A BN convnet of width 16 and depth 4 reaches 88–89 % test accuracy on it in 10 epochs.
@@ -33,7 +32,16 @@ PAPER_DATA = {"dataset": "cifar10", "augment": "crop_flip"}
 # (``epochs=E`` would count them by loading the data when the cell is made, so a study module
 # with a paper profile could not even be imported on a machine without CIFAR-10).
 PAPER_EPOCH = 50_000
-_NORM_FIELDS = ("groups", "ghost_size", "examples_per_group", "example_weight")
+# Cell fields passed to the norm factories that accept them (0 means "the norm's default").
+_NORM_FIELDS = (
+    "groups",
+    "ghost_size",
+    "examples_per_group",
+    "example_weight",
+    "r_max",
+    "d_max",
+    "renorm_steps",
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,8 @@ class TrainCell:
             vocabulary comes from the dataset); ignored by the other archs.
         groups, ghost_size, examples_per_group, example_weight: norm options, passed to the
             norms that take them (``examples_per_group=0`` means the whole batch).
+        r_max, d_max, renorm_steps: Batch Renorm's limits and the length of their warm-up
+            schedule (`normtheory.norms.BatchRenorm`; the defaults are the paper's).
         optimizer, lr, momentum, weight_decay, batch_size, schedule, eval_every: see `TrainConfig`.
         lr_scaling: ``linear`` uses lr·B/ref_batch, ``sqrt`` lr·√(B/ref_batch) (Goyal et al. 2017).
         examples: when > 0, steps = examples // batch_size, so every batch size sees the same
@@ -67,6 +77,8 @@ class TrainCell:
         gamma_decay, beta_decay: decay of the norms' γ toward 1 and β toward 0 (`TrainConfig`).
         augment: ``none``, ``crop`` or ``crop_flip`` (random crop of the image padded by 1/8 of
             its size, + random horizontal flip for ``crop_flip``, on the device, seeded; image datasets only; `normtheory.augment`).
+        bn_precondition: Batch Normalization Preconditioning of every weight layer's gradient
+            (`TrainConfig`; `normtheory.preconditioning`).
         tag: a free-form name of the cell's case (e.g. ``"SGD+WD"``), for figures and tables;
             it does not change training.
     """
@@ -88,6 +100,9 @@ class TrainCell:
     ghost_size: int = 16
     examples_per_group: int = 0
     example_weight: float = 0.0
+    r_max: float = 3.0
+    d_max: float = 5.0
+    renorm_steps: int = 40000
     optimizer: str = "sgd"
     lr: float = 0.05
     lr_scaling: str = "none"
@@ -105,6 +120,7 @@ class TrainCell:
     gamma_decay: float = 0.0
     beta_decay: float = 0.0
     augment: str = "none"
+    bn_precondition: bool = False
     tag: str = ""
     agc: float = 0.0
     binary: bool = False
@@ -159,9 +175,12 @@ class TrainCell:
             "examples_per_group",
             "eval_every",
             "data_rank",
+            "renorm_steps",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.r_max < 1 or self.d_max < 0:
+            raise ValueError(f"need r_max >= 1 and d_max >= 0, got {self.r_max}, {self.d_max}")
         if not 0 < self.dropout_keep <= 1:
             raise ValueError(
                 f"dropout_keep must be in (0, 1] (the probability of keeping a unit), "
@@ -207,6 +226,7 @@ class TrainCell:
             beta_decay=self.beta_decay,
             augment=self.augment,
             agc=self.agc,
+            bn_precondition=self.bn_precondition,
         )
 
     def unused_fields(self) -> dict[str, str]:

@@ -25,7 +25,14 @@ import torch
 from torch import nn
 
 from normtheory.measure.scale_invariant import PER_CHANNEL, find_scale_invariant
-from normtheory.norms import BatchGroupNorm, FilterResponseNorm, GroupNorm, RMSNorm
+from normtheory.norms import (
+    BatchGroupNorm,
+    BatchKalmanNorm,
+    BatchRenorm,
+    FilterResponseNorm,
+    GroupNorm,
+    RMSNorm,
+)
 
 
 def _resolve(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Parameter]:
@@ -134,19 +141,22 @@ _NORM_TYPES = (
     GroupNorm,
     RMSNorm,
     nn.RMSNorm,
+    BatchRenorm,
+    BatchKalmanNorm,
 )
 
 
 def norm_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The normalization layers of `model` (BN, Ghost BN, GN, LN, IN, BGN, FRN, RMSNorm, torch's),
-    by name."""
+    """The normalization layers of `model` (BN, Ghost BN, GN, LN, IN, BGN, FRN, RMSNorm, Batch
+    Renorm, Batch Kalman Norm, torch's), by name."""
     return {n: m for n, m in model.named_modules() if isinstance(m, _NORM_TYPES)}
 
 
 def norm_affine_params(model: nn.Module) -> dict[str, dict[str, nn.Parameter]]:
     """The affine parameters of every normalization layer: ``{"gamma": {name: param},
     "beta": {name: param}, "other": {name: param}}`` — γ is a norm's ``weight``, β its
-    ``bias``, "other" any further parameter (FRN's TLU threshold τ)."""
+    ``bias``, "other" any further parameter (FRN's TLU threshold τ, Batch Kalman Norm's
+    transition and gain)."""
     out: dict[str, dict[str, nn.Parameter]] = {"gamma": {}, "beta": {}, "other": {}}
     for module_name, module in norm_layers(model).items():
         for pname, p in module.named_parameters(recurse=False):

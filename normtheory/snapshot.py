@@ -15,8 +15,10 @@ from torch import nn
 
 @dataclass
 class Snapshot:
-    """Model parameters and buffers, optimizer state, grad scaler, and the RNG states that a
-    step draws from (torch's global CPU/CUDA state: dropout; `generators`: augmentation)."""
+    """Model parameters and buffers, optimizer state, grad scaler, the RNG states that a
+    step draws from (torch's global CPU/CUDA state: dropout; `generators`: augmentation), and
+    the state of other stateful step pieces (`states`: objects with ``state_dict`` /
+    ``load_state_dict``, e.g. `normtheory.preconditioning.BNPreconditioner`)."""
 
     model: dict
     optimizer: dict
@@ -24,9 +26,10 @@ class Snapshot:
     cpu_rng: torch.Tensor
     cuda_rng: torch.Tensor | None
     generators: list
+    states: list = ()
 
     @classmethod
-    def take(cls, model: nn.Module, optimizer, scaler=None, generators=(), device=None):
+    def take(cls, model: nn.Module, optimizer, scaler=None, generators=(), device=None, states=()):
         cuda = device is not None and torch.device(device).type == "cuda"
         return cls(
             model={k: v.detach().clone() for k, v in model.state_dict().items()},
@@ -35,6 +38,7 @@ class Snapshot:
             cpu_rng=torch.get_rng_state(),
             cuda_rng=torch.cuda.get_rng_state(device) if cuda else None,
             generators=[(g, g.get_state()) for g in generators],
+            states=[(s, copy.deepcopy(s.state_dict())) for s in states],
         )
 
     def restore(self, model: nn.Module, optimizer, scaler=None, device=None) -> None:
@@ -47,3 +51,5 @@ class Snapshot:
             torch.cuda.set_rng_state(self.cuda_rng, device)
         for g, state in self.generators:
             g.set_state(state)
+        for s, state in self.states:
+            s.load_state_dict(copy.deepcopy(state))

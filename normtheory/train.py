@@ -10,6 +10,7 @@ forward pass (``amp``, `normtheory.amp`) and image augmentation (``augment``,
 `normtheory.augment`); the result carries the loop's steps per second.
 """
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +26,7 @@ from normtheory.augment import AUGMENTS, check_augment, crop_flip, draw_crop_fli
 from normtheory.hooks.base import Context, Hook, Monitor
 from normtheory.measure.outcomes import evaluate
 from normtheory.optim import AdaptiveGradClipping, NormDecay, WeightRescaling, build_param_groups
+from normtheory.preconditioning import BNPreconditioner
 from normtheory.snapshot import Snapshot
 
 OPTIMIZERS = ("sgd", "adam")
@@ -85,7 +87,13 @@ class TrainConfig:
             0: every step on CPU, every 50 on CUDA (see `train`).
         agc: adaptive gradient clipping threshold λ (`normtheory.optim.AdaptiveGradClipping`,
             Brock et al. 2021; the head unclipped, ε = 10⁻³), applied after the hooks saw the
-            loss gradient and before the optimizer step; 0: off.
+            loss gradient and before the optimizer step (after BNP's preconditioning when both
+            are on: it clips the direction the step takes); 0: off.
+        bn_precondition: Batch Normalization Preconditioning (BNP,
+            `normtheory.preconditioning.BNPreconditioner`, every Linear/Conv layer): each
+            training forward updates the running statistics of the layers' inputs, and the
+            loss gradient is preconditioned with them after the hooks' ``after_backward``, before
+            the norms' decay and the optimizer step.
     """
 
     optimizer: str = "sgd"
@@ -105,6 +113,7 @@ class TrainConfig:
     amp: str | None = None
     sync_every: int = 0
     agc: float = 0.0
+    bn_precondition: bool = False
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -269,6 +278,7 @@ def train(
     if test_set is not None:
         test = torch.utils.data.TensorDataset(*(t.to(device) for t in test_set.tensors[:2]))
     rescaler = build_rescaler(model, config)
+    precond = BNPreconditioner(model) if config.bn_precondition else None
     optimizer = build_optimizer(model, config, rescaler)
     norm_decay = NormDecay(model, gamma=config.gamma_decay, beta=config.beta_decay)
     clipper = AdaptiveGradClipping(model, config.agc) if config.agc else None
@@ -312,7 +322,8 @@ def train(
         lr = lr_at(config, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with autocast(amp, device):
+        observe = precond.observe() if precond is not None else contextlib.nullcontext()
+        with autocast(amp, device), observe:
             outputs = model(x)
             loss = loss_fn(outputs, y)
         return x, y, outputs, loss, lr
@@ -326,6 +337,8 @@ def train(
         ctx.outputs = outputs if amp == "off" else outputs.float()
         ctx.loss = loss.detach()
         monitor.fire("after_backward", ctx)
+        if precond is not None:
+            precond.precondition()
         if clipper is not None:
             clipper.apply()
         norm_decay.apply()  # hooks saw the loss gradient alone
@@ -342,7 +355,8 @@ def train(
 
     def snapshot() -> Snapshot:
         gens = [augment] if augment is not None else []
-        return Snapshot.take(model, optimizer, scaler, gens, device)
+        states = [precond] if precond is not None else []
+        return Snapshot.take(model, optimizer, scaler, gens, device, states)
 
     def replay(saved: Snapshot, window: list, bad: int) -> tuple[int, float]:
         """Back to the start of the unchecked stretch `window`, then its steps up to the

@@ -21,6 +21,7 @@ from normtheory.hooks.curvature import (
 from normtheory.hooks.geometry import ScaleInvariance
 from normtheory.hooks.information import DropoutDependence, GradientSign, NeuronInformation
 from normtheory.hooks.orthogonal import OrthogonalWeightNorm
+from normtheory.hooks.preconditioned import LayerHessianBNP
 from normtheory.hooks.schedule import Schedule, at_end, evenly, every
 from normtheory.hooks.sinks import (
     CSVSink,
@@ -45,6 +46,7 @@ __all__ = [
     "HessianSpectrum",
     "HessianTrace",
     "Hook",
+    "LayerHessianBNP",
     "LossAccuracy",
     "MemorySink",
     "Monitor",

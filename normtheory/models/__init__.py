@@ -22,7 +22,7 @@ from normtheory.models.layers import PLACEMENTS, build_weight, norm_unit
 from normtheory.models.mlp import build_mlp
 from normtheory.models.resnet import BasicBlock, build_resnet
 from normtheory.models.transformer import TRANSFORMER_PLACEMENTS, build_transformer
-from normtheory.norms import NORM_FREE, build_norm, parse_norm_spec
+from normtheory.norms import NORM_FREE, build_norm, link_kalman, parse_norm_spec
 
 __all__ = [
     "BasicBlock",
@@ -186,6 +186,7 @@ def build_model(
         )
     else:
         model = _ARCHS[arch](**kw)
+    model = link_kalman(model)  # Batch Kalman Norm: each layer to the one before
     model.config = config
     return model
 

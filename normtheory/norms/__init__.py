@@ -34,12 +34,16 @@ from normtheory.norms.scaled_ws import (
     ScaledWSLinear,
     scaled_standardize_weight,
 )
+from normtheory.norms.kalman import BatchKalmanNorm, link_kalman
+from normtheory.norms.renorm import BatchRenorm
 from normtheory.norms.standardization import WSConv1d, WSConv2d, WSLinear, standardize_weight
 from normtheory.norms.token import TokenNorm
 
 __all__ = [
     "BatchGroupNorm",
+    "BatchKalmanNorm",
     "BatchNorm",
+    "BatchRenorm",
     "FilterResponseNorm",
     "GhostBatchNorm",
     "GroupNorm",
@@ -57,6 +61,7 @@ __all__ = [
     "WSLinear",
     "build_norm",
     "list_norms",
+    "link_kalman",
     "norm_includes_activation",
     "parse_norm_spec",
     "register_norm",
@@ -138,3 +143,5 @@ register_norm("rms", RMSNorm)
 register_norm("rms_noaffine", partial(RMSNorm, affine=False))
 register_norm("layer_nobias", partial(LayerNorm, bias=False))
 register_norm("layer_noaffine", partial(LayerNorm, affine=False))
+register_norm("batch_renorm", BatchRenorm)
+register_norm("batch_kalman", BatchKalmanNorm)

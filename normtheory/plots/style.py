@@ -17,6 +17,9 @@ NORM_ORDER = (
     "frn",
     "none",
     "batch+ws",
+    "batch_renorm",
+    "batch_kalman",
+    "bnp",
 )
 NORM_LABELS = {
     "batch": "BN",
@@ -32,17 +35,32 @@ NORM_LABELS = {
     "layer_noaffine": "LN, no affine",
     "rms": "RMSNorm",
     "rms_noaffine": "RMSNorm, no affine",
+    "batch_renorm": "Batch Renorm",
+    "batch_kalman": "BKN",
+    "bnp": "BNP",  # no norm layer + BN Preconditioning (`normtheory.preconditioning`)
 }
 # tab10 in NORM_ORDER, except "none" (the baseline in most figures): near-black, since tab10's
 # 10th colour (cyan) is hard to tell from BN's blue; "batch+ws" takes the cyan instead.
 _TAB10 = sns.color_palette("tab10", 10)
-_PALETTE = dict(zip(NORM_ORDER, [*_TAB10[:9], (0.15, 0.15, 0.15), _TAB10[9]]))
+_PALETTE = dict(
+    zip(
+        NORM_ORDER,
+        [
+            *_TAB10[:9],
+            (0.15, 0.15, 0.15),
+            _TAB10[9],
+            (0.55, 0.35, 0.0),
+            (0.5, 0.0, 0.5),
+            (0.0, 0.45, 0.45),
+        ],
+    )
+)
 
 
 def norm_label(name) -> str:
     """The name of norm spec `name` in a figure: ``"group+ws"`` -> ``"GN + WS"``, ``"batch"`` ->
-    ``"BN"``, ``"none"`` -> ``"no norm"``; an unknown name reads as words (``"batch_renorm"`` ->
-    ``"batch renorm"``, ``"foo+ws"`` -> ``"foo + WS"``)."""
+    ``"BN"``, ``"none"`` -> ``"no norm"``; an unknown name reads as words (``"some_norm"`` ->
+    ``"some norm"``, ``"foo+ws"`` -> ``"foo + WS"``)."""
     base, plus, suffix = str(name).partition("+")
     label = NORM_LABELS.get(base, base.replace("_", " "))
     return f"{label} + {suffix.upper()}" if plus else label

@@ -15,6 +15,7 @@ from normtheory.hooks import (
     HessianSpectrum,
     HessianTrace,
     Hook,
+    LayerHessianBNP,
     LossAccuracy,
     NeuronInformation,
     OneStepLoss,
@@ -58,6 +59,7 @@ def _all_hooks(train_set, test_set, probe) -> list[Hook]:
         ),  # fmt: skip
         DropoutDependence(probe=probe, dropout="drop1", n_masks=2),
         BatchDependence(probe=probe[0][:8], other=probe[0][8:16]),
+        LayerHessianBNP(probe=probe),
     ]
 
 

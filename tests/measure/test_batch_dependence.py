@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # By construction: these pool statistics over the examples of a batch (Ghost BN within a ghost
 # batch of 16, Batch-Group Norm over the whole batch by default); "none" has no norm layer.
-BATCH_DEPENDENT = {"batch", "ghost_batch", "batch_group"}
+BATCH_DEPENDENT = {"batch", "ghost_batch", "batch_group", "batch_renorm", "batch_kalman"}
 BATCH_INDEPENDENT = {"frn", "group", "layer", "instance"}
 BATCH_INDEPENDENT |= {"layer_nobias", "layer_noaffine", "rms", "rms_noaffine"}
 NO_NORM_LAYER = {"none", "nf"}

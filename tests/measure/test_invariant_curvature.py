@@ -58,11 +58,12 @@ def _expected_metric(model, norm):
     """D by a loop over rows, from the norms' definitions: a WS row alone with its centred norm;
     BN/FRN/IN/Ghost BN rows alone; GN / Batch-Group Norm / LN / RMSNorm rows by groups of C/G
     consecutive channels (LN, RMSNorm: one), RMS row norm of the group; nothing for the head
-    or without a norm."""
+    or without a norm, nor for Batch Renorm and Batch Kalman Norm (their running statistics and
+    prediction do not scale with W)."""
     base, ws = norm.partition("+")[0], norm.endswith("+ws") or norm == "nf"  # nf: scaled WS
     out = {}
     for name in ("conv1", "conv2"):
-        if base == "none" and not ws:
+        if base in ("none", "batch_renorm", "batch_kalman") and not ws:
             continue
         w = model.get_submodule(name).weight.detach()
         rows = w.reshape(w.shape[0], -1)

@@ -25,7 +25,9 @@ TOL = dict(rtol=1e-10, atol=1e-10)
 
 @dataclass(frozen=True)
 class Spec:
-    """How the oracle computes a norm. kind: 'standardize', 'frn', 'rms' or 'identity'."""
+    """How the oracle computes a norm. kind: 'standardize', 'frn', 'rms', 'renorm' (Batch
+    Renorm's r/d correction toward the running statistics of before the batch, clipped by r_max,
+    d_max) or 'identity'."""
 
     kw: dict = field(default_factory=dict)
     kind: str = "standardize"
@@ -35,6 +37,8 @@ class Spec:
     eps: float = 1e-5
     momentum: float = 0.1
     example_weight: float = 0.0
+    r_max: float = 1.0
+    d_max: float = 0.0
 
 
 _SPECS: dict[str, list[Spec]] = {
@@ -69,6 +73,28 @@ _SPECS: dict[str, list[Spec]] = {
         Spec(kw=dict(eps=1e-2), kind="rms", epg=1, cpg=C, eps=1e-2),
     ],
     "rms_noaffine": [Spec(kind="rms", epg=1, cpg=C)],
+    # Batch Renorm: during the default warm-up (r_max = 1, d_max = 0 for 5 000 steps) it is BN;
+    # without a schedule the corrections act from the first step.
+    "batch_renorm": [
+        Spec(running=True),
+        Spec(
+            kw=dict(r_max=1.5, d_max=0.5, renorm_steps=0),
+            kind="renorm",
+            running=True,
+            r_max=1.5,
+            d_max=0.5,
+        ),
+        Spec(
+            kw=dict(r_max=4.0, d_max=3.0, renorm_steps=0, momentum=0.5),
+            kind="renorm",
+            running=True,
+            r_max=4.0,
+            d_max=3.0,
+            momentum=0.5,
+        ),
+    ],
+    # A Batch Kalman Norm alone has no predecessor: plain BN (the chain: tests/norms/test_kalman.py).
+    "batch_kalman": [Spec(running=True)],
 }
 _CASES = [(name, i) for name in list_norms() for i in range(len(_SPECS.get(name, [None])))]
 
@@ -100,12 +126,14 @@ class Oracle:
         s, count = self.spec, x.shape[0]
         xs = x.reshape(count, C, -1).tolist()  # xs[n][c] = list of the M spatial values
         out = [[[0.0] * len(xs[0][0]) for _ in range(C)] for _ in range(count)]
+        self.before = list(self.rmean), list(self.rvar)  # Batch Renorm's r, d use these
         if training and s.running:  # population statistics: whole batch, one channel group
             for c in range(C):
                 pooled = [v for i, j in _members(0, c, count, None, s.cpg) for v in xs[i][j]]
                 mean, _, var_unbiased = _stats(pooled)
                 self.rmean[c] = (1 - s.momentum) * self.rmean[c] + s.momentum * mean
                 self.rvar[c] = (1 - s.momentum) * self.rvar[c] + s.momentum * var_unbiased
+        self.training = training
         for n in range(count):
             for c in range(C):
                 out[n][c] = [self._one(v, c, *self._cell(xs, n, c, training)) for v in xs[n][c]]
@@ -135,6 +163,11 @@ class Oracle:
         if s.kind == "identity":
             return v
         y = (v - mean) / math.sqrt(var + s.eps)
+        if s.kind == "renorm" and self.training:
+            sigma = math.sqrt(self.before[1][c] + s.eps)
+            r = min(max(math.sqrt(var + s.eps) / sigma, 1 / s.r_max), s.r_max)
+            d = min(max((mean - self.before[0][c]) / sigma, -s.d_max), s.d_max)
+            y = y * r + d
         y = y * self.p.get("weight", [1.0] * C)[c] + self.p.get("bias", [0.0] * C)[c]
         return max(y, self.p["tau"][c]) if s.kind == "frn" else y
 

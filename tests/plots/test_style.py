@@ -20,7 +20,9 @@ from normtheory.plots import hue_order, norm_label, norm_order, norm_palette
         ("batch_group", "BGN"),
         ("ghost_batch", "Ghost BN"),
         ("none", "no norm"),
-        ("batch_renorm", "batch renorm"),
+        ("batch_renorm", "Batch Renorm"),
+        ("batch_kalman", "BKN"),
+        ("some_new_norm", "some new norm"),
     ],
 )
 def test_norm_labels(spec, label):
