@@ -208,6 +208,7 @@ STUDY = Study(
             "batch 1, 16, 128; 30 epochs, LR 0.1·B/32 with warm-up, 5 seeds",
             cost="a GPU: 45 runs, 24 M steps (1.5 M per run at batch 1), ≈ 1 day at ≈ 3 ms "
             "per step (not timed)",
+            smoke={"batch_size": "1,16", "max_train": 32, "examples": 32, "width": 4},
         ),
     },
     hooks=hooks,

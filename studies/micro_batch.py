@@ -230,6 +230,7 @@ STUDY = Study(
             "30 epochs, LR 0.1·B/32 with warm-up, 5 seeds",
             cost="a GPU: 245 runs, 52 M steps (750 000 per run at batch 2), ≈ 2 days at "
             "≈ 3 ms per small-batch step (not timed)",
+            smoke={"batch_size": "2,16", "max_train": 64, "examples": 64, "width": 4, "depth": 8},
         ),
     },
     statistics=statistics,
