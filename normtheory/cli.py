@@ -234,6 +234,8 @@ def _cmd_list(args) -> int:
                 f"  profile {pname:10s} tier {study.tier(pname):8s} {prof.seeds:2d} seeds"
                 + (f"  {about}" if about else "")
             )
+            for change in prof.changes:
+                print(f"    changed after results were seen: {change}")
     return 0
 
 

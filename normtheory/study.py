@@ -148,6 +148,10 @@ class Profile:
             built-in ``full`` profiles are larger digits grids). The report prefers the verdict
             of the highest tier run.
         cost: what running it takes, for people choosing one, e.g. ``"≈3 min on 2 CPU cores"``.
+        changes: protocol changes made after some of the profile's results were seen, one line
+            each (what changed, why, what the discarded run showed; the commit says the same).
+            A run stores them in its manifest, and the report prints them beside every verdict
+            the run decides, so a reader sees which protocols were revised after the fact.
         smoke: cell-field overrides (field -> value) that shrink every cell of the grid to
             seconds on a CPU, e.g. ``{"max_train": 64, "epochs": 1, "width": 4}``: a smoke test
             of a profile meant for a GPU (`smoke_overrides` gives them as ``key=value``
@@ -163,6 +167,7 @@ class Profile:
     tier: str = ""
     cost: str = ""
     smoke: dict[str, Any] = field(default_factory=dict)
+    changes: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.tier and self.tier not in TIERS:

@@ -157,6 +157,7 @@ def run_sweep(
         executor={"name": executor, "workers": workers, "threads": threads, "ray": ray_address},
         data_root=root,
         amp=amp,
+        **({"protocol_changes": list(prof.changes)} if prof.changes else {}),
     )
     summary = RunSummary(run.path, cells=len(cells), seeds=n_seeds)
     jobs = []

@@ -139,16 +139,19 @@ def test_an_unknown_tier_is_refused():
         Profile(Grid(TrainCell()), tier="huge")
 
 
-def test_the_run_manifest_records_tier_cost_and_steps_per_second(tmp_path):
+def test_the_run_manifest_records_tier_cost_protocol_changes_and_steps_per_second(tmp_path):
     import json
 
     from normtheory.sweep import run_sweep
 
     grid = Grid(TrainCell(dataset="gaussian_mixture", arch="mlp", steps=4), {"lr": (0.05, 0.1)})
-    study = Study("s", "t", (), {"big": Profile(grid, tier="standard", cost="≈2 s")})
+    changes = ("lr 0.01 → 0.05, 0.1: the first run did not learn",)
+    profile = Profile(grid, tier="standard", cost="≈2 s", changes=changes)
+    study = Study("s", "t", (), {"big": profile})
     run_sweep(study, device="cpu", out=tmp_path / "run")
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert (manifest["tier"], manifest["cost"]) == ("standard", "≈2 s")
+    assert manifest["protocol_changes"] == list(changes)
     assert manifest["steps_per_s"] > 0
     for record in (tmp_path / "run" / "cells").glob("*.json"):
         assert json.loads(record.read_text())["steps_per_s"] > 0

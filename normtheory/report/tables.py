@@ -245,6 +245,9 @@ def claim_rows(sections: list[Section], testers: dict[str, list[str]]) -> list[d
         reason = cv.reason  # the runs' own verdict objects are left as they are
         extra = _secondary(claim, sections) if claim.kind == "exact" else ""
         extra = extra or (_other_tiers(claim, sections, sec) if claim.kind != "exact" else "")
+        if sec is not None and (changes := sec.manifest.get("protocol_changes")):
+            revised = "protocol changed after results were seen: " + "; ".join(changes)
+            extra = f"{revised}. {extra}" if extra else revised
         if extra:
             reason = f"{reason}. {extra}" if reason else extra
         head = cv.headline
@@ -358,6 +361,8 @@ def meta(sec: Section) -> dict:
     out["wall time"] = f"{wall:.1f} s" + (" (training)" if cells is not None else "")
     if (speed := _speed(cells)) is not None:
         out["steps/s"] = speed
+    if m.get("protocol_changes"):
+        out["protocol changed after results"] = "; ".join(m["protocol_changes"])
     out["started"] = m.get("started_at", "–")
     out["finished"] = m.get("finished_at", "not finished")
     out["command"] = m.get("command") or "–"

@@ -185,6 +185,19 @@ def test_the_claims_row_shows_the_verdicts_of_the_other_tiers_beside_the_decidin
     assert "other tiers" not in _stands([standard, same])["reason"]  # same tier: not "other"
 
 
+def test_a_protocol_changed_after_results_is_printed_beside_the_verdict_and_in_the_meta():
+    revised = _section("s", profile="standard", tier="standard")
+    revised.manifest["protocol_changes"] = ["constant LR → cosine; the first run showed x"]
+    row = _stands([revised])
+    assert row["reason"].startswith(
+        "protocol changed after results were seen: constant LR → cosine; the first run showed x"
+    )
+    assert meta(revised)["protocol changed after results"].startswith("constant LR → cosine")
+    plain = _section("p", profile="standard", tier="standard")
+    assert "protocol changed" not in _stands([plain])["reason"]
+    assert "protocol changed after results" not in meta(plain)
+
+
 def test_meta_shows_the_tier_the_amp_setting_and_the_steps_per_second():
     sec = _section("a", profile="full")
     sec.manifest["amp"] = "bf16"
