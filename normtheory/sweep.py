@@ -273,7 +273,9 @@ def _comparable_config(config: dict, cell_type) -> dict:
     if cell_type is None or not dataclasses.is_dataclass(cell_type):
         return config
     defaults = {
-        f.name: f.default for f in dataclasses.fields(cell_type) if f.default is not dataclasses.MISSING
+        f.name: f.default
+        for f in dataclasses.fields(cell_type)
+        if f.default is not dataclasses.MISSING
     }
 
     def reduced(cell: dict) -> dict:

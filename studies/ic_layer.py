@@ -50,7 +50,7 @@ from torch.utils.data import TensorDataset
 
 from normtheory.analysis import final_outcomes, metric, paired, seed_gap, seed_table
 from normtheory.evidence import CheckValue, sample
-from normtheory.experiment import PAPER_DATA, PAPER_EPOCH, STANDARD_DATA, TrainCell, probe_batch
+from normtheory.experiment import PAPER_DATA, STANDARD_DATA, TrainCell, probe_batch
 from normtheory.hooks import GradientSign, LossAccuracy, NeuronInformation, every
 from normtheory.measure.curves import loss_jitter, steps_to_target
 from normtheory.models import first_layer

@@ -26,6 +26,8 @@ from normtheory.checks import check_int
 from normtheory.norms.batch import BatchNorm, GhostBatchNorm
 from normtheory.norms.frn import FilterResponseNorm
 from normtheory.norms.group import BatchGroupNorm, GroupNorm, InstanceNorm, LayerNorm
+from normtheory.norms.kalman import BatchKalmanNorm, link_kalman
+from normtheory.norms.renorm import BatchRenorm
 from normtheory.norms.rms import RMSNorm
 from normtheory.norms.scaled_ws import (
     RELU_GAMMA,
@@ -34,8 +36,6 @@ from normtheory.norms.scaled_ws import (
     ScaledWSLinear,
     scaled_standardize_weight,
 )
-from normtheory.norms.kalman import BatchKalmanNorm, link_kalman
-from normtheory.norms.renorm import BatchRenorm
 from normtheory.norms.standardization import WSConv1d, WSConv2d, WSLinear, standardize_weight
 from normtheory.norms.token import TokenNorm
 
