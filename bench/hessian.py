@@ -222,8 +222,12 @@ def main(argv: list[str] | None = None) -> None:
     n = sum(q.numel() for q in model.parameters())
     print(f"device={device} torch={torch.__version__} pyhessian={version('pyhessian')} "
           f"threads={torch.get_num_threads()} params={n} batch={args.batch}")  # fmt: skip
-    _equal_accuracy(model, batch, device, args)
+    equal = _equal_accuracy(model, batch, device, args)
     if args.skip_pyhessian:
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(dict(config=vars(args), params=n, equal_accuracy=equal.reset_index()
+                               .to_dict("records")), fh, indent=1, default=float)  # fmt: skip
         return
     ref, ref_tr = _references(model, batch, args)
     df = _run(model, batch, device, args)
