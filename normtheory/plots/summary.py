@@ -60,12 +60,18 @@ def ci_line(
 ) -> None:
     """Draws `summary` (from `summarize_ci`) as a line with markers and a CI band.
 
-    `clip` bounds the band to the quantity's valid range (e.g. (0, 1) for an error rate).
+    `clip` bounds the band to the quantity's valid range (e.g. (0, 1) for an error rate). A
+    series of one point has no band to draw, so its CI is an error bar.
     """
     summary = summary.sort_values(x)
     ax.plot(summary[x], summary["mean"], marker="o", color=color, label=label, **kw)
     low, high = summary["low"].clip(lower=clip[0]), summary["high"].clip(upper=clip[1])
-    ax.fill_between(summary[x], low, high, color=color, alpha=BAND_ALPHA, linewidth=0)
+    if len(summary) == 1:
+        mean = summary["mean"].to_numpy()
+        yerr = [mean - low.to_numpy(), high.to_numpy() - mean]
+        ax.errorbar(summary[x], mean, yerr=yerr, fmt="none", ecolor=color, capsize=3)
+    else:
+        ax.fill_between(summary[x], low, high, color=color, alpha=BAND_ALPHA, linewidth=0)
 
 
 def ci_points(

@@ -65,3 +65,27 @@ def test_one_seed_or_no_spread_gives_no_interval():
     assert got.loc["a", "mean"] == 1.0 and math.isnan(got.loc["a", "low"])
     assert got.loc["b", "mean"] == 2.0 and math.isnan(got.loc["b", "high"])  # never [x, x]
     assert summarize_ci(frame.iloc[:0], ["g"], "y").empty
+
+
+def test_ci_line_draws_a_band_for_a_series_and_an_error_bar_for_a_lone_point():
+    """A one-point series has no band (fill_between over one x is empty): its CI must still show."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    from normtheory.plots.summary import ci_line
+
+    fig, ax = plt.subplots()
+    series = pd.DataFrame(
+        {"b": [2, 32], "mean": [0.1, 0.2], "low": [0.05, 0.1], "high": [0.15, 0.3]}
+    )
+    ci_line(ax, series, "b", color="C0")
+    assert not ax.containers  # a band, no error bars
+    lone = pd.DataFrame({"b": [32], "mean": [0.4], "low": [0.3], "high": [0.6]})
+    ci_line(ax, lone, "b", color="C1")
+    (bars,) = ax.containers
+    segments = [c for c in bars.lines[2] if isinstance(c, LineCollection)][0].get_segments()
+    assert np.allclose(segments[0], [[32, 0.3], [32, 0.6]])
+    plt.close(fig)
