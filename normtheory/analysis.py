@@ -2,6 +2,7 @@
 start from, with one policy for runs that did not train.
 
 - `final_outcomes`: the final test accuracy and error of each run under `FINAL_METRIC_POLICY`.
+- `schemes`: ``norm`` naming each run's scheme, ``bnp`` for BN Preconditioning (no norm layer).
 - `metric`: the records of one recorded metric (optionally its last step per run).
 - `seed_table`: one value per seed (rows) and condition (columns); duplicates raise.
 - `paired`: per-seed differences a − b of two conditions, ready for `normtheory.verdicts.sample`.
@@ -58,6 +59,16 @@ def final_outcomes(cells: pd.DataFrame) -> pd.DataFrame:
     acc = kept.get("final_test_acc", pd.Series(np.nan, index=kept.index)).astype(float)
     acc = acc.where(kept["status"] != "diverged", 0.0)
     return kept.assign(test_acc=acc, test_error=1.0 - acc)
+
+
+def schemes(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with ``norm`` naming the scheme: ``bnp`` where ``bn_precondition`` is set (a net
+    without norm layers whose gradients BN Preconditioning rescales), else the norm. A frame
+    without both columns is returned as it is."""
+    if "bn_precondition" not in frame or "norm" not in frame:
+        return frame
+    bnp = frame["bn_precondition"].fillna(False).astype(bool)
+    return frame.assign(norm=np.where(bnp, "bnp", frame["norm"]))
 
 
 def metric(records: pd.DataFrame, name, key=None, *, last: bool = False) -> pd.DataFrame:

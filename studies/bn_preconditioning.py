@@ -43,7 +43,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from normtheory.analysis import final_outcomes, metric, paired, seed_table
+from normtheory.analysis import final_outcomes, metric, paired, schemes, seed_table
 from normtheory.evidence import CheckValue, sample
 from normtheory.experiment import PAPER_DATA, STANDARD_DATA, TrainCell, probe_batch
 from normtheory.hooks import LayerHessianBNP, LossAccuracy
@@ -69,14 +69,6 @@ BASE = TrainCell(
 PROBE = 512  # training examples the Hessians are measured on
 
 
-def scheme(frame):
-    """`frame` with ``norm`` naming the scheme: ``bnp`` for the preconditioned no-norm cells."""
-    if "bn_precondition" not in frame or "norm" not in frame:
-        return frame
-    bnp = frame["bn_precondition"].fillna(False).astype(bool)
-    return frame.assign(norm=np.where(bnp, "bnp", frame["norm"]))
-
-
 def _keep_quick(cell: TrainCell) -> bool:
     """Batch 1 only for the two schemes BNP-BATCH compares there (it is 32× the steps)."""
     return cell.batch_size > 1 or cell.bn_precondition or cell.norm == "batch"
@@ -96,7 +88,7 @@ def hooks(cell: TrainCell):
 
 def _hessian(results: Results, hi: int):
     """Per scheme and seed at batch `hi`: log of top and cond, plain and BNP, at start and end."""
-    rec = scheme(results.records)
+    rec = schemes(results.records)
     if "metric" not in rec:
         return None
     rows = metric(rec, [LayerHessianBNP.COND, LayerHessianBNP.TOP])
@@ -111,7 +103,7 @@ def _hessian(results: Results, hi: int):
 
 
 def statistics(results: Results):
-    err = seed_table(scheme(final_outcomes(results.cells)), "test_error", ["norm", "batch_size"])
+    err = seed_table(schemes(final_outcomes(results.cells)), "test_error", ["norm", "batch_size"])
     have = set(err.columns)
     hi = max(b for _, b in have)
     out = []
@@ -147,7 +139,7 @@ def statistics(results: Results):
 def error_vs_batch(results: Results):
     """Test error at batch 1 and the large batch per scheme (mean, 95 % t-CI over seeds)."""
     return by_condition(
-        scheme(final_outcomes(results.cells)), "test_error", "batch_size", hue="norm",
+        schemes(final_outcomes(results.cells)), "test_error", "batch_size", hue="norm",
         categorical=False, logx=2, clip=(0, 1), title="Test error vs batch size (equal epochs)",
         ylabel="test error (fraction)", xlabel="batch size (log scale)",
     )  # fmt: skip
@@ -156,7 +148,7 @@ def error_vs_batch(results: Results):
 def conditioning(results: Results):
     """Condition number of the head's Hessian, plain (H) and in BNP's coordinates (UᵀHU), at the
     start and end of training, per scheme (seeds as dots), log scale."""
-    rec = scheme(results.records)
+    rec = schemes(results.records)
     rows = metric(rec, LayerHessianBNP.COND) if "metric" in rec else rec
     if len(rows):
         last = rows.groupby(["cell", "seed"])["step"].transform("max")
@@ -175,7 +167,7 @@ def conditioning(results: Results):
 
 def convergence(results: Results):
     """Training loss per epoch, one panel per batch size (`normtheory.tuning`)."""
-    return convergence_figure(Results(scheme(results.records), results.cells, results.manifest))
+    return convergence_figure(Results(schemes(results.records), results.cells, results.manifest))
 
 
 STUDY = Study(

@@ -42,9 +42,7 @@ epochs, base rate 0.1; a GPU's work (the papers train ImageNet for 90–100 epoc
 
 from dataclasses import replace
 
-import numpy as np
-
-from normtheory.analysis import final_outcomes, paired, seed_table
+from normtheory.analysis import final_outcomes, paired, schemes, seed_table
 from normtheory.evidence import CheckValue, sample
 from normtheory.experiment import PAPER_DATA, STANDARD_DATA, TrainCell
 from normtheory.plots import by_condition, norm_label, paired_change
@@ -81,14 +79,6 @@ def _renorm_schedule(cell: TrainCell) -> TrainCell:
     if cell.norm != "batch_renorm":
         return cell
     return replace(cell, renorm_steps=max(1, cell.effective_steps // 2))
-
-
-def scheme(frame):
-    """`frame` with ``norm`` naming the scheme: ``bnp`` for the preconditioned no-norm cells."""
-    if "bn_precondition" not in frame or "norm" not in frame:
-        return frame
-    bnp = frame["bn_precondition"].fillna(False).astype(bool)
-    return frame.assign(norm=np.where(bnp, "bnp", frame["norm"]))
 
 
 def _name(cell: TrainCell) -> str:
@@ -130,7 +120,7 @@ PAPER = Grid(
 
 
 def statistics(results: Results):
-    err = seed_table(scheme(final_outcomes(results.cells)), "test_error", ["norm", "batch_size"])
+    err = seed_table(schemes(final_outcomes(results.cells)), "test_error", ["norm", "batch_size"])
     have = set(err.columns)
     sizes = sorted({b for _, b in have})
     lo, hi = sizes[0], sizes[-1]
@@ -178,7 +168,7 @@ def statistics(results: Results):
 def error_vs_batch(results: Results):
     """Test error vs batch size, one line per scheme (mean, 95 % t-CI band over seeds)."""
     return by_condition(
-        scheme(final_outcomes(results.cells)), "test_error", "batch_size", hue="norm",
+        schemes(final_outcomes(results.cells)), "test_error", "batch_size", hue="norm",
         categorical=False, logx=2, clip=(0, 1),
         title="Test error vs batch size (equal epochs)",
         ylabel="test error (fraction)", xlabel="batch size (log scale)",
@@ -188,7 +178,7 @@ def error_vs_batch(results: Results):
 def gap_to_bn(results: Results):
     """err_X − err_BN per batch size, paired by seed (> 0: BN better), every scheme."""
     return paired_change(
-        scheme(final_outcomes(results.cells)), "test_error", "norm", "batch",
+        schemes(final_outcomes(results.cells)), "test_error", "norm", "batch",
         x="batch_size", categorical=False, logx=2,
         title="Test error gap to BN at the same batch size, paired by seed",
         ylabel="err X − err BN (> 0: BN better)", xlabel="batch size (log scale)",
@@ -197,7 +187,7 @@ def gap_to_bn(results: Results):
 
 def convergence(results: Results):
     """Training loss per epoch, one panel per batch size (`normtheory.tuning`)."""
-    return convergence_figure(Results(scheme(results.records), results.cells, results.manifest))
+    return convergence_figure(Results(schemes(results.records), results.cells, results.manifest))
 
 
 STUDY = Study(

@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 from study_cases import error_cells
 
-from normtheory.analysis import final_outcomes
+from normtheory.analysis import final_outcomes, schemes
 from normtheory.evidence import CheckValue
 from normtheory.hooks import LayerHessianBNP
 from normtheory.results import Results
 from normtheory.verdicts import judge_study
-from studies.bn_preconditioning import STUDY, scheme, statistics
+from studies.bn_preconditioning import STUDY, statistics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,7 +29,7 @@ def test_smoke(study_cli):
     assert (rows["n_seeds"] == 2).all() and np.isfinite(rows["estimate"]).all()
     study_cli.figures(["error_vs_batch", "conditioning", "convergence"])
     results = Results.load(out)
-    cells = scheme(final_outcomes(results.cells))
+    cells = schemes(final_outcomes(results.cells))
     assert set(zip(cells["norm"], cells["batch_size"])) == {
         ("bnp", 1), ("batch", 1), ("none", 16), ("bnp", 16), ("batch", 16)
     }  # fmt: skip

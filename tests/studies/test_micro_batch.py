@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 from study_cases import error_cells
 
-from normtheory.analysis import final_outcomes
+from normtheory.analysis import final_outcomes, schemes
 from normtheory.evidence import CheckValue
 from normtheory.results import Results
 from normtheory.verdicts import judge_study
-from studies.micro_batch import STUDY, scheme, statistics
+from studies.micro_batch import STUDY, statistics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,8 +29,8 @@ def test_smoke(study_cli):
     assert rows["detail"].str.contains("test error").all()
     study_cli.figures(["error_vs_batch", "gap_to_bn", "convergence"])
     cells = final_outcomes(Results.load(out).cells)
-    schemes = set(zip(scheme(cells)["norm"], cells["batch_size"]))
-    assert schemes == {("batch", 2), ("batch_renorm", 2), ("batch_kalman", 2), ("batch", 16),
+    ran = set(zip(schemes(cells)["norm"], cells["batch_size"]))
+    assert ran == {("batch", 2), ("batch_renorm", 2), ("batch_kalman", 2), ("batch", 16),
                        ("batch_renorm", 16), ("frn", 16)}  # fmt: skip
     assert set(cells["status"]) == {"completed"} and cells["test_error"].between(0, 1).all()
     assert (cells["steps_done"] == 32 // cells["batch_size"]).all()  # one epoch at every size
@@ -121,4 +121,4 @@ def test_bkn_micro_refuted_by_a_loss_to_batch_renorm_and_untestable_without_a_bn
 def test_bnp_cells_count_as_their_own_scheme():
     cells = pd.DataFrame(error_cells({("none", 2): 0.1, ("batch", 2): 0.2}, seeds=2, noise=0))
     cells["bn_precondition"] = cells["norm"] == "none"
-    assert set(scheme(cells)["norm"]) == {"bnp", "batch"}
+    assert set(schemes(cells)["norm"]) == {"bnp", "batch"}
