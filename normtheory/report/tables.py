@@ -333,6 +333,23 @@ def _speed(cells: pd.DataFrame | None) -> str | None:
     return f"{total:.1f} over {int(ok.sum())} runs (each {lo:.1f}–{hi:.1f})"
 
 
+def _accuracy_reached(cells: pd.DataFrame | None) -> str | None:
+    """The range over the run's cells of their mean final test accuracy over seeds (completed
+    runs only), with the lowest and highest cell named: how far the run's nets trained."""
+    if cells is None or not {"cell", "status", "final_test_acc"} <= set(cells.columns):
+        return None
+    done = cells[cells["status"] == "completed"]
+    acc = pd.to_numeric(done["final_test_acc"], errors="coerce").groupby(done["cell"]).mean()
+    acc = acc.dropna()
+    if acc.empty:
+        return None
+    lo, hi = acc.idxmin(), acc.idxmax()
+    if len(acc) == 1:
+        return f"{acc[lo]:.3f} (mean over the completed seeds)"
+    return (f"{acc[lo]:.3f} ({lo}) to {acc[hi]:.3f} ({hi}), means over the completed seeds of "
+            f"{len(acc)} cells")  # fmt: skip
+
+
 def meta(sec: Section) -> dict:
     """The run metadata shown under each section."""
     m, cells = sec.manifest, sec.cells
@@ -359,6 +376,8 @@ def meta(sec: Section) -> dict:
             + (f": {', '.join(f'{v} {k}' for k, v in counts.items())}" if counts else "")
         )
     out["wall time"] = f"{wall:.1f} s" + (" (training)" if cells is not None else "")
+    if (reached := _accuracy_reached(cells)) is not None:
+        out["test accuracy"] = reached
     if (speed := _speed(cells)) is not None:
         out["steps/s"] = speed
     if m.get("protocol_changes"):

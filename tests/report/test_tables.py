@@ -162,6 +162,19 @@ def test_meta_counts_the_runs_and_sums_the_training_time():
     assert got["finished"] == "2026-01-01" and got["command"] == "–"
 
 
+def test_meta_shows_the_range_of_test_accuracy_the_cells_reached():
+    sec = _section("a")
+    sec.cells = pd.DataFrame({"cell": ["A", "A", "B", "B", "C"],
+                              "status": ["completed", "completed", "completed", "diverged", "failed"],
+                              "final_test_acc": [0.8, 0.9, 0.7, float("nan"), 0.99]})  # fmt: skip
+    assert (
+        meta(sec)["test accuracy"]
+        == "0.700 (B) to 0.850 (A), means over the completed seeds of 2 cells"
+    )
+    sec.cells = sec.cells.drop(columns="final_test_acc")
+    assert "test accuracy" not in meta(sec)
+
+
 def test_the_claims_row_states_the_tier_its_verdict_comes_from():
     rows = [_section("a", profile="quick", tier="quick"),
             _section("b", profile="big", tier="paper", finished="2020-01-01"),
