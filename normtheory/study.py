@@ -212,7 +212,9 @@ class Study:
         statistics: ``Results -> [Sample | Exact | CheckValue]``: the values of the claims'
             registered statistics and manipulation checks (`normtheory.verdicts`); the registry
             decides the verdicts (`normtheory.verdicts.judge_study`).
-        figures: name -> ``Results -> matplotlib Figure``.
+        figures: name -> ``Results -> matplotlib Figure``, or ``None`` for a run the figure does
+            not apply to (e.g. the learning-rate tuning curves of a run that trained at
+            fixed rates): the report draws nothing for it.
         description: what the study measures (defaults to the module docstring).
         source: the .py file a user study was loaded from ("" for the ``studies`` package).
         reference: the profiles the reference report runs (``normtheory verify --reference``;

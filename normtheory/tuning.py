@@ -118,10 +118,11 @@ def tuning_figure(results, keys=KEYS) -> "Figure":  # noqa: F821
     """Validation error vs candidate learning rate, one panel per norm (per ``keys[0]``), one
     line per batch size: mean and t-CI over the tuning seeds. The x axis is the candidate
     before its √(B/ref_batch) scaling (the same ticks for every batch size); the title lists
-    the rates chosen, as trained."""
+    the rates chosen, as trained. ``None`` (no figure) for a run that is not a tuning run: its
+    cells trained at rates fixed in advance."""
     title = "Validation error vs learning rate (tuning run)"
     if not is_tuning(results.cells):
-        return missing_figure(title, ["a tuning run (normtheory run <study> --profile tune)"])
+        return None
     keys = tuple(keys)
     best = best_lrs(results.cells, keys)
     chosen = [f"{n}@{b}: {lr:.3g}" for n, b, lr in best[[*keys, "lr"]].values]

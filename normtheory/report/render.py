@@ -155,6 +155,8 @@ def _study_section(
             fig = fn(results)
         except Exception as err:
             fig = missing_figure(fig_name, [f"{type(err).__name__}: {err}"])
+        if fig is None:  # the figure does not apply to this run
+            continue
         _save_figure(fig, f"{run.name}-{fig_name}", out, sec, note)
     cells.to_csv(out / "results" / f"{run.name}-cells.csv", index=False)
     sec.written.append(f"results/{run.name}-cells.csv")

@@ -57,11 +57,14 @@ class StudyCLI:
         """The report's claim-level table (``results/claims.csv``, one row per claim)."""
         return pd.read_csv(self.root / "rep" / "results" / "claims.csv", keep_default_na=False)
 
-    def figures(self, names) -> None:
-        """Each named figure of the run was drawn (a PNG of real content, not a stub)."""
+    def figures(self, names, absent=()) -> None:
+        """Each named figure of the run was drawn (a PNG of real content, not a stub), and each
+        of `absent` (figures that do not apply to the run) was not."""
         for name in names:
             png = self.root / "rep" / "figures" / f"run-{name}.png"
             assert png.exists() and png.stat().st_size > 10_000, name
+        for name in absent:
+            assert not (self.root / "rep" / "figures" / f"run-{name}.png").exists(), name
 
 
 @pytest.fixture
