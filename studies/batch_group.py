@@ -1,7 +1,9 @@
-"""Batch-Group Norm (2 examples × 4 channel groups) against BN and GN at batch sizes 1–8, at
-equal, sufficient training with a learning rate tuned for every norm and batch size, on a small
-convnet on the 8×8 digits: the verdict is about the direction and size of the effect at this
-scale, not about the paper's ImageNet numbers.
+"""Batch-Group Norm (2 examples × 4 channel groups) against BN and GN at small batch sizes, at
+equal, sufficient training: the same epochs at every batch size, with a learning rate tuned for
+every norm and batch size (``quick``, ``full``: a small convnet on the 8×8 digits) or the GN
+paper's rule 0.1·B/32 with warm-up for all (``standard``: Fashion-MNIST; ``paper``). The verdict
+is about the direction and size of the effect at the run's scale, not the paper's ImageNet
+numbers.
 
 Claim (``CLAIMS.md``; its registered test is in ``normtheory/claims.toml``; Zhou et al. 2020,
 "Batch Group Normalization"):

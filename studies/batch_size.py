@@ -1,5 +1,7 @@
 """How test error depends on batch size for each normalization scheme, at equal, sufficient
-training with a learning rate tuned for every norm and batch size.
+training: the same epochs at every batch size, with a learning rate tuned for every norm and
+batch size (``quick``, ``full``) or the GN paper's rule 0.1·B/32 with warm-up for all
+(``standard``, ``paper``).
 
 Claims (``CLAIMS.md``; their registered tests are in ``normtheory/claims.toml``). B_max is the
 largest batch size of the grid; every statistic is one value per seed, paired by seed.
