@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from normtheory.analysis import final_outcomes, metric
+from normtheory.analysis import final_outcomes, metric, schemes
 from normtheory.experiment import scaled_lr
 from normtheory.plots import by_condition
 from normtheory.plots.layout import missing_figure
@@ -144,10 +144,11 @@ def tuning_figure(results, keys=KEYS) -> "Figure":  # noqa: F821
 
 def convergence_figure(results) -> "Figure":  # noqa: F821
     """Training loss per epoch (the mean of the recorded minibatch losses in each epoch), one
-    panel per batch size, one line per norm, log scale: flat at the end when training is
-    sufficient. Needs `LossAccuracy` records and the cells' ``epochs``."""
+    panel per batch size, one line per scheme (the norm, ``bnp`` for BN Preconditioning:
+    `normtheory.analysis.schemes`), log scale: flat at the end when training is sufficient.
+    Needs `LossAccuracy` records and the cells' ``epochs``."""
     title = "Training loss per epoch"
-    rec = results.records
+    rec = schemes(results.records)
     if "metric" not in rec or "epochs" not in rec or not (rec["epochs"] > 0).any():
         return missing_figure(title, ["training-loss records of cells trained by epochs"])
     loss = metric(rec, "outcome.train_loss")

@@ -165,11 +165,6 @@ def conditioning(results: Results):
     )  # fmt: skip
 
 
-def convergence(results: Results):
-    """Training loss per epoch, one panel per batch size (`normtheory.tuning`)."""
-    return convergence_figure(Results(schemes(results.records), results.cells, results.manifest))
-
-
 STUDY = Study(
     name="bn_preconditioning",
     title="BN Preconditioning vs no norm and BN: batch 1 and the head's Hessian",
@@ -206,6 +201,6 @@ STUDY = Study(
     figures={
         "error_vs_batch": error_vs_batch,
         "conditioning": conditioning,
-        "convergence": convergence,
+        "convergence": convergence_figure,
     },
 )

@@ -185,11 +185,6 @@ def gap_to_bn(results: Results):
     )  # fmt: skip
 
 
-def convergence(results: Results):
-    """Training loss per epoch, one panel per batch size (`normtheory.tuning`)."""
-    return convergence_figure(Results(schemes(results.records), results.cells, results.manifest))
-
-
 STUDY = Study(
     name="micro_batch",
     title="BN vs GN, GN+WS, FRN, Batch Renorm, BKN and BNP from micro-batches to a large batch",
@@ -222,5 +217,9 @@ STUDY = Study(
         ),
     },
     statistics=statistics,
-    figures={"error_vs_batch": error_vs_batch, "gap_to_bn": gap_to_bn, "convergence": convergence},
+    figures={
+        "error_vs_batch": error_vs_batch,
+        "gap_to_bn": gap_to_bn,
+        "convergence": convergence_figure,
+    },
 )
