@@ -272,20 +272,21 @@ def _comparable_config(config: dict, cell_type) -> dict:
     compares equal to the same grid today."""
     if cell_type is None or not dataclasses.is_dataclass(cell_type):
         return config
-    defaults = {
-        f.name: f.default
-        for f in dataclasses.fields(cell_type)
-        if f.default is not dataclasses.MISSING
-    }
+    defaults = {f.name: f.default for f in dataclasses.fields(cell_type)}
 
     def reduced(cell: dict) -> dict:
-        return {
-            k: v
-            for k, v in cell.items()
-            if not (k in defaults and type(v) is type(defaults[k]) and v == defaults[k])
-        }
+        return {k: v for k, v in cell.items() if not _at_default(v, defaults.get(k, _MISSING))}
 
     return {**config, "cells": [reduced(c) for c in config.get("cells", [])]}
+
+
+_MISSING = dataclasses.MISSING
+
+
+def _at_default(value, default) -> bool:
+    """Whether a cell field's value is its default (of the same type: 1 is not 1.0 nor True);
+    never for a field without a default."""
+    return default is not _MISSING and type(value) is type(default) and value == default
 
 
 def _config_key(cell) -> dict:
@@ -294,8 +295,7 @@ def _config_key(cell) -> dict:
     out = {}
     for f in dataclasses.fields(cell):
         value = getattr(cell, f.name)
-        default = f.default
-        if default is not dataclasses.MISSING and type(value) is type(default) and value == default:
+        if _at_default(value, f.default):
             continue
         out[f.name] = value if not dataclasses.is_dataclass(value) else dataclasses.asdict(value)
     return out
