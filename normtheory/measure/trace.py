@@ -55,8 +55,13 @@ def hessian_trace(
     of Y), so every T_i comes from the s×s matrices QᵀZ, QᵀΩ and R at no extra product. The
     factor c_i = (n − s + 1) / ‖r_i‖² is the paper's normalization: it puts the residual
     vector on the sphere of the complement's dimension, which lowers the variance. The stderr
-    is std(T_i) / √s, the paper's error estimate (the T_i are exchangeable but not
-    independent; `bench/trace_calibration.py` measures how often T ± 2 stderr covers tr(H)).
+    is the jackknife's, √((s − 1)/s · Σ_j (T_(j) − T̄_(·))²) with T_(j) XTrace on the s − 1
+    vectors other than ω_j (from the same s × s matrices, no extra product), which by the
+    Efron–Stein inequality does not underestimate the variance on average. The paper's
+    std(T_i)/√s treats the T_i as independent, but they share their vectors: its 2-SE interval
+    covered tr(H) in 84–87 % of 300 draws on synthetic spectra (1/k, 1/k², indefinite), the
+    jackknife's in 99–100 %, about 2–3× wider (`bench/trace_calibration.py` measures it on a
+    network's Hessian). Exact, stderr 0, when s = n.
     XNysTrace, its cheaper sibling, needs H ⪰ 0 and is not offered: loss Hessians are not.
 
     ``hutchinson`` (Hutchinson 1989): tr(H) ≈ (1/m) Σ_i z_iᵀ H z_i with Rademacher z_i;
@@ -128,7 +133,7 @@ def _hutchinson(
 
 
 def _xtrace(f: FixedLoss, s: int, gen: torch.Generator) -> tuple[float, float]:
-    """XTrace with s test vectors (2s products): the mean of the T_i and its stderr.
+    """XTrace with s test vectors (2s products): the mean of the T_i and its jackknife stderr.
 
     Notation of `hessian_trace`; W = QᵀΩ, A = QᵀZ = QᵀHQ, U = R⁻ᵀ with unit columns u_i.
     With w_i = W e_i and the coordinates p_i = (I − u_i u_iᵀ) w_i of Q_(i)Q_(i)ᵀ ω_i in Q:
@@ -150,12 +155,50 @@ def _xtrace(f: FixedLoss, s: int, gen: torch.Generator) -> tuple[float, float]:
     a = (a + a.T) / 2  # QᵀHQ is symmetric; rounding is not
     u = scipy.linalg.solve_triangular(r, np.eye(s), lower=False).T  # R⁻ᵀ (s, s)
     u /= np.linalg.norm(u, axis=0)
-    uw = np.einsum("ji,ji->i", u, w)  # u_iᵀ w_i
-    p = w - u * uw  # (s, s), column i: p_i
-    inside = np.trace(a) - np.einsum("ji,jk,ki->i", u, a, u)
-    quad = np.einsum("ji,ji->i", w - 2 * p, r) + np.einsum("ji,jk,ki->i", p, a, p)
-    scale = (n - s + 1) / (n - np.einsum("ji,ji->i", p, p))
-    estimates = inside + scale * quad  # (s,) the T_i
+    estimates, jackknife = _xtrace_estimates(n, a, w, r, u)
     value = float(estimates.mean())
-    stderr = float(estimates.std(ddof=1) / np.sqrt(s)) if s > 1 else float("nan")
-    return value, stderr
+    if s == n:  # every T_i is exact: Q_(i) spans n − 1 dimensions and r_i the last one
+        return value, 0.0
+    stderr = float(np.sqrt((s - 1) / s * np.sum((jackknife - jackknife.mean()) ** 2)))
+    return value, stderr if s > 1 else float("nan")
+
+
+def _xtrace_estimates(
+    n: int, a: np.ndarray, w: np.ndarray, r: np.ndarray, u: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The s estimates T_i of XTrace and its s leave-one-out means T_(j) (XTrace on the s − 1
+    test vectors other than ω_j), all from the s × s matrices of `_xtrace` (dimension n).
+
+    With the vectors other than ω_i and ω_j, Q_(ij) spans the complement in range(Q) of u_i and
+    e = (u_j − c u_i)/d (c = u_iᵀu_j, d = √(1 − c²)), so Q_(ij)Q_(ij)ᵀ ω_i = Q(w_i − v) with
+    v = α u_i + β e, α = u_iᵀw_i, β = eᵀw_i; the residual r = Qv + (ω_i − Q w_i) has
+    rᵀHr = vᵀAv + 2 vᵀ(R e_i − A w_i) + κ_i, κ_i = w_iᵀA w_i − w_iᵀR e_i, and
+    ‖r‖² = α² + β² + n − ‖w_i‖². T_i is the same with β = 0 (v = α u_i). Everything reduces
+    to the s × s products G = UᵀAU, M = UᵀW, N = Uᵀ(R − AW) and C = UᵀU.
+    """
+    s = a.shape[0]
+    g, m, nn, c = u.T @ a @ u, u.T @ w, u.T @ (r - a @ w), u.T @ u
+    alpha, g_ii, n_ii = np.diag(m), np.diag(g), np.diag(nn)
+    kappa = np.einsum("ji,jk,ki->i", w, a, w) - np.einsum("ji,ji->i", w, r)
+    outside = n - np.einsum("ji,ji->i", w, w)  # n − ‖w_i‖²: ω_i's energy outside range(Q)
+    trace_a = np.trace(a)
+    quad = alpha**2 * g_ii + 2 * alpha * n_ii + kappa
+    estimates = trace_a - g_ii + (n - s + 1) / (alpha**2 + outside) * quad
+    if s < 2:
+        return estimates, np.full(s, np.nan)
+    # pairs: axis 0 = i (the estimate), axis 1 = j (the vector left out)
+    cij = c  # symmetric
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.sqrt(np.clip(1 - cij**2, 0, None))
+        beta = (m.T - cij * alpha[:, None]) / d  # m.T[i, j] = u_jᵀw_i
+        eae = (np.diag(g)[None, :] - 2 * cij * g + cij**2 * g_ii[:, None]) / d**2
+        uae = (g - cij * g_ii[:, None]) / d
+        eg = (nn.T - cij * n_ii[:, None]) / d  # nn.T[i, j] = u_jᵀg_i
+        vav = alpha[:, None] ** 2 * g_ii[:, None] + 2 * alpha[:, None] * beta * uae
+        vav = vav + beta**2 * eae
+        quad2 = vav + 2 * (alpha[:, None] * n_ii[:, None] + beta * eg) + kappa[:, None]
+        rr = alpha[:, None] ** 2 + beta**2 + outside[:, None]
+        pair = trace_a - g_ii[:, None] - eae + (n - s + 2) / rr * quad2
+    np.fill_diagonal(pair, 0.0)
+    jackknife = pair.sum(axis=0) / (s - 1)  # T_(j): the mean over i ≠ j
+    return estimates, jackknife

@@ -78,23 +78,36 @@ def _dense_operator(hess):
     )
 
 
+def _xtrace_of(hess, omega):
+    """XTrace from its definition (Epperly et al. 2024) with the test vectors `omega` (n, s):
+    for each i a fresh QR of the sketch H·omega without column i, the projected residual of
+    ω_i rescaled to norm √(n − s + 1), and the Hutch++ estimate T_i; the T_i."""
+    n, s = omega.shape
+    y = hess @ omega
+    estimates = []
+    for i in range(s):
+        rest = torch.cat([y[:, :i], y[:, i + 1 :]], dim=1)
+        q = torch.linalg.qr(rest).Q if s > 1 else rest  # (n, s - 1)
+        r = omega[:, i] - q @ (q.T @ omega[:, i])
+        r = r * np.sqrt(n - s + 1) / torch.linalg.vector_norm(r)
+        estimates.append((torch.trace(q.T @ hess @ q) + r @ hess @ r).item())
+    return np.array(estimates)
+
+
 def _xtrace_by_definition(hess, s, seed):
-    """XTrace from its definition (Epperly et al. 2024): for each i a fresh QR of the sketch
-    without column i, the projected residual of ω_i rescaled to norm √(n − s + 1), and the
-    Hutch++ estimate T_i; the mean and std/√s of the T_i. Same test vectors as `_xtrace`."""
+    """The mean of the T_i and the jackknife stderr: XTrace rerun from its definition on the
+    s − 1 vectors left when each ω_j is dropped, √((s − 1)/s · Σ_j (T_(j) − mean)²). Same
+    test vectors as `_xtrace`."""
     n = hess.shape[0]
     gen = generator(hess.device, seed)
     omega = torch.randn((n, s), generator=gen, dtype=hess.dtype)
     omega = omega * (np.sqrt(n) / torch.linalg.vector_norm(omega, dim=0))
-    y = hess @ omega
-    estimates = []
-    for i in range(s):
-        q = torch.linalg.qr(torch.cat([y[:, :i], y[:, i + 1 :]], dim=1)).Q  # (n, s - 1)
-        r = omega[:, i] - q @ (q.T @ omega[:, i])
-        r = r * np.sqrt(n - s + 1) / torch.linalg.vector_norm(r)
-        estimates.append((torch.trace(q.T @ hess @ q) + r @ hess @ r).item())
-    estimates = np.array(estimates)
-    return estimates.mean(), estimates.std(ddof=1) / np.sqrt(s)
+    estimates = _xtrace_of(hess, omega)
+    dropped = np.array(
+        [_xtrace_of(hess, torch.cat([omega[:, :j], omega[:, j + 1 :]], 1)).mean() for j in range(s)]
+    )
+    jackknife = np.sqrt((s - 1) / s * np.sum((dropped - dropped.mean()) ** 2))
+    return estimates.mean(), jackknife
 
 
 @pytest.mark.parametrize("s", [2, 7, 20])
