@@ -157,6 +157,7 @@ class TrainResult:
     device: str
     extras: dict = field(default_factory=dict)
     steps_per_s: float = math.nan  # optimizer steps per second of the step loop (hooks included)
+    loop_cpu_s: float = math.nan  # CPU seconds of this process (all threads) in the step loop
 
 
 def build_optimizer(
@@ -370,7 +371,7 @@ def train(
     status, diverged_at, step, last_loss = "completed", None, 0, math.nan
     batches = _batches(len(x_all), config.batch_size, generator)
     window, saved = [], None  # the unchecked steps since the last sync: (step, idx, loss)
-    loop_started = time.perf_counter()
+    loop_started, loop_cpu = time.perf_counter(), time.process_time()
     for step in range(config.steps):
         idx = next(batches).to(device)
         sync = is_sync(step)
@@ -399,6 +400,7 @@ def train(
             progress.update(task, advance=1, **shown)
     steps_done = step + 1 if status == "completed" else step
     loop_time = time.perf_counter() - loop_started
+    loop_cpu = time.process_time() - loop_cpu
     final = {"train_loss": last_loss, "n_params": float(sum(p.numel() for p in model.parameters()))}
     if status == "completed":
         final.update(run_eval(steps_done))
@@ -415,4 +417,5 @@ def train(
         wall_time=time.perf_counter() - started,
         device=str(device),
         steps_per_s=steps_done / loop_time if loop_time > 0 else math.nan,
+        loop_cpu_s=loop_cpu,
     )

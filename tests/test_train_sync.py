@@ -133,9 +133,12 @@ def test_hooks_records_are_the_same_and_never_see_the_diverging_step(digits, syn
     assert ra.equals(rb)
 
 
-def test_the_result_carries_steps_per_second(digits):
+def test_the_result_carries_steps_per_second_and_the_loops_cpu_time(digits):
     result = train(_model(), *digits, TrainConfig(steps=10, device="cpu"))
     assert math.isfinite(result.steps_per_s) and result.steps_per_s > 0
+    # the step loop's CPU time: positive, and no more than the whole call's wall time allows
+    # on the threads torch may use (a clock read outside the loop would exceed it)
+    assert 0 < result.loop_cpu_s <= result.wall_time * max(1, torch.get_num_threads()) + 0.05
 
 
 def test_sync_every_is_checked():
