@@ -329,7 +329,9 @@ STUDY = Study(
             seeds=5,
             description="3 setups (Fashion-MNIST on 3 channels: MLP, convnet; teacher) × 5 "
             "optimizers, 3125 steps, 5 seeds",
-            cost="≈20 min on 2 CPU cores",
+            cost="≈1–1.5 h on 2 CPU cores (the 25 MLP runs dominate: their first layer has 2 352 "
+            "inputs, whose span OrthogonalWeightNorm updates every step; 10–13 steps/s, 4–5 min a "
+            "run, timed on loaded cores; the first estimate of 20 min was wrong)",
         ),
         "paper": Profile(
             Grid(PAPER_BASE, {}, cross(PAPER_SETUPS, PAPER_OPTIMIZERS)),
