@@ -18,12 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from normtheory.batches import as_model_loss, detached, is_single_batch, to_device
+from normtheory.checks import check_choice
 from normtheory.hooks.base import Context, Every, Hook, Record
 from normtheory.measure._functional import select_params
 from normtheory.measure.curvature import hessian_density, hessian_eigenvalues
 from normtheory.measure.landscape import gradient_smoothness
 from normtheory.measure.scale_invariant import invariant_metric
-from normtheory.measure.trace import hessian_trace
+from normtheory.measure.trace import TRACE_METHODS, hessian_trace
 
 
 def _never(step: int) -> bool:
@@ -190,10 +191,12 @@ class HessianSpectrum(_CurvatureHook):
 
 
 class HessianTrace(_CurvatureHook):
-    """Hessian trace by Hutch++ (or Hutchinson). Metrics: ``trace``, ``stderr``, ``n_hvp``.
+    """Hessian trace by Hutch++ (or XTrace, Hutchinson). Metrics: ``trace``, ``stderr``,
+    ``n_hvp`` (`normtheory.measure.trace.hessian_trace`).
 
     Args:
-        method: ``"hutch++"`` or ``"hutchinson"``; n_hvp: Hessian-vector products to spend.
+        method: ``"hutch++"``, ``"xtrace"`` (lower error per product; a conservative jackknife
+            stderr) or ``"hutchinson"``; n_hvp: Hessian-vector products to spend.
         probe: the fixed data: one batch of any structure (``(inputs, targets)``, a dict, ...)
             or a re-iterable of batches (a list, a DataLoader: the dataset-wide measure,
             streamed); default: the first training batch seen.
@@ -231,6 +234,7 @@ class HessianTrace(_CurvatureHook):
             probe=probe, mode=mode, params=params, loss_fn=loss_fn, every=every, at_end=at_end,
             name=name,
         )  # fmt: skip
+        check_choice("method", method, TRACE_METHODS)  # here, not at the first measurement
         self.method, self.n_hvp = method, n_hvp
 
     def on(self, event: str, ctx: Context) -> Iterable[Record]:

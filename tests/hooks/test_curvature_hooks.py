@@ -100,3 +100,9 @@ def test_at_start_measures_at_initialization(setup):
     assert rows.loc[rows.metric == "hessian.eig", "step"].tolist() == [0]
     assert _values(monitor, "hessian.eig")["1"] == pytest.approx(eig.values[0].item(), rel=1e-4)
     assert not HessianSpectrum(probe=probe).scheduled("start", 0)
+
+
+def test_hessian_trace_checks_its_method_when_built():
+    with pytest.raises(ValueError, match="'hutch'.*xtrace"):
+        HessianTrace(method="hutch")
+    assert HessianTrace(method="xtrace").method == "xtrace"
