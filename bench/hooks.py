@@ -248,8 +248,10 @@ def main() -> None:
     rows = []
 
     def row(name: str, label: str, base: str, ratio_of, target: str = "") -> dict:
-        """`ratio_of(t, base_t)` per repeat, median over repeats, in CPU and wall time."""
-        cpu, wall = ({k: np.array([t[i] for t in times[k]]) for k in (label, base)} for i in (1, 0))
+        """`ratio_of(t, base_t)` per repeat, median over repeats, in CPU and wall time (each
+        timing is a (wall, CPU) pair)."""
+        wall = {k: np.array([w for w, _ in times[k]]) for k in (label, base)}
+        cpu = {k: np.array([c for _, c in times[k]]) for k in (label, base)}
         return {
             "row": name,
             "ms/step": 1e3 * np.median(cpu[label]),

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from normtheory.data import load_dataset
 from normtheory.measure._functional import generator
-from normtheory.measure.trace import _xtrace, _xtrace_estimates, hessian_trace
+from normtheory.measure.trace import _xtrace_parts, _xtrace_summary, hessian_trace
 from normtheory.models import build_model
 
 METHODS = ("xtrace", "hutch++", "hutchinson")
@@ -111,8 +111,9 @@ def synthetic(seeds: int, n: int = 400) -> None:
         exact = float(lam.sum())
         for s in (15, 30):
             for seed in range(seeds):
-                value, jack = _xtrace(op, s, generator(hess.device, seed))
-                paper = _paper_stderr(hess, s, seed)
+                estimates, jackknife = _xtrace_parts(op, s, generator(hess.device, seed))
+                value, jack = _xtrace_summary(estimates, jackknife, n)
+                paper = float(estimates.std(ddof=1) / np.sqrt(s))  # the same draws
                 err = abs(value - exact)
                 rows.append(dict(spectrum=name, s=s, err=err / abs(exact), paper=err <= 2 * paper,
                                  jackknife=err <= 2 * jack, width=jack / paper))  # fmt: skip
@@ -128,21 +129,6 @@ def synthetic(seeds: int, n: int = 400) -> None:
     )
     print(f"{seeds} draws per row; coverage of T ± 2 stderr; width: jackknife / paper stderr")
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
-
-
-def _paper_stderr(hess: Tensor, s: int, seed: int) -> float:
-    """std(T_i)/√s for the test vectors `_xtrace` draws with this seed (the same draws)."""
-    n = hess.shape[0]
-    gen = generator(hess.device, seed)
-    omega = torch.randn((n, s), generator=gen, dtype=hess.dtype)
-    omega = omega * (np.sqrt(n) / torch.linalg.vector_norm(omega, dim=0))
-    q, r = torch.linalg.qr(hess @ omega)
-    a, w, r = (q.T @ hess @ q).numpy(), (q.T @ omega).numpy(), r.numpy()
-    a = (a + a.T) / 2
-    u = np.linalg.inv(r).T
-    u /= np.linalg.norm(u, axis=0)
-    estimates, _ = _xtrace_estimates(n, a, w, r, u)
-    return float(estimates.std(ddof=1) / np.sqrt(s))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -134,13 +134,24 @@ def _hutchinson(
 
 
 def _xtrace(f: FixedLoss, s: int, gen: torch.Generator) -> tuple[float, float]:
-    """XTrace with s test vectors (2s products): the mean of the T_i and its jackknife stderr.
+    """XTrace with s test vectors (2s products): the mean of the T_i and its jackknife stderr."""
+    return _xtrace_summary(*_xtrace_parts(f, s, gen), f.dim)
 
-    Notation of `hessian_trace`; W = QᵀΩ, A = QᵀZ = QᵀHQ, U = R⁻ᵀ with unit columns u_i.
-    With w_i = W e_i and the coordinates p_i = (I − u_i u_iᵀ) w_i of Q_(i)Q_(i)ᵀ ω_i in Q:
-    tr(Q_(i)ᵀ H Q_(i)) = tr(A) − u_iᵀ A u_i, and since H ω_i = y_i = Q R e_i,
-    r_iᵀ H r_i = w_iᵀ R e_i − 2 p_iᵀ R e_i + p_iᵀ A p_i and ‖r_i‖² = n − ‖p_i‖².
-    """
+
+def _xtrace_summary(estimates: np.ndarray, jackknife: np.ndarray, n: int) -> tuple[float, float]:
+    """XTrace's value, the mean of the T_i, and its jackknife stderr from the leave-one-out
+    means T_(j); exact, stderr 0, when s = n (every T_i is exact: Q_(i) spans n − 1 dimensions
+    and r_i the last one)."""
+    value, s = float(estimates.mean()), len(estimates)
+    if s == n:
+        return value, 0.0
+    return value, float(np.sqrt((s - 1) / s * np.sum((jackknife - jackknife.mean()) ** 2)))
+
+
+def _xtrace_parts(f: FixedLoss, s: int, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The T_i and the leave-one-out means T_(j) of XTrace with min(s, n) test vectors (2s
+    products), in the notation of `hessian_trace`: Y = HΩ = QR, W = QᵀΩ, A = QᵀZ = QᵀHQ with
+    Z = HQ, U = R⁻ᵀ with unit columns u_i (`_xtrace_estimates`)."""
     n = f.dim
     s = min(s, n)
     omega = torch.randn((n, s), generator=gen, dtype=f.dtype, device=f.device)  # (n, s)
@@ -156,12 +167,7 @@ def _xtrace(f: FixedLoss, s: int, gen: torch.Generator) -> tuple[float, float]:
     a = (a + a.T) / 2  # QᵀHQ is symmetric; rounding is not
     u = scipy.linalg.solve_triangular(r, np.eye(s), lower=False).T  # R⁻ᵀ (s, s)
     u /= np.linalg.norm(u, axis=0)
-    estimates, jackknife = _xtrace_estimates(n, a, w, r, u)
-    value = float(estimates.mean())
-    if s == n:  # every T_i is exact: Q_(i) spans n − 1 dimensions and r_i the last one
-        return value, 0.0
-    stderr = float(np.sqrt((s - 1) / s * np.sum((jackknife - jackknife.mean()) ** 2)))
-    return value, stderr if s > 1 else float("nan")
+    return _xtrace_estimates(n, a, w, r, u)
 
 
 def _xtrace_estimates(
@@ -187,14 +193,13 @@ def _xtrace_estimates(
     estimates = trace_a - g_ii + (n - s + 1) / (alpha**2 + outside) * quad
     if s < 2:
         return estimates, np.full(s, np.nan)
-    # pairs: axis 0 = i (the estimate), axis 1 = j (the vector left out)
-    cij = c  # symmetric
+    # pairs: axis 0 = i (the estimate), axis 1 = j (the vector left out); c is symmetric
     with np.errstate(divide="ignore", invalid="ignore"):
-        d = np.sqrt(np.clip(1 - cij**2, 0, None))
-        beta = (m.T - cij * alpha[:, None]) / d  # m.T[i, j] = u_jᵀw_i
-        eae = (np.diag(g)[None, :] - 2 * cij * g + cij**2 * g_ii[:, None]) / d**2
-        uae = (g - cij * g_ii[:, None]) / d
-        eg = (nn.T - cij * n_ii[:, None]) / d  # nn.T[i, j] = u_jᵀg_i
+        d = np.sqrt(np.clip(1 - c**2, 0, None))
+        beta = (m.T - c * alpha[:, None]) / d  # m.T[i, j] = u_jᵀw_i
+        eae = (g_ii[None, :] - 2 * c * g + c**2 * g_ii[:, None]) / d**2
+        uae = (g - c * g_ii[:, None]) / d
+        eg = (nn.T - c * n_ii[:, None]) / d  # nn.T[i, j] = u_jᵀg_i
         vav = alpha[:, None] ** 2 * g_ii[:, None] + 2 * alpha[:, None] * beta * uae
         vav = vav + beta**2 * eae
         quad2 = vav + 2 * (alpha[:, None] * n_ii[:, None] + beta * eg) + kappa[:, None]
