@@ -8,6 +8,7 @@ nothing already stored is changed.
 """
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -82,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("runs", nargs="*", help="run folders (default: every run under runs/)")
     rep.add_argument("--out", default="reports", help="output folder (default reports/)")
     rep.add_argument("--figures-only", action="store_true", help="only re-render the figures")
+    rep.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes drawing the runs' figures and statistics (default: one per CPU core, at "
+        "most 8); the files are the same whatever the number",
+    )
     ver = sub.add_parser(
         "verify",
         help="check the exact claims (seconds), run every study's quick profile (complete cells "
@@ -308,7 +316,10 @@ def _cmd_report(args, command: str) -> int:
             )
         if not run.is_dir():
             raise ResultsError(f"no results folder at {run}")
-    index = build_report(runs, args.out, command=command, figures_only=args.figures_only)
+    workers = args.workers if args.workers is not None else min(8, len(os.sched_getaffinity(0)))
+    index = build_report(
+        runs, args.out, command=command, figures_only=args.figures_only, workers=workers
+    )
     print(
         f"report: {index} ({len(runs)} run(s))"
         if not args.figures_only

@@ -29,7 +29,7 @@ def test_the_committed_runs_are_compact_and_hold_every_quick_reference_profile()
 @pytest.fixture(scope="module")
 def regenerated(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reference")
-    build_report(find_runs(REFERENCE / "runs"), out)
+    build_report(find_runs(REFERENCE / "runs"), out, workers=2)  # the pool, as the CLI draws
     return out
 
 

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import TightLayoutEngine
 
 from normtheory.checks import check_int
 
@@ -196,5 +197,7 @@ def finish(
         )
     if title is not None:
         fig.suptitle(title)
-    fig.tight_layout()
+    # The tight layout once, now, leaving the figure without a layout engine (fig.tight_layout()
+    # leaves a placeholder, and any engine makes every savefig draw the whole figure twice).
+    TightLayoutEngine().execute(fig)
     return fig
