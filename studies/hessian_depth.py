@@ -121,8 +121,9 @@ def statistics(results: Results):
         detail = f"{what} ratio no norm/BN, ResNet depth {depth}, eval mode ×{ratio:.3g}"
         if name.endswith("_deep"):
             kept.append(len(gap) / max(len(everything), 1))
-            plain = log_gap(values, deep, False)
-            train = log_gap(table(by_mode["train"], key), deep, True)
+            # The same seeds' nets only: a collapsed net's near-zero Hessian would swamp the mean.
+            plain = log_gap(values, deep, False, trained)
+            train = log_gap(table(by_mode["train"], key), deep, True, trained)
             for context, extra in ((f"plain depth {deep}", plain), ("train mode", train)):
                 detail += f"; {context} ×{np.exp(extra.mean()):.3g}" if extra is not None else ""
         if len(everything) > len(gap):

@@ -112,6 +112,12 @@ def test_seeds_whose_nets_did_not_train_are_dropped():
     assert v.verdict == "supported", v.reason
     assert {r.n_seeds for r in v.rows if r.primary} == {8}
     assert [(c.name, value) for c, value, _ in v.checks] == [("deep_trained", 0.8)]
+    # The detail's train-mode and plain-net ratios are over the same kept seeds: the collapsed
+    # nets' near-zero Hessians (log gap ≈ −7) are not in them.
+    detail = {r.name: r.detail for r in v.rows}["log_eig_gap_deep"]
+    ratios = dict(part.rsplit(" ×", 1) for part in detail.split("; ") if " ×" in part)
+    assert np.log(float(ratios["train mode"])) == pytest.approx(2.0 + TRAIN_SHIFT, abs=0.15)
+    assert np.log(float(ratios["plain depth 20"])) == pytest.approx(-5.0, abs=0.15)
 
 
 def test_too_few_trained_seeds_is_not_testable():
