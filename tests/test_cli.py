@@ -4,6 +4,7 @@ stderr). The commands' work is replaced by stand-ins that record their calls, so
 in milliseconds; end-to-end runs are in ``test_bad_input.py``, ``test_sweep.py``,
 ``test_verify.py``, ``test_sequential.py`` and the report tests."""
 
+import os
 import shlex
 from pathlib import Path
 from types import SimpleNamespace
@@ -154,8 +155,8 @@ def test_ctrl_c_says_how_to_resume(monkeypatch, capsys):
 def report(monkeypatch, tmp_path):
     calls = []
 
-    def fake(runs, out, *, command, figures_only):
-        calls.append((list(runs), out, command, figures_only))
+    def fake(runs, out, *, command, figures_only, workers):
+        calls.append((list(runs), out, command, figures_only, workers))
         return Path(out) / "index.html"
 
     monkeypatch.setattr(normtheory.report, "build_report", fake)
@@ -168,12 +169,13 @@ def test_report_of_named_runs_and_of_every_run_under_runs(report, tmp_path, caps
     run = tmp_path / "a"
     run.mkdir()
     assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 0
+    cores = min(8, len(os.sched_getaffinity(0)))  # the default: one process per core, ≤ 8
     assert report[-1] == ([run], str(tmp_path / "rep"), f"normtheory report {run} --out "
-                          f"{tmp_path / 'rep'}", False)  # fmt: skip
+                          f"{tmp_path / 'rep'}", False, cores)  # fmt: skip
     assert f"report: {tmp_path / 'rep' / 'index.html'} (1 run(s))" in capsys.readouterr().out
-    assert main(["report", "--figures-only"]) == 0
+    assert main(["report", "--figures-only", "--workers", "3"]) == 0
     assert report[-1][0] == [tmp_path / "found"] and report[-1][1:] == (
-        "reports", "normtheory report --figures-only", True,
+        "reports", "normtheory report --figures-only --workers 3", True, 3,
     )  # fmt: skip
     assert capsys.readouterr().out.strip() == f"figures: {Path('reports') / 'figures'}"
 
