@@ -226,8 +226,21 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
     """
     run = RunDir(path)
     run.check()
+    return _records(run, run.cell_summaries())
+
+
+def load_cells(path: str | os.PathLike) -> pd.DataFrame:
+    """One row per complete cell × seed: cell fields, seed, status, diverged_at, steps_done,
+    wall time, steps per second, and the final metrics as ``final_<name>``."""
+    run = RunDir(path)
+    run.check()
+    return _cells(run.cell_summaries())
+
+
+def _records(run: RunDir, summaries: list[dict]) -> pd.DataFrame:
+    """`load` of a checked run, from its complete cells' records."""
     frames, fields = [], []
-    for summary in run.cell_summaries():
+    for summary in summaries:
         file = run.cells_dir / f"{summary['cell_id']}.parquet"
         try:
             frames.append(pd.read_parquet(file))
@@ -241,11 +254,8 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
     return records.merge(cell_fields, on="cell", how="left")
 
 
-def load_cells(path: str | os.PathLike) -> pd.DataFrame:
-    """One row per complete cell × seed: cell fields, seed, status, diverged_at, steps_done,
-    wall time, steps per second, and the final metrics as ``final_<name>``."""
-    run = RunDir(path)
-    run.check()
+def _cells(summaries: list[dict]) -> pd.DataFrame:
+    """`load_cells` from a checked run's complete cells' records."""
     rows = [
         {
             "cell": s["cell_label"],
@@ -260,7 +270,7 @@ def load_cells(path: str | os.PathLike) -> pd.DataFrame:
             **s["fields"],
             **{f"final_{k}": v for k, v in s.get("final", {}).items()},
         }
-        for s in run.cell_summaries()
+        for s in summaries
     ]
     return pd.DataFrame(rows)
 
@@ -280,4 +290,6 @@ class Results:
     @classmethod
     def load(cls, path) -> "Results":
         run = RunDir(path)
-        return cls(load(path), load_cells(path), run.manifest())
+        run.check()  # once, and the cell records read once, for both tables
+        summaries = run.cell_summaries()
+        return cls(_records(run, summaries), _cells(summaries), run.manifest())
