@@ -305,6 +305,13 @@ def _cmd_run(args, command: str) -> int:
     return 0
 
 
+def _cores() -> int:
+    """The CPU cores this process may use (all of them where the OS cannot say, e.g. macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _cmd_report(args, command: str) -> int:
     from normtheory.report import build_report, find_runs
 
@@ -316,7 +323,7 @@ def _cmd_report(args, command: str) -> int:
             )
         if not run.is_dir():
             raise ResultsError(f"no results folder at {run}")
-    workers = args.workers if args.workers is not None else min(8, len(os.sched_getaffinity(0)))
+    workers = args.workers if args.workers is not None else min(8, _cores())
     index = build_report(
         runs, args.out, command=command, figures_only=args.figures_only, workers=workers
     )

@@ -17,7 +17,7 @@ import normtheory.sweep
 import normtheory.verify
 from normtheory import __version__
 from normtheory.claims import CLAIMS
-from normtheory.cli import main
+from normtheory.cli import _cores, main
 from normtheory.registry import list_studies, load_study
 from normtheory.sweep import RunSummary
 
@@ -178,6 +178,15 @@ def test_report_of_named_runs_and_of_every_run_under_runs(report, tmp_path, caps
         "reports", "normtheory report --figures-only --workers 3", True, 3,
     )  # fmt: skip
     assert capsys.readouterr().out.strip() == f"figures: {Path('reports') / 'figures'}"
+
+
+def test_the_report_default_counts_cores_where_the_os_cannot_say_which(monkeypatch):
+    """macOS has no sched_getaffinity: the report's default falls back to the CPU count."""
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert _cores() == 6
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert _cores() == 1
 
 
 def test_report_of_a_missing_folder_is_bad_input(report, tmp_path, capsys):
