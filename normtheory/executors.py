@@ -15,7 +15,10 @@ CPU whichever executor ran them.
 
 import functools
 import multiprocessing
+import os
 import pickle
+import threading
+import time
 import traceback
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -163,6 +166,29 @@ def execute(
         raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
 
 
+def watch_driver(driver: int, every: float = 1.0) -> None:
+    """Pool-worker initializer: ends this worker once the `driver` process is gone.
+
+    A driver killed by a signal it cannot catch (``kill``, the out-of-memory killer) runs no
+    clean-up, and its pool workers — children of the fork server, not of the driver — would
+    finish their cells for nobody, holding the cores for as long as a cell takes. A daemon
+    thread asks every `every` seconds whether `driver` still exists and exits the worker if
+    not; it only sleeps otherwise, so the cell's numbers do not change.
+    """
+
+    def watch():
+        while True:
+            time.sleep(every)
+            try:
+                os.kill(driver, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # a process of another user took the pid: ours is gone
+                os._exit(1)
+
+    threading.Thread(target=watch, name="normtheory-driver-watch", daemon=True).start()
+
+
 def _lost(job: Job, err: BaseException) -> Outcome:
     """The outcome of a job whose worker died (killed, out of memory, ...)."""
     return Outcome("failed", error=f"worker lost: {type(err).__name__}: {err}".splitlines()[0])
@@ -174,7 +200,9 @@ def _process(jobs: list[Job], workers: int) -> Iterator[tuple[Job, Outcome]]:
     # no thread pool); each worker forks from it instead of importing everything again.
     studies = sorted({f"studies.{j.study}" for j in jobs if not j.study.endswith(".py")})
     context.set_forkserver_preload(["normtheory.study", "normtheory.experiment", *studies])
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=watch_driver, initargs=(os.getpid(),)
+    )
     pending = {pool.submit(run_job, job): job for job in jobs}
     try:
         while pending:
@@ -186,7 +214,8 @@ def _process(jobs: list[Job], workers: int) -> Iterator[tuple[Job, Outcome]]:
                 except Exception as err:  # BrokenProcessPool and friends
                     yield job, _lost(job, err)
     finally:
-        # Interrupted (Ctrl-C, generator closed): drop queued cells, do not wait for running ones.
+        # Interrupted (Ctrl-C, generator closed): drop queued cells, do not wait for running ones
+        # (their workers end with the driver, `watch_driver`).
         pool.shutdown(wait=not pending, cancel_futures=True)
 
 

@@ -1,10 +1,16 @@
 """`normtheory.executors`: every executor stores the same numbers, bit for bit (the local run of
 the ``fault_run`` fixture is the oracle); `run_job` turns a raising cell into a failed outcome
 naming the error and where it was raised, runs with the job's torch threads and puts them back;
-a worker that dies is a failed outcome, not a hung or crashed sweep; bad settings are refused."""
+a worker that dies is a failed outcome, not a hung or crashed sweep; a worker whose driver is
+killed stops instead of finishing its cell for nobody; bad settings are refused."""
 
+import os
 import pickle
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -132,6 +138,67 @@ def test_a_dead_worker_is_a_failed_outcome(tmp_path):
     ((job, outcome),) = execute([_job(study=str(path))], "process", workers=1)
     assert outcome.status == "failed" and outcome.error.startswith("worker lost: ")
     assert "BrokenProcessPool" in outcome.error and len(outcome.error.splitlines()) == 1
+
+
+SLEEPING_STUDY = """
+import os, time
+from normtheory.experiment import TrainCell
+from normtheory.study import Grid, Profile, Study
+
+def run_cell(cell, seed, **kw):
+    with open(os.environ["NT_WORKER_PID"], "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(300)
+
+STUDY = Study(name="sleeping", title="t", claims=(),
+              profiles={"quick": Profile(Grid(TrainCell()))}, run_cell=run_cell)
+"""
+DRIVER = """
+import pickle, sys
+from normtheory.executors import Job, execute
+from normtheory.experiment import TrainCell
+for _ in execute([Job(sys.argv[1], pickle.dumps(TrainCell()), 0, "cpu", 1, "c", "c")], "process"):
+    pass
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie (a dead child its parent has not reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def test_a_killed_driver_takes_its_pool_workers_with_it(tmp_path):
+    """SIGKILL runs no clean-up in the driver; its worker, mid-cell, must not run on for nobody."""
+    (tmp_path / "sleeping.py").write_text(SLEEPING_STUDY)
+    pid_file = tmp_path / "worker.pid"
+    env = {**os.environ, "NT_WORKER_PID": str(pid_file)}
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(tmp_path / "sleeping.py")], env=env
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            assert driver.poll() is None, "the driver ended before its worker started the cell"
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        assert _running(worker)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        deadline = time.monotonic() + 30
+        while _running(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        alive = _running(worker)
+        if alive:
+            os.kill(worker, signal.SIGKILL)
+        assert not alive, "the worker outlived its driver by 30 s (its cell sleeps 300 s)"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
 
 
 @pytest.mark.parametrize(
