@@ -52,3 +52,35 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[pkg] = "not installed"
     return out
+
+
+def float_path() -> str:
+    """The CPU code paths floating-point results take on this machine: the highest SIMD level
+    numpy dispatches to and the core each BLAS library tuned itself for. The same versions give
+    numbers that differ in the last bits on another path (numpy's AVX-512 exp/log and OpenBLAS's
+    kernels round differently), so a byte-for-byte check needs the same path too."""
+    import numpy  # noqa: F401  (loads numpy's and scipy's BLAS, so both are listed)
+    import scipy.linalg  # noqa: F401
+
+    parts = []
+    try:
+        from numpy._core import _multiarray_umath as umath  # where numpy keeps its CPU dispatch
+
+        found = [t for t in umath.__cpu_dispatch__ if umath.__cpu_features__.get(t)]
+        parts.append(f"numpy SIMD {found[-1] if found else 'baseline'}")
+    except (ImportError, AttributeError):
+        parts.append("numpy SIMD ?")
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = sorted(
+            {
+                f"{i['internal_api']} {i.get('architecture') or '?'}"
+                for i in threadpool_info()
+                if i.get("user_api") == "blas"
+            }
+        )
+        parts.append(", ".join(blas) or "no BLAS loaded")
+    except ImportError:
+        parts.append("BLAS ?")
+    return f"{platform.machine()}, " + ", ".join(parts)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from normtheory.checks import check_int
 from normtheory.plots import missing_figure
-from normtheory.provenance import git_commit, now, versions
+from normtheory.provenance import float_path, git_commit, now, versions
 from normtheory.registry import list_studies, load_study
 from normtheory.report.data import figure_data
 from normtheory.report.markup import html_page, markdown_page
@@ -59,10 +59,12 @@ RENDERING = ("matplotlib", "seaborn", "pandas", "numpy", "scipy", "statsmodels")
 
 
 def rendered_with() -> str:
-    """The versions the figures and tables were drawn with: with the same versions, the same
-    stored runs regenerate them byte-identically."""
+    """The versions and the CPU code path (`float_path`) the figures and tables were drawn with:
+    with both the same, the same stored runs regenerate them byte-identically; on another path the
+    numbers differ in their last bits."""
     have = versions()
-    return "Rendered with " + ", ".join(f"{p} {have.get(p, '?')}" for p in RENDERING) + "."
+    drawn = ", ".join(f"{p} {have.get(p, '?')}" for p in RENDERING)
+    return f"Rendered with {drawn} on {float_path()}."
 
 
 def _save_figure(fig, stem: str, out: Path, sec: Section, partial_note: str) -> None:
