@@ -49,7 +49,8 @@ def test_the_quick_start_leaves_the_committed_reference_alone():
     assert _parser().parse_args(["report"]).out == "reports"
     assert _parser().parse_args(["verify"]).out == "reports"
     ignored = (ROOT / ".gitignore").read_text().split()
-    assert "/runs/" in ignored and "/reports/" in ignored  # top level only: reference/runs is committed
+    # top level only: reference/runs is committed
+    assert "/runs/" in ignored and "/reports/" in ignored
     regenerate = next(b for b in _blocks("sh") if "verify" in b)
     assert regenerate.strip().endswith("--out reference")
     assert (ROOT / "reference" / "README.md").exists()
