@@ -176,11 +176,13 @@ def _executor_kwargs(args) -> dict:
 
 class _Lines:
     """Progress for a pipe or a CI log (no terminal to draw a bar on): one line on stderr per
-    finished run of a sweep (the first task added; per-step tasks are ignored), with the count
-    and the elapsed time. The subset of ``rich.progress.Progress`` the sweep and the loop use."""
+    finished run of a sweep (the first task added; per-step tasks are ignored), with the count,
+    the elapsed time and, once a run has finished, the time left at the pace of the runs finished
+    so far in this process (runs already stored, passed as ``completed`` to ``add_task``, do not
+    count toward the pace). The subset of ``rich.progress.Progress`` the sweep and the loop use."""
 
     def __init__(self):
-        self._tasks: dict[int, list] = {}  # id -> [description, total, done]
+        self._tasks: dict[int, list] = {}  # id -> [description, total, done, done at start]
         self._start = time.monotonic()
 
     def __enter__(self):
@@ -189,11 +191,13 @@ class _Lines:
     def __exit__(self, *exc):
         return False
 
-    def add_task(self, description: str, total: float | None = None, **kw) -> int:
+    def add_task(self, description: str, total: float | None = None, completed: float = 0, **kw):
         task = len(self._tasks)
-        self._tasks[task] = [description, total, 0]
+        self._tasks[task] = [description, total, completed, completed]
         if task == 0:
             self._start = time.monotonic()
+            if completed:
+                _say(f"{description}: {completed:.0f}/{total:.0f} runs already stored")
         return task
 
     def update(self, task: int, advance: float = 0, **kw) -> None:
@@ -201,20 +205,39 @@ class _Lines:
         if task != 0 or entry is None or not advance:
             return
         entry[2] += advance
-        secs = int(time.monotonic() - self._start)
-        print(
-            f"{entry[0]}: {entry[2]:.0f}/{entry[1]:.0f} runs done ({secs // 60}m {secs % 60:02d}s)",
-            file=sys.stderr,
-            flush=True,
-        )
+        elapsed = time.monotonic() - self._start
+        line = f"{entry[0]}: {entry[2]:.0f}/{entry[1]:.0f} runs done ({_clock(elapsed)}"
+        fresh, left = entry[2] - entry[3], (entry[1] or 0) - entry[2]
+        if fresh > 0 and left > 0:
+            line += f", ≈{_clock(elapsed / fresh * left)} left at this pace"
+        _say(line + ")")
 
     def remove_task(self, task: int) -> None:
         self._tasks.pop(task, None)
 
 
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _clock(secs: float) -> str:
+    """``1h 02m``, ``4m 09s``: a duration at the precision a progress line needs."""
+    secs = int(secs)
+    if secs >= 3600:
+        return f"{secs // 3600}h {secs % 3600 // 60:02d}m"
+    return f"{secs // 60}m {secs % 60:02d}s"
+
+
 def _progress():
     """A progress bar on a terminal; one line per finished run otherwise (pipes, CI logs)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     if not sys.stderr.isatty():
         return _Lines()
@@ -223,6 +246,7 @@ def _progress():
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         transient=True,
     )
 

@@ -173,8 +173,10 @@ def run_sweep(
             jobs.append(Job(ref, pickle.dumps(cell), seed, dev, threads, cid, label, root, amp))
     task = None
     if progress is not None:
-        task = progress.add_task(f"{study.name} [{profile}]", total=summary.total)
-        progress.update(task, advance=summary.skipped)
+        # runs already stored count as done but not toward the pace the time left is guessed from
+        task = progress.add_task(
+            f"{study.name} [{profile}]", total=summary.total, completed=summary.skipped
+        )
     speed = []  # (steps, seconds) of each cell run now
     for job, outcome in execute(
         jobs, executor, workers=workers, ray_address=ray_address, study=study, progress=progress

@@ -224,18 +224,29 @@ def test_verify_prints_the_table_and_exits_1_only_for_a_failing_exact_claim(
     assert ("exact claims that fail: C0" in captured.err) == (code == 1)
 
 
-def test_without_a_terminal_progress_is_one_line_per_finished_run(capsys):
-    from normtheory.cli import _progress
+def test_without_a_terminal_progress_is_one_line_per_finished_run(capsys, monkeypatch):
+    import normtheory.cli as cli
 
-    with _progress() as progress:  # capsys: stderr is not a terminal
-        sweep = progress.add_task("demo [quick]", total=3)
+    clock = iter([0.0, 0.0, 60.0, 300.0, 420.0])  # made, task added, then at each line
+    monkeypatch.setattr(cli.time, "monotonic", lambda: next(clock, 420.0))
+    with cli._progress() as progress:  # capsys: stderr is not a terminal
+        sweep = progress.add_task("demo [quick]", total=8, completed=2)  # 2 already stored
         steps = progress.add_task("steps", total=100)  # the loop's bar: no lines
         progress.update(sweep, advance=1)
         progress.update(steps, advance=50)
+        progress.update(sweep, advance=3)
         progress.update(sweep, advance=2)
         progress.remove_task(steps)
-    err = capsys.readouterr().err.splitlines()
-    assert [line.split(" (")[0] for line in err] == [
-        "demo [quick]: 1/3 runs done",
-        "demo [quick]: 3/3 runs done",
+    # the pace counts only the runs finished here: 1 in 60 s, then 4 in 300 s
+    assert capsys.readouterr().err.splitlines() == [
+        "demo [quick]: 2/8 runs already stored",
+        "demo [quick]: 3/8 runs done (1m 00s, ≈5m 00s left at this pace)",
+        "demo [quick]: 6/8 runs done (5m 00s, ≈2m 30s left at this pace)",
+        "demo [quick]: 8/8 runs done (7m 00s)",
     ]
+
+
+def test_a_long_time_reads_in_hours():
+    from normtheory.cli import _clock
+
+    assert (_clock(59.9), _clock(3599), _clock(3600 + 125)) == ("0m 59s", "59m 59s", "1h 02m")
