@@ -111,6 +111,10 @@ class Hook:
 
     events: tuple[str, ...] = ("after_step",)
     lazy = False  # True: `on` may return fresh detached 0-dim float tensors, converted at a flush
+    # True: no record at the ``end`` of a run that diverged (``ctx.extras["status"]``): the
+    # measurement needs the finite weights of a trained net (curvature of a net whose weights
+    # blew up is NaN, and an eigensolver on NaN raises); a diverged run is an outcome, not a crash
+    trained_only = False
     default_name = "hook"
     PREFIX = "hook."
     METRICS: tuple[str, ...] = ()
@@ -147,6 +151,8 @@ class Hook:
         """The records of `on` with full metric names; a `lazy` hook's tensor values stay
         (detached) tensors, every other value becomes a float."""
         name = self.name
+        if self.trained_only and event == "end" and ctx.extras.get("status") == "diverged":
+            return []
         if not self.lazy:
             return [
                 (f"{name}.{metric}", key, float(value))

@@ -32,7 +32,10 @@ def _never(step: int) -> bool:
 
 
 class _CurvatureHook(Hook):
-    """Shared plumbing: probe batch, mode, parameter subset, schedule with optional end-of-run."""
+    """Shared plumbing: probe batch, mode, parameter subset, schedule with optional end-of-run
+    (skipped when the run diverged: `Hook.trained_only`)."""
+
+    trained_only = True
 
     def __init__(
         self,

@@ -24,7 +24,8 @@ class LayerHessianBNP(Hook):
     (what BNP's running averages estimate), so the same measurement applies to any net: a BNP
     net, the same net without preconditioning, a BN net. Keys ``plain`` (H) and ``bnp`` (Ĥ);
     metrics ``top``, ``bottom``, ``cond``, ``null`` (eigenvalues within ± `null_tol` · top) and
-    ``negative``. Runs at ``start`` and on its schedule (default: the end of the run).
+    ``negative``. Runs at ``start`` and on its schedule (default: the end of the run; nothing at
+    the end of a run that diverged: `Hook.trained_only`).
 
     Args:
         probe: (inputs, targets).
@@ -38,6 +39,7 @@ class LayerHessianBNP(Hook):
     """
 
     events = ("start", "after_step")
+    trained_only = True
     default_name = "bnp_hess"
     PREFIX = "bnp_hess."
     TOP = "bnp_hess.top"
