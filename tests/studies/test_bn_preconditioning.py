@@ -94,3 +94,22 @@ def test_verdicts():
 def test_bnp_hess_untestable_when_bnp_did_not_train():
     verdict = judge_study(STUDY, _results({**HOLDS, ("bnp", 32): 0.5}))["BNP-HESS"]
     assert verdict.verdict == "not testable at this scale"
+
+
+def test_a_tuning_run_decides_nothing_and_the_standard_cells_train_at_the_tuned_rates():
+    """The tune_standard run's cells are evaluated on a validation split: no evidence from them,
+    whatever their errors. The standard cells train at their scheme's tuned base rate, scaled
+    by B/32 as before (the lr_tuning figure draws only a tuning run)."""
+    from studies.bn_preconditioning import STANDARD_LRS, lr_tuning
+
+    results = _results(HOLDS)
+    results.cells["validation"] = 0.2
+    assert statistics(results) == []
+    assert STUDY.profile("tune_standard").first_seed >= 100 > STUDY.profile("standard").seeds
+    assert lr_tuning(_results(HOLDS)) is None
+    cells = STUDY.profile("standard").grid.cells()
+    assert len(cells) == 6
+    for cell in cells:
+        scheme = "bnp" if cell.bn_precondition else cell.norm
+        assert cell.lr == STANDARD_LRS[scheme] and cell.lr_scaling == "linear", cell
+    assert len(set(STANDARD_LRS.values())) == 3  # the three schemes chose different rates
