@@ -28,6 +28,7 @@ from normtheory.report.markup import html_page, markdown_page
 from normtheory.report.tables import ROW_COLUMNS, Section, claim_rows, statistic_rows
 from normtheory.results import MANIFEST, Results, ResultsError, RunDir
 from normtheory.stats import NOT_RUN
+from normtheory.tuning import is_tuning
 from normtheory.verdicts import ClaimVerdict, judge_study
 
 
@@ -56,6 +57,12 @@ def testers() -> dict[str, list[str]]:
 FIGURE_DPI = 110  # the PNGs' resolution
 
 RENDERING = ("matplotlib", "seaborn", "pandas", "numpy", "scipy", "statsmodels")
+
+
+TUNING_RUN = (
+    "a tuning run (evaluated on a validation split, not the test split): it chooses the "
+    "learning rates the study's verdict profiles train at and decides no claim"
+)
 
 
 def rendered_with() -> str:
@@ -151,6 +158,8 @@ def _study_section(
         reason = ""
         if sec.complete == 0:
             reason = sec.error = f"no complete cells stored in {run} (0 of {sec.expected})"
+        elif is_tuning(cells):  # no verdict, no check: its errors are validation errors
+            reason = TUNING_RUN
         else:
             try:
                 sec.claim_verdicts = judge_study(study, results)

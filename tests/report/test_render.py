@@ -204,3 +204,19 @@ def test_a_bad_worker_count_is_one_line_and_exit_2(report_runs, tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [err[0]] and "workers must be an integer >= 1, got 0" in err[0]
     assert not out.exists()
+
+
+def test_a_tuning_run_says_it_decides_no_claim_and_lists_no_failing_checks(tmp_path):
+    """A tuning run's errors are on a validation split: its section says so instead of "no
+    statistic reported", and lists no manipulation check as failing for want of a value."""
+    from pathlib import Path
+
+    from normtheory.report.render import TUNING_RUN
+
+    run = Path(__file__).resolve().parents[2] / "reference" / "runs"
+    run = run / "bn_preconditioning-tune_standard"
+    assert main(["report", str(run), "--out", str(tmp_path), "--workers", "1"]) == 0
+    page = (tmp_path / "README.md").read_text()
+    section = page[page.index("## bn_preconditioning:") :]
+    assert f"**not run** — {TUNING_RUN}" in section
+    assert "check:" not in section and "lr_tuning" in section
