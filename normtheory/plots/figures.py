@@ -148,7 +148,11 @@ def by_condition(
         elif logx:
             ax.set_xscale("log", base=10 if logx is True else logx)
             ticks = sorted(data[x].unique())
-            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            # whole numbers as they are (batch sizes), others to 2 significant digits (rates),
+            # slanted when many (a learning-rate sweep's labels would run into each other)
+            tick_text = [f"{t:g}" if float(t).is_integer() else f"{t:.2g}" for t in ticks]
+            slant = len(ticks) > 6 and any(not float(t).is_integer() for t in ticks)
+            ax.set_xticks(ticks, tick_text, **({"rotation": 40, "ha": "right"} if slant else {}))
             ax.minorticks_off()
         if log:
             ax.set_yscale("log")
