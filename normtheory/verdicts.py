@@ -39,6 +39,7 @@ from normtheory.stats import (
     p_tost,
     p_two_sided,
 )
+from normtheory.tuning import is_tuning
 
 
 @dataclass
@@ -300,6 +301,10 @@ def judge(
 
 def judge_study(study, results) -> dict[str, ClaimVerdict]:
     """The verdict of every claim `study` declares, from `study.statistics(results)`, at the
-    α of the run's planned sequential looks (1 unless it ran with ``--until-decided``)."""
+    α of the run's planned sequential looks (1 unless it ran with ``--until-decided``).
+    A tuning run (cells evaluated on a validation split) chooses learning rates and decides
+    nothing: no verdicts, whatever its errors, and the study's statistics are not asked."""
+    if is_tuning(results.cells):
+        return {}
     looks = int(results.manifest.get("sequential", {}).get("looks_planned", 1) or 1)
     return judge(study.statistics(results), study.claims, looks=looks)

@@ -58,7 +58,7 @@ from normtheory.experiment import PAPER_DATA, PAPER_EPOCH, STANDARD_DATA, TrainC
 from normtheory.plots import by_condition, paired_change
 from normtheory.results import Results
 from normtheory.study import Grid, Profile, Study
-from normtheory.tuning import LrTable, convergence_figure, is_tuning, tuning_figure, tuning_profile
+from normtheory.tuning import LrTable, convergence_figure, tuning_figure, tuning_profile
 
 CLAIM = "BGN-TINY"
 NORMS = ("batch", "group", "batch_group")
@@ -122,8 +122,6 @@ FULL = Grid(replace(BASE, epochs=12), {"norm": NORMS, "batch_size": (1, 2, 4, 8,
 
 
 def statistics(results: Results):
-    if is_tuning(results.cells):  # validation errors choose learning rates, not verdicts
-        return []
     outcomes = final_outcomes(results.cells)
     means = outcomes.groupby(["norm", "batch_size"])["test_error"].mean()
     gaps = changes(outcomes, "test_error", "norm", BGN, by="batch_size")  # err_X − err_BGN

@@ -64,7 +64,7 @@ from normtheory.hooks import BatchDependence, LossAccuracy, at_end
 from normtheory.plots import by_condition, norm_label
 from normtheory.results import Results
 from normtheory.study import Grid, Profile, Study
-from normtheory.tuning import LrTable, convergence_figure, is_tuning, tuning_figure, tuning_profile
+from normtheory.tuning import LrTable, convergence_figure, tuning_figure, tuning_profile
 
 NORMS = ("batch", "group", "layer", "instance", "group+ws", "frn", "batch_group", "none")
 CLAIM_NORMS = ("batch", "group", "group+ws", "frn")  # the norms the claims compare
@@ -163,8 +163,6 @@ def _batch_independence(rec) -> list[Exact]:
 
 
 def statistics(results: Results):
-    if is_tuning(results.cells):  # validation errors choose learning rates, not verdicts
-        return []
     err = seed_table(final_outcomes(results.cells), "test_error", ["norm", "batch_size"])
     hi = max(err.columns.get_level_values("batch_size"))
     have = set(err.columns)

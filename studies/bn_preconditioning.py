@@ -54,7 +54,7 @@ from normtheory.hooks import LayerHessianBNP, LossAccuracy
 from normtheory.plots import by_condition, norm_label
 from normtheory.results import Results
 from normtheory.study import Grid, Profile, Study
-from normtheory.tuning import convergence_figure, is_tuning, tuning_figure, tuning_profile
+from normtheory.tuning import convergence_figure, tuning_figure, tuning_profile
 
 SCHEMES = ({"norm": "none"}, {"norm": "none", "bn_precondition": True}, {"norm": "batch"})
 BASE = TrainCell(
@@ -137,8 +137,6 @@ def _hessian(results: Results, hi: int):
 
 
 def statistics(results: Results):
-    if is_tuning(results.cells):  # validation errors choose learning rates, not verdicts
-        return []
     err = seed_table(schemes(final_outcomes(results.cells)), "test_error", ["norm", "batch_size"])
     have = set(err.columns)
     hi = max(b for _, b in have)

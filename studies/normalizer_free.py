@@ -46,7 +46,7 @@ from normtheory.hooks import LossAccuracy
 from normtheory.results import Results
 from normtheory.stability import PROBE, StabilityRule, lr_search, max_stable_lr, probe_table
 from normtheory.study import Grid, Profile, Study
-from normtheory.tuning import LrTable, is_tuning, tuning_figure, tuning_profile
+from normtheory.tuning import LrTable, tuning_figure, tuning_profile
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ def _lr_ratio(cells, batch: int):
 
 def statistics(results: Results):
     cells = results.cells
-    if cells.empty or is_tuning(cells):
+    if cells.empty:
         return []
     out = []
     acc = _accuracy(results)

@@ -128,7 +128,7 @@ def test_a_tuning_run_decides_nothing():
     study reports no evidence from them."""
     results = _results(HOLDS)
     results.cells["validation"] = 0.2
-    assert statistics(results) == []
+    assert judge_study(STUDY, results) == {}
     tune = STUDY.profile("tune")
     assert tune.first_seed >= 100 > STUDY.profile("quick").seeds and tune.grid.adjust is None
     assert {c.validation for c in tune.grid.cells()} == {0.2}

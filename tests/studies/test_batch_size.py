@@ -118,7 +118,7 @@ def test_a_tuning_run_decides_nothing():
     study reports no evidence from them, whatever their errors."""
     results = _results(HOLDS)
     results.cells["validation"] = 0.2
-    assert statistics(results) == []
+    assert judge_study(STUDY, results) == {}
     assert STUDY.profile("tune").first_seed >= 100 > STUDY.profile("quick").seeds
 
 
