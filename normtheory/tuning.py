@@ -117,7 +117,8 @@ def lr_table_source(cells: pd.DataFrame, keys=KEYS) -> str:
 def tuning_figure(results, keys=KEYS) -> "Figure":  # noqa: F821
     """Validation error vs candidate learning rate, one panel per norm (per ``keys[0]``), one
     line per batch size: mean and t-CI over the tuning seeds. The x axis is the candidate
-    before its √(B/ref_batch) scaling (the same ticks for every batch size); the title lists
+    before its batch-size scaling (the cells' ``lr_scaling``, named in the axis label; the same
+    ticks for every batch size); the title lists
     the rates chosen, as trained. ``None`` (no figure) for a run that is not a tuning run: its
     cells trained at rates fixed in advance."""
     title = "Validation error vs learning rate (tuning run)"
@@ -138,8 +139,20 @@ def tuning_figure(results, keys=KEYS) -> "Figure":  # noqa: F821
         clip=(0, 1),
         title="\n".join([title, "chosen (as trained):", *lines]),
         ylabel="validation error (fraction)",
-        xlabel="candidate lr, before × √(B/ref)",
+        xlabel=_candidate_label(results.cells),
     )
+
+
+_SCALING_TEXT = {"none": "", "linear": ", before × B/ref", "sqrt": ", before × √(B/ref)"}
+
+
+def _candidate_label(cells: pd.DataFrame) -> str:
+    """The tuning figure's x label: the candidate rate and the scaling the cells apply to it."""
+    kinds = sorted(set(cells["lr_scaling"])) if "lr_scaling" in cells else ["none"]
+    scaling = (
+        _SCALING_TEXT[kinds[0]] if len(kinds) == 1 else f", before scaling ({', '.join(kinds)})"
+    )
+    return f"candidate lr{scaling}"
 
 
 def convergence_figure(results) -> "Figure":  # noqa: F821

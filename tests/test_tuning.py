@@ -128,6 +128,9 @@ def test_is_tuning_and_figures_on_both_kinds_of_run():
     fig = tuning_figure(Results(pd.DataFrame(), tune, {}))
     chosen = fig._suptitle.get_text()  # batch@8 at 0.05 has the lower mean error (0.15)
     assert "chosen (as trained):\nbatch@8: 0.05" in chosen
+    assert fig.axes[0].get_xlabel() == "candidate lr, before × √(B/ref)"  # the cells' scaling
+    linear = tuning_figure(Results(pd.DataFrame(), tune.assign(lr_scaling="linear"), {}))
+    assert linear.axes[0].get_xlabel() == "candidate lr, before × B/ref"
     assert tuning_figure(Results(pd.DataFrame(), verdict, {})) is None  # fixed rates: no figure
     assert any(
         "missing" in t.get_text()
