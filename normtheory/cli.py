@@ -255,15 +255,17 @@ def _cmd_list(args) -> int:
     from normtheory.claims import CLAIMS
     from normtheory.registry import list_studies, load_study
 
-    for name in list_studies():
-        study = load_study(name)
-        print(f"{name:22s} {study.title}")
+    studies = [load_study(name) for name in list_studies()]
+    width = max(len(p) for s in studies for p in s.profiles)  # profile names line up
+    for study in studies:
+        print(f"{study.name:22s} {study.title}")
         for claim in study.claims:
             print(f"  {claim:14s} {CLAIMS[claim].statement if claim in CLAIMS else '?'}")
         for pname, prof in study.profiles.items():
             about = "; ".join(x for x in (prof.description, prof.cost) if x)
+            seeds = f"{prof.seeds:2d} seed{'s' if prof.seeds != 1 else ' '}"
             print(
-                f"  profile {pname:10s} tier {study.tier(pname):8s} {prof.seeds:2d} seeds"
+                f"  profile {pname:{width}s} tier {study.tier(pname):8s} {seeds}"
                 + (f"  {about}" if about else "")
             )
             for change in prof.changes:
