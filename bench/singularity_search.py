@@ -36,7 +36,7 @@ from normtheory.experiment import TrainCell, probe_batch, run_train_cell
 from normtheory.hooks.base import Hook
 from normtheory.hooks.schedule import evenly
 from normtheory.measure.singularity import channel_health
-from normtheory.optim import norm_layers
+from normtheory.norms import norm_layers
 from normtheory.state import probe_forward
 
 BASE = TrainCell(dataset="digits", arch="convnet", width=16, depth=6, groups=4, optimizer="sgd",

@@ -25,14 +25,7 @@ import torch
 from torch import nn
 
 from normtheory.measure.scale_invariant import PER_CHANNEL, find_scale_invariant
-from normtheory.norms import (
-    BatchGroupNorm,
-    BatchKalmanNorm,
-    BatchRenorm,
-    FilterResponseNorm,
-    GroupNorm,
-    RMSNorm,
-)
+from normtheory.norms import norm_layers
 
 
 def _resolve(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Parameter]:
@@ -131,25 +124,6 @@ class WeightRescaling:
 
 
 # -- decay of the normalization layers' affine parameters -----------------------------------------
-
-_NORM_TYPES = (
-    nn.modules.batchnorm._NormBase,
-    nn.GroupNorm,
-    nn.LayerNorm,
-    BatchGroupNorm,
-    FilterResponseNorm,
-    GroupNorm,
-    RMSNorm,
-    nn.RMSNorm,
-    BatchRenorm,
-    BatchKalmanNorm,
-)
-
-
-def norm_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The normalization layers of `model` (BN, Ghost BN, GN, LN, IN, BGN, FRN, RMSNorm, Batch
-    Renorm, Batch Kalman Norm, torch's), by name."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, _NORM_TYPES)}
 
 
 def norm_affine_params(model: nn.Module) -> dict[str, dict[str, nn.Parameter]]:

@@ -12,7 +12,7 @@ from normtheory.hooks.schedule import at_end
 from normtheory.measure.batch_dependence import batch_dependence
 from normtheory.measure.outcomes import evaluate, example_weighing, train_eval_discrepancy
 from normtheory.measure.singularity import channel_health
-from normtheory.optim import norm_layers
+from normtheory.norms import norm_layers
 from normtheory.state import probe_forward
 
 

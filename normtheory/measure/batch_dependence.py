@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from normtheory.checks import check_int
-from normtheory.optim import norm_layers
+from normtheory.norms import norm_layers
 from normtheory.state import preserved_rng
 
 
@@ -44,7 +44,7 @@ def batch_dependence(
         x_other: a batch of the same shape; its rows keep, keep+1, ... replace those of `x`.
         keep: the number of leading examples kept (1 <= keep < N).
         layers: names of the modules to watch, from ``model.named_modules()``; default every
-            normalization layer (`normtheory.optim.norm_layers`).
+            normalization layer (`normtheory.norms.norm_layers`).
 
     Returns:
         ``{layer name: change}``; empty when the model has no normalization layer.

@@ -50,6 +50,7 @@ __all__ = [
     "InstanceNorm",
     "LayerNorm",
     "NORM_FREE",
+    "NORM_TYPES",
     "RELU_GAMMA",
     "ScaledWSConv1d",
     "ScaledWSConv2d",
@@ -63,6 +64,7 @@ __all__ = [
     "list_norms",
     "link_kalman",
     "norm_includes_activation",
+    "norm_layers",
     "parse_norm_spec",
     "register_norm",
     "scaled_standardize_weight",
@@ -145,3 +147,24 @@ register_norm("layer_nobias", partial(LayerNorm, bias=False))
 register_norm("layer_noaffine", partial(LayerNorm, affine=False))
 register_norm("batch_renorm", BatchRenorm)
 register_norm("batch_kalman", BatchKalmanNorm)
+
+# The module types that normalize (torch's BN/GN/LN/RMSNorm and this package's layers): what
+# `norm_layers` finds. Weight standardization lives in the conv/linear layers, not here.
+NORM_TYPES = (
+    nn.modules.batchnorm._NormBase,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    BatchGroupNorm,
+    FilterResponseNorm,
+    GroupNorm,
+    RMSNorm,
+    nn.RMSNorm,
+    BatchRenorm,
+    BatchKalmanNorm,
+)
+
+
+def norm_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The normalization layers of `model` (BN, Ghost BN, GN, LN, IN, BGN, FRN, RMSNorm, Batch
+    Renorm, Batch Kalman Norm, torch's), by name."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, NORM_TYPES)}
