@@ -118,9 +118,8 @@ def tuning_figure(results, keys=KEYS) -> "Figure":  # noqa: F821
     """Validation error vs candidate learning rate, one panel per norm (per ``keys[0]``), one
     line per batch size: mean and t-CI over the tuning seeds. The x axis is the candidate
     before its batch-size scaling (the cells' ``lr_scaling``, named in the axis label; the same
-    ticks for every batch size); the title lists
-    the rates chosen, as trained. ``None`` (no figure) for a run that is not a tuning run: its
-    cells trained at rates fixed in advance."""
+    ticks for every batch size); the title lists the rates chosen, as trained. ``None`` (no
+    figure) for a run that is not a tuning run: its cells trained at rates fixed in advance."""
     title = "Validation error vs learning rate (tuning run)"
     if not is_tuning(results.cells):
         return None

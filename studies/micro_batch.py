@@ -203,7 +203,7 @@ STUDY = Study(
             seeds=5,
             description="Fashion-MNIST (20 000), depth 4; BN, Batch Renorm, BKN at batch 2, 8, 32 "
             "and 128, GN at 2 and 128, FRN at 128; 10 epochs, LR 0.1·B/32 with warm-up, 5 seeds",
-            cost="≈2 h on 2 CPU cores (75 runs, 1 h 53 min measured; 2.5 M steps, 60 % at "
+            cost="≈2 h on 2 CPU cores (75 runs, 1 h 53 min measured; 2.5 M steps, 80 % at "
             "batch 2: 4–8 min per batch-2 run)",
         ),
         "paper": Profile(

@@ -50,7 +50,6 @@ __all__ = [
     "InstanceNorm",
     "LayerNorm",
     "NORM_FREE",
-    "NORM_TYPES",
     "RELU_GAMMA",
     "ScaledWSConv1d",
     "ScaledWSConv2d",
@@ -150,7 +149,7 @@ register_norm("batch_kalman", BatchKalmanNorm)
 
 # The module types that normalize (torch's BN/GN/LN/RMSNorm and this package's layers): what
 # `norm_layers` finds. Weight standardization lives in the conv/linear layers, not here.
-NORM_TYPES = (
+_NORM_TYPES = (
     nn.modules.batchnorm._NormBase,
     nn.GroupNorm,
     nn.LayerNorm,
@@ -167,4 +166,4 @@ NORM_TYPES = (
 def norm_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The normalization layers of `model` (BN, Ghost BN, GN, LN, IN, BGN, FRN, RMSNorm, Batch
     Renorm, Batch Kalman Norm, torch's), by name."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, NORM_TYPES)}
+    return {n: m for n, m in model.named_modules() if isinstance(m, _NORM_TYPES)}
