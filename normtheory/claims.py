@@ -69,12 +69,17 @@ class Statistic:
 @dataclass(frozen=True)
 class Check:
     """A manipulation check: the study reports `value`; the check passes when
-    ``value <op> threshold``. A failed check makes the claim "not testable at this scale"."""
+    ``value <op> threshold``. A failed check makes the claim "not testable at this scale".
+
+    `scale_needed` says what scale would pass this check, when the claim's own `scale_needed`
+    is about another one. It explains a verdict and is not part of the test: the claim's digest
+    leaves it out."""
 
     name: str
     text: str
     op: str
     threshold: float
+    scale_needed: str = ""
 
     def __post_init__(self):
         if self.op not in OPS:
@@ -136,7 +141,10 @@ class Claim:
 
 
 def _digest(claim: Claim) -> str:
-    text = json.dumps(asdict(claim), sort_keys=True, ensure_ascii=False, default=str)
+    entry = asdict(claim)
+    for check in entry["test"]["checks"]:
+        del check["scale_needed"]  # explains a failed check; not part of the test
+    text = json.dumps(entry, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -247,8 +247,10 @@ def _combine(claim: Claim, rows, checks, check_values) -> ClaimVerdict:
         out.reason = "failed check: " + "; ".join(
             f"{c.text} (measured {v:.3g}, needs {c.op} {c.threshold:g})" for c, v in failed
         )
-        if claim.scale_needed:
-            out.reason += f". Would need: {claim.scale_needed}"
+        needed = [c.scale_needed for c, _ in failed if c.scale_needed] or [claim.scale_needed]
+        needed = [n for n in dict.fromkeys(needed) if n]
+        if needed:
+            out.reason += f". Would need: {'; '.join(needed)}"
         return out
     if missing_checks:
         out.reason = f"manipulation check(s) not reported: {', '.join(missing_checks)}"

@@ -65,6 +65,24 @@ def test_digest_fixes_the_test_content():
     assert changed["WS-MICRO"].digest == CLAIMS["WS-MICRO"].digest  # others untouched
 
 
+def test_a_checks_scale_needed_explains_and_is_not_part_of_the_test():
+    """A check's own scale_needed is the text a failed check shows; editing it must not flag
+    the runs made under the test as "test changed", while editing the check itself must."""
+    text = REGISTRY.read_text(encoding="utf-8")
+    wrs = CLAIMS["WRS"].test
+    note = next(c for c in wrs.checks if c.name == "wd_trained").scale_needed
+    assert note and note != CLAIMS["WRS"].scale_needed
+    reworded = parse_registry(text.replace(note, "something else entirely"))
+    assert reworded["WRS"].digest == CLAIMS["WRS"].digest
+    stricter = parse_registry(
+        text.replace(
+            'text = "SGD+WD reaches ≥ 85 % test accuracy (mean over setups and seeds)"\nop = ">="\nthreshold = 0.85',
+            'text = "SGD+WD reaches ≥ 85 % test accuracy (mean over setups and seeds)"\nop = ">="\nthreshold = 0.86',
+        )
+    )
+    assert stricter["WRS"].digest != CLAIMS["WRS"].digest
+
+
 def test_bad_registry_entries_are_refused():
     with pytest.raises(ValueError, match="unknown direction 'up'"):
         parse_registry('[X]\nstatement="s"\nsource="s"\nkind="empirical"\n'

@@ -56,6 +56,35 @@ def test_phenomenon_absent_is_not_testable():
     assert judge_claim("WS-SINGULAR", singular).verdict == "not testable at this scale"
 
 
+def _wrs(wd_removes, wd_trained):
+    return [
+        *(
+            sample("WRS", s, _values(m, seed=i), condition="sgd")
+            for i, (s, m) in enumerate(
+                [("log_orth_ratio", -0.5), ("orth_vs_wd", 0.0), ("acc_vs_wd", 0.0)]
+            )
+        ),
+        CheckValue("WRS", "wd_removes", wd_removes),
+        CheckValue("WRS", "wd_trained", wd_trained),
+    ]
+
+
+def test_not_testable_names_what_the_failed_check_needs():
+    """Review regression: WRS failed its accuracy check while "Would need" spoke of the
+    orthogonal-norm check. The failed check's own scale_needed is shown when it has one."""
+    from normtheory.claims import CLAIMS
+
+    checks = {c.name: c for c in CLAIMS["WRS"].test.checks}
+    untrained = judge_claim("WRS", _wrs(wd_removes=-0.5, wd_trained=0.75))
+    assert untrained.verdict == "not testable at this scale"
+    assert checks["wd_trained"].scale_needed in untrained.reason
+    assert CLAIMS["WRS"].scale_needed not in untrained.reason
+    no_effect = judge_claim("WRS", _wrs(wd_removes=-0.01, wd_trained=0.9))
+    assert CLAIMS["WRS"].scale_needed in no_effect.reason
+    both = judge_claim("WRS", _wrs(wd_removes=-0.01, wd_trained=0.75)).reason
+    assert checks["wd_trained"].scale_needed in both and "85 %" in both
+
+
 def _bgn(vs_bn: dict, vs_gn: float = 0.05, pooled=True):
     ev = [
         sample("BGN-TINY", "vs_bn", _values(m, seed=b), condition=str(b)) for b, m in vs_bn.items()
