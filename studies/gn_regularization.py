@@ -153,8 +153,14 @@ STUDY = Study(
             description="CIFAR-10, ResNet-20, BN and GN at batch 32, LR 0.0125, "
             "100 epochs, step schedule, 5 seeds",
             cost="≈2 h on one GPU (10 runs of 156 200 steps; an estimate, not timed)",
-            smoke={"batch_size": 16, "max_train": 32, "steps": 4, "eval_every": 2, "width": 4,
-                   "depth": 8},
+            smoke={
+                "batch_size": 16,
+                "max_train": 32,
+                "steps": 4,
+                "eval_every": 2,
+                "width": 4,
+                "depth": 8,
+            },
         ),
     },  # fmt: skip
     hooks=hooks,

@@ -245,8 +245,14 @@ STUDY = Study(
             seeds=5,
             description="CIFAR-10, 64 patches, width 192, 6 blocks, 20 epochs per probe, 5 seeds",
             cost="≈4 h on one GPU (estimate, not run)",
-            smoke={"batch_size": 16, "max_train": 16, "steps": 2, "width": 8, "depth": 1,
-                   "heads": 1},
+            smoke={
+                "batch_size": 16,
+                "max_train": 16,
+                "steps": 2,
+                "width": 8,
+                "depth": 1,
+                "heads": 1,
+            },
         ),
     },  # fmt: skip
     hooks=hooks,
