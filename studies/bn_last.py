@@ -175,7 +175,7 @@ STUDY = Study(
             5,
             "Fashion-MNIST (20 000), ResNet-8 width 16, BN "
             "last, no BN, full BN, bisection, 940 steps per probe, 5 seeds",
-            cost="≈2 h on 2 CPU cores (0.11–0.14 CPU-s per step timed; ≈8 probes of 940 steps per search)",
+            cost="≈50 min on 2 CPU cores (measured: 15 runs, 1.5 h of single-core run time, 2–10 min per run; a search bisects ≈8 probes of 940 steps)",
         ),
         "paper": _profile(
             PAPER,
