@@ -62,14 +62,17 @@ class LrTable:
         return cell if lr is None else replace(cell, lr=float(lr), lr_scaling="none")
 
 
-def tuning_profile(grid: Grid, factors, *, seeds: int = 1, validation: float = 0.2, description=""):
+def tuning_profile(
+    grid: Grid, factors, *, seeds: int = 1, validation: float = 0.2, description="", tier=""
+):
     """The tuning twin of a verdict grid: the same cells (the same `Grid.keep`, no `LrTable`), with ``lr`` ×
     each of `factors` as an axis, `validation` of the training set held out for evaluation,
-    and `seeds` seeds from `TUNE_SEED` on."""
+    and `seeds` seeds from `TUNE_SEED` on. `tier`: the scale it tunes for (that of the grid's
+    verdict profile; it decides no claim itself)."""
     base = replace(grid.base, validation=validation)
     axes = {**grid.axes, "lr": tuple(grid.base.lr * f for f in factors)}
     tuned = Grid(base, axes, grid.cases, keep=grid.keep)
-    return Profile(tuned, seeds, description, first_seed=TUNE_SEED)
+    return Profile(tuned, seeds, description, first_seed=TUNE_SEED, tier=tier)
 
 
 def is_tuning(cells: pd.DataFrame) -> bool:

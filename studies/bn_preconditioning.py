@@ -95,7 +95,7 @@ TUNE_FACTORS = (
 TUNE_STANDARD = tuning_profile(
     Grid(STANDARD_BASE, {"batch_size": (32,)}, cases=SCHEMES), TUNE_FACTORS,
     description="the standard cells at batch 32 × 9 base learning rates (0.0016–0.4) on a "
-    "validation split (20 %), tuning seed 1000",
+    "validation split (20 %), tuning seed 1000", tier="standard",
 )  # fmt: skip
 # Chosen by `normtheory run bn_preconditioning --profile tune_standard --executor process
 # --workers 2`: per scheme, the base rate with the lowest validation error at batch 32

@@ -106,6 +106,7 @@ def test_a_tuning_run_decides_nothing_and_the_standard_cells_train_at_the_tuned_
     results.cells["validation"] = 0.2
     assert judge_study(STUDY, results) == {}
     assert STUDY.profile("tune_standard").first_seed >= 100 > STUDY.profile("standard").seeds
+    assert STUDY.tier("tune_standard") == "standard"  # it tunes on Fashion-MNIST, not digits
     assert lr_tuning(_results(HOLDS)) is None
     cells = STUDY.profile("standard").grid.cells()
     assert len(cells) == 6
